@@ -1,0 +1,61 @@
+"""cedf: the lecture's Educational Deep learning Framework (EDF) on compiled kernels.
+
+``import cedf as edf`` runs the lecture's code unchanged::
+
+    edf.clear_compgraph()
+    x = edf.Input(); y = edf.Input()
+    x.value, y.value = X, labels
+    params = edf.AffineParams(nInputs, nLabels)
+    L = edf.CrossEntropyLoss(edf.Softmax(edf.Affine(params, x)), y)
+    for i in range(iterations):
+        edf.Forward(); edf.Backward(L); edf.UpdateParameters()
+
+Package settings, read when they are used, so assigning them here takes effect:
+``cedf.DT`` (dtype of new parameters and buffers, default float32) and
+``cedf.learning_rate`` (step of `UpdateParameters`, default 0.001).
+``cedf.CompNodes`` and ``cedf.Parameters`` are the node lists of the current graph.
+"""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+import numpy as np
+
+#: dtype of new parameters and of buffers made for non-float inputs.
+DT = np.float32
+#: step size of `UpdateParameters`.
+learning_rate = 0.001
+
+from . import backend, graph, nodes, reference  # noqa: E402
+from .backend import get_backend, set_backend  # noqa: E402
+from .graph import Backward, Forward, Graph, UpdateParameters, clear_compgraph, current_graph  # noqa: E402
+from .nodes import (  # noqa: E402
+    Affine,
+    AffineParams,
+    BCELoss,
+    CompNode,
+    CrossEntropyLoss,
+    Input,
+    Parameter,
+    Sigmoid,
+    Softmax,
+)
+
+try:
+    __version__ = _version("cedf")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "unknown"
+
+
+def __getattr__(name):
+    # The lecture's global lists, read from whichever graph is current.
+    if name in ("CompNodes", "Parameters"):
+        return getattr(graph.current_graph(), name)
+    raise AttributeError(f"module 'cedf' has no attribute {name!r}")
+
+
+__all__ = [
+    "DT", "learning_rate", "CompNodes", "Parameters",
+    "Input", "Parameter", "CompNode", "AffineParams", "Affine", "Sigmoid", "Softmax",
+    "CrossEntropyLoss", "BCELoss",
+    "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters",
+    "set_backend", "get_backend",
+]

@@ -1,0 +1,344 @@
+"""The nodes of a computation graph: the lecture's three kinds and its layers.
+
+`Input` holds data, `Parameter` holds what training changes, and every `CompNode`
+computes its ``value`` from its inputs in ``forward`` and, in ``backward``, adds
+its local gradient times its own ``grad`` into its inputs with ``addgrad``. Each
+node knows only its own derivative; the walk over the graph is in `cedf.graph`.
+
+The arithmetic is done by the kernels of the backend in use (`cedf.backend`).
+What stays here is what keeps those kernels safe: each node converts its inputs
+to C-contiguous arrays of its dtype and checks their shapes before it calls a
+kernel, and raises an exception naming itself when something does not fit.
+
+Values and gradients live in buffers that a node allocates once and reuses as
+long as the batch shape stays the same; copy a ``.value`` you want to keep
+across steps.
+"""
+import numpy as np
+
+import cedf
+
+from . import backend
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_dtype(arr):
+    """The dtype a node computes in for input `arr`: its own if float32/64, else cedf.DT."""
+    return arr.dtype if arr.dtype in _FLOATS else np.dtype(cedf.DT)
+
+
+def _name(node):
+    return type(node).__name__
+
+
+def _check_node(owner, role, node):
+    if not hasattr(node, "addgrad"):
+        raise TypeError(
+            f"{owner}: {role} must be a cedf node (Input, Parameter or CompNode), "
+            f"got {type(node).__name__}; wrap data in an Input and set its .value"
+        )
+    return node
+
+
+def _reuse(buf, shape, dtype):
+    """`buf` if it already has this shape and dtype, else a new empty array."""
+    if buf is not None and buf.shape == shape and buf.dtype == dtype:
+        return buf
+    return np.empty(shape, dtype)
+
+
+def zero_grad(node):
+    """Set ``node.grad`` to zeros shaped like its value, reusing the array it has when it fits."""
+    value = node.value
+    if value is None:
+        raise RuntimeError(f"{_name(node)}: it has no value yet; call Forward() before Backward()")
+    value = np.asarray(value)
+    dtype = _float_dtype(value)
+    grad = getattr(node, "grad", None)
+    if (type(grad) is np.ndarray and grad.shape == value.shape and grad.dtype == dtype
+            and grad.flags.c_contiguous and grad.flags.writeable):
+        grad.fill(0)
+    else:
+        node.grad = np.zeros(value.shape, dtype)
+
+
+class Input:
+    """Data fed to the graph: set ``.value`` before `Forward`. Takes no gradient."""
+
+    value = None
+
+    def __init__(self):
+        pass
+
+    def addgrad(self, delta):
+        pass
+
+
+class Parameter:
+    """A trainable array: ``.value`` (in cedf.DT), ``.grad``, updated by `UpdateParameters`."""
+
+    value = None
+    grad = None
+
+    def __init__(self, value):
+        self.value = np.array(value, dtype=cedf.DT)
+        cedf.graph.current_graph().Parameters.append(self)
+
+    def addgrad(self, delta):
+        # A per-example gradient has an extra leading batch axis: sum it out.
+        if np.ndim(delta) > self.value.ndim:
+            delta = np.sum(delta, axis=0)
+        self.grad += delta
+
+    def UpdateParameters(self):
+        self.value -= cedf.learning_rate * self.grad
+
+
+class CompNode:
+    """Base class of computed nodes: ``.value``, ``.grad``, ``addgrad(delta)``.
+
+    A node of your own subclasses it, appends itself to ``cedf.CompNodes`` in
+    ``__init__``, sets ``self.value`` in ``forward()`` and calls its inputs'
+    ``addgrad`` in ``backward()``, exactly as in the lecture.
+    """
+
+    value = None
+    grad = None
+
+    def addgrad(self, delta):
+        self.grad += delta
+
+    # What follows serves cedf's own nodes: reading inputs safely, reusing
+    # buffers and routing gradients straight into their destination.
+
+    _value_buf = None
+
+    def _register(self):
+        cedf.graph.current_graph().CompNodes.append(self)
+
+    def _operand(self, node, role, dtype=None, ndims=None):
+        """`node.value` as a C-contiguous float array of `dtype`, after checking it."""
+        value = node.value
+        if value is None:
+            raise ValueError(
+                f"{_name(self)}: its input {role} ({_name(node)}) has no value; "
+                f"set .value of every Input before Forward()"
+            )
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{_name(self)}: {role} must hold real numbers, got dtype {arr.dtype}")
+        if ndims is not None and arr.ndim not in ndims:
+            expected = " or ".join(f"{n}-D" for n in ndims)
+            raise ValueError(f"{_name(self)}: {role} must be {expected}, got shape {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=dtype if dtype is not None else _float_dtype(arr))
+
+    def _output(self, shape, dtype):
+        """The node's value buffer for this shape and dtype, allocated on first use."""
+        self.value = self._value_buf = _reuse(self._value_buf, shape, dtype)
+        return self.value
+
+    def _incoming(self):
+        """``self.grad`` (the gradient from the consumers) as a buffer shaped like the value."""
+        grad = np.ascontiguousarray(self.grad, dtype=self.value.dtype)
+        if grad.shape != self.value.shape:
+            raise ValueError(
+                f"{_name(self)}: .grad has shape {grad.shape}, expected {self.value.shape} like .value"
+            )
+        return grad
+
+    @staticmethod
+    def _grad_sink(node, shape, dtype):
+        """Where to add the gradient for input `node`: ``(buffer, pass_on)``.
+
+        An Input takes none: ``(None, False)``. A cedf node whose ``.grad`` is a
+        buffer of the right shape and dtype is added into in place. Any other
+        node (one with its own ``addgrad``, a ``.grad`` of another dtype) gets a
+        zeroed scratch buffer to hand to its ``addgrad`` afterwards (`pass_on`).
+        """
+        addgrad = type(node).addgrad
+        if addgrad is Input.addgrad:
+            return None, False
+        grad = node.grad
+        if (addgrad in (CompNode.addgrad, Parameter.addgrad) and type(grad) is np.ndarray
+                and grad.shape == shape and grad.dtype == dtype
+                and grad.flags.c_contiguous and grad.flags.writeable):
+            return grad, False
+        return np.zeros(shape, dtype), True
+
+
+class AffineParams:
+    """The parameters of an affine layer: ``A`` (nInputs, nOutputs) and ``b`` (nOutputs,).
+
+    ``A`` is drawn uniformly from ±sqrt(3 / nInputs) with NumPy's global random
+    state, as in the lecture, so ``np.random.seed`` reproduces a run.
+    """
+
+    def __init__(self, nInputs, nOutputs):
+        for name, n in (("nInputs", nInputs), ("nOutputs", nOutputs)):
+            if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+                raise ValueError(f"AffineParams: {name} must be a positive integer, got {n!r}")
+        bound = np.sqrt(3 / nInputs)
+        self.A = Parameter(np.random.uniform(-bound, bound, (nInputs, nOutputs)))
+        self.b = Parameter(np.zeros(nOutputs))
+
+
+class Affine(CompNode):
+    """``x @ A + b`` for a batch x of shape (B, nInputs)."""
+
+    def __init__(self, params, x):
+        self._register()
+        if not (hasattr(params, "A") and hasattr(params, "b")):
+            raise TypeError(f"Affine: params must be an AffineParams, got {type(params).__name__}")
+        self.params = params
+        self.x = _check_node("Affine", "x", x)
+
+    def forward(self):
+        A = self._operand(self.params.A, "A", ndims=(2,))
+        b = self._operand(self.params.b, "b", dtype=A.dtype, ndims=(1,))
+        x = self._operand(self.x, "x", dtype=A.dtype, ndims=(2,))
+        n_in, n_out = A.shape
+        if x.shape[1] != n_in:
+            raise ValueError(f"Affine: x has {x.shape[1]} features, A expects {n_in}")
+        if b.shape != (n_out,):
+            raise ValueError(f"Affine: b has shape {b.shape}, A has {n_out} outputs so b must be ({n_out},)")
+        self._x, self._A = x, A
+        backend.kernels.affine_forward(x, A, b, self._output((x.shape[0], n_out), A.dtype))
+
+    def backward(self):
+        x, A = self._x, self._A
+        gx, pass_x = self._grad_sink(self.x, x.shape, x.dtype)
+        gA, pass_A = self._grad_sink(self.params.A, A.shape, A.dtype)
+        gb, pass_b = self._grad_sink(self.params.b, (A.shape[1],), A.dtype)
+        backend.kernels.affine_backward(x, A, self._incoming(), gx, gA, gb)
+        for node, delta, pass_on in ((self.x, gx, pass_x), (self.params.A, gA, pass_A),
+                                     (self.params.b, gb, pass_b)):
+            if pass_on:
+                node.addgrad(delta)
+
+
+class Sigmoid(CompNode):
+    """The logistic function 1 / (1 + exp(-x)), input clipped to [-10, 10] as in the lecture."""
+
+    def __init__(self, x):
+        self._register()
+        self.x = _check_node("Sigmoid", "x", x)
+
+    def forward(self):
+        x = self._operand(self.x, "x")
+        out = self._output(x.shape, x.dtype)
+        backend.kernels.sigmoid_forward(x.reshape(-1), out.reshape(-1))
+
+    def backward(self):
+        gx, pass_on = self._grad_sink(self.x, self.value.shape, self.value.dtype)
+        if gx is None:
+            return
+        backend.kernels.sigmoid_backward(self.value.reshape(-1), self._incoming().reshape(-1),
+                                         gx.reshape(-1))
+        if pass_on:
+            self.x.addgrad(gx)
+
+
+class Softmax(CompNode):
+    """Softmax over the last axis (the classes), each row shifted by its max and floored at -10."""
+
+    def __init__(self, x):
+        self._register()
+        self.x = _check_node("Softmax", "x", x)
+
+    def forward(self):
+        x = self._operand(self.x, "x")
+        if x.ndim == 0 or x.shape[-1] == 0:
+            raise ValueError(f"Softmax: x must have a last axis of at least one class, got shape {x.shape}")
+        out = self._output(x.shape, x.dtype)
+        rows = (-1, x.shape[-1])
+        backend.kernels.softmax_forward(x.reshape(rows), out.reshape(rows))
+
+    def backward(self):
+        gx, pass_on = self._grad_sink(self.x, self.value.shape, self.value.dtype)
+        if gx is None:
+            return
+        rows = (-1, self.value.shape[-1])
+        backend.kernels.softmax_backward(self.value.reshape(rows), self._incoming().reshape(rows),
+                                         gx.reshape(rows))
+        if pass_on:
+            self.x.addgrad(gx)
+
+
+def _labels_like(owner, labels, n):
+    """Check that `labels` has one entry per example: shape (n,) or (n, 1)."""
+    if labels.shape not in ((n,), (n, 1)):
+        raise ValueError(f"{owner}: y has shape {labels.shape}, expected ({n},), one label per example")
+    return labels.reshape(n)
+
+
+class CrossEntropyLoss(CompNode):
+    """Per-example ``-log p[i, y_i]`` for class probabilities p (B, C) and class indices y (B,)."""
+
+    def __init__(self, x, y):
+        self._register()
+        self.x = _check_node("CrossEntropyLoss", "p", x)
+        self.y = _check_node("CrossEntropyLoss", "y", y)
+
+    def _class_indices(self, n, n_classes):
+        """y.value as int64 class indices, checked to be integral and in [0, n_classes)."""
+        if self.y.value is None:
+            raise ValueError("CrossEntropyLoss: its input y (Input) has no value; set y.value before Forward()")
+        y = np.asarray(self.y.value)
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"CrossEntropyLoss: y must hold integer class indices, got dtype {y.dtype}")
+        y = _labels_like("CrossEntropyLoss", y, n)
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.floor(y))):
+            bad = y[~(np.isfinite(y) & (y == np.floor(y)))][0]
+            raise ValueError(f"CrossEntropyLoss: y must hold whole class indices, got {bad}")
+        if n and (y.min() < 0 or y.max() >= n_classes):
+            bad = y[(y < 0) | (y >= n_classes)][0]
+            raise ValueError(
+                f"CrossEntropyLoss: label {bad} is outside [0, {n_classes}) (p has {n_classes} classes)"
+            )
+        return np.ascontiguousarray(y, dtype=np.int64)
+
+    def forward(self):
+        p = self._operand(self.x, "p", ndims=(2,))
+        self._p = p
+        self._y = self._class_indices(p.shape[0], p.shape[1])
+        backend.kernels.cross_entropy_forward(p, self._y, self._output((p.shape[0],), p.dtype))
+
+    def backward(self):
+        p = self._p
+        gp, pass_on = self._grad_sink(self.x, p.shape, p.dtype)
+        if gp is None:
+            return
+        backend.kernels.cross_entropy_backward(p, self._y, self._incoming(), gp)
+        if pass_on:
+            self.x.addgrad(gp)
+
+
+class BCELoss(CompNode):
+    """Per-example binary cross-entropy ``-y log p - (1 - y) log(1 - p)``, p (B, 1) or (B,), y in {0, 1}."""
+
+    def __init__(self, x, y):
+        self._register()
+        self.x = _check_node("BCELoss", "p", x)
+        self.y = _check_node("BCELoss", "y", y)
+
+    def forward(self):
+        p = self._operand(self.x, "p", ndims=(1, 2))
+        if p.ndim == 2 and p.shape[1] != 1:
+            raise ValueError(f"BCELoss: p has shape {p.shape}, expected (B, 1) or (B,): one probability per example")
+        n = p.shape[0]
+        y = _labels_like("BCELoss", self._operand(self.y, "y", dtype=p.dtype), n)
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError(f"BCELoss: y must hold labels 0 or 1, got {y[(y != 0) & (y != 1)][0]}")
+        self._p, self._y = p, y
+        backend.kernels.bce_forward(p.reshape(n), y, self._output((n,), p.dtype))
+
+    def backward(self):
+        p = self._p
+        gp, pass_on = self._grad_sink(self.x, p.shape, p.dtype)
+        if gp is None:
+            return
+        n = p.shape[0]
+        backend.kernels.bce_backward(p.reshape(n), self._y, self._incoming(), gp.reshape(n))
+        if pass_on:
+            self.x.addgrad(gp)

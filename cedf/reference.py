@@ -1,0 +1,91 @@
+"""The reference backend: every kernel of cedf in plain NumPy.
+
+This module is the specification. `cedf/_kernels.pyx` implements the same
+functions, with the same signatures, as compiled loops; the tests run both on
+the same inputs and compare. `cedf.set_backend("numpy")` runs the whole engine
+on this module.
+
+The contract that both backends share (the nodes in `cedf.nodes` check it
+before calling, so that the compiled loops never see a bad buffer):
+
+- arrays are C-contiguous, float32 or float64, one dtype per call; class
+  labels are int64 and lie in range;
+- `*_forward` functions write their result into `out`;
+- `*_backward` functions *add* into the gradient buffers they are given
+  (`gx`, `gA`, ...), exactly as the lecture's ``addgrad`` does (`+=`), so a node
+  with several consumers sums what they send. A gradient buffer given as
+  ``None`` is not computed (an `Input` takes no gradient);
+- elementwise kernels (sigmoid, BCE) take 1-D buffers: the node passes flat
+  views of arrays of any shape.
+"""
+import numpy as np
+
+SIGMOID_CLIP = 10.0    # the lecture clips sigmoid inputs to [-10, 10]
+SOFTMAX_FLOOR = -10.0  # and floors the max-shifted softmax logits at -10
+
+
+def affine_forward(x, A, b, out):
+    """out = x @ A + b, with x of shape (B, nIn), A (nIn, nOut), b (nOut,)."""
+    np.matmul(x, A, out=out)
+    out += b
+
+
+def affine_backward(x, A, g, gx, gA, gb):
+    """Gradients of out = x @ A + b given g = dL/dout: gx += g A^T, gA += x^T g, gb += sum_i g_i."""
+    if gx is not None:
+        gx += g @ A.T
+    if gA is not None:
+        gA += x.T @ g
+    if gb is not None:
+        gb += g.sum(axis=0)
+
+
+def sigmoid_forward(x, out):
+    """out = 1 / (1 + exp(-clip(x, -10, 10)))."""
+    out[...] = 1 / (1 + np.exp(-np.clip(x, -SIGMOID_CLIP, SIGMOID_CLIP)))
+
+
+def sigmoid_backward(s, g, gx):
+    """gx += g * s * (1 - s), with s the forward output."""
+    gx += g * s * (1 - s)
+
+
+def softmax_forward(x, out):
+    """Row-wise softmax of x (B, C): shift by the row max, floor at -10, exponentiate, normalise."""
+    shifted = np.maximum(x - x.max(axis=1, keepdims=True), SOFTMAX_FLOOR)
+    e = np.exp(shifted)
+    out[...] = e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_backward(p, g, gx):
+    """gx += p * (g - sum_j p_j g_j) per row, with p the forward output."""
+    gx += p * (g - np.sum(p * g, axis=1, keepdims=True))
+
+
+def cross_entropy_forward(p, labels, out):
+    """out_i = -log p[i, labels_i] for probabilities p (B, C) and int64 labels (B,)."""
+    out[...] = -np.log(p[np.arange(len(labels)), labels])
+
+
+def cross_entropy_backward(p, labels, g, gp):
+    """gp[i, labels_i] += -g_i / p[i, labels_i]; every other entry of row i gets nothing."""
+    rows = np.arange(len(labels))
+    gp[rows, labels] -= g / p[rows, labels]
+
+
+def bce_forward(p, y, out):
+    """out_i = -y_i log p_i - (1 - y_i) log(1 - p_i) for hard labels y_i in {0, 1}.
+
+    Only the term that the label selects is evaluated, so that p = 0 or 1 gives
+    the exact infinity or zero rather than 0 * log(0) = NaN.
+    """
+    pos = y > 0.5
+    out[pos] = -np.log(p[pos])
+    out[~pos] = -np.log1p(-p[~pos])
+
+
+def bce_backward(p, y, g, gp):
+    """gp_i += g_i * (p_i - y_i) / (p_i (1 - p_i)), branch by branch as in the forward."""
+    pos = y > 0.5
+    gp[pos] -= g[pos] / p[pos]
+    gp[~pos] += g[~pos] / (1 - p[~pos])
