@@ -20,6 +20,7 @@ from cython cimport floating
 from libc.limits cimport INT_MAX
 from libc.math cimport exp, log
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 
 from cedf._blas cimport gemm
 
@@ -115,10 +116,18 @@ def sigmoid_backward(const floating[::1] s, const floating[::1] g, floating[::1]
 def softmax_forward(const floating[:, ::1] x, floating[:, ::1] out):
     """Row-wise softmax of x (B, C): shift by the row max, floor at -10, exponentiate, normalise."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i, j
-    cdef double top, shifted, e, total
+    cdef double top, shifted, total
+    cdef double* e
     _expect("softmax_forward", "out", (out.shape[0], out.shape[1]), (n, c))
     if n > 0 and c == 0:
         raise ValueError("softmax_forward: x has no columns")
+    # The exponentials of a row are kept in double and divided before the one
+    # rounding to the buffer's dtype: a probability near 1 rounded twice can
+    # be one float32 step off, and 1 - p, which the backward pass uses, would
+    # then be off by up to 1e-3 relative.
+    e = <double*>malloc(max(c, 1) * sizeof(double))
+    if e == NULL:
+        raise MemoryError()
     with nogil:
         for i in range(n):
             top = x[i, 0]
@@ -130,11 +139,11 @@ def softmax_forward(const floating[:, ::1] x, floating[:, ::1] out):
                 shifted = x[i, j] - top
                 if shifted < CEDF_SOFTMAX_FLOOR:
                     shifted = CEDF_SOFTMAX_FLOOR
-                e = exp(shifted)
-                out[i, j] = <floating>e
-                total += e
+                e[j] = exp(shifted)
+                total += e[j]
             for j in range(c):
-                out[i, j] = <floating>(out[i, j] / total)
+                out[i, j] = <floating>(e[j] / total)
+    free(e)
 
 
 def softmax_backward(const floating[:, ::1] p, const floating[:, ::1] g, floating[:, ::1] gx):

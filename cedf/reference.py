@@ -16,12 +16,21 @@ before calling, so that the compiled loops never see a bad buffer):
   with several consumers sums what they send. A gradient buffer given as
   ``None`` is not computed (an `Input` takes no gradient);
 - elementwise kernels (sigmoid, BCE) take 1-D buffers: the node passes flat
-  views of arrays of any shape.
+  views of arrays of any shape;
+- matrix products run in the arrays' dtype; everything else is computed in
+  double and rounded once into the buffer (`_f64`), as the compiled point
+  functions do. A float32 sigmoid close to 1 leaves 1 - s with few significant
+  bits, so two backends that rounded s differently would disagree on its
+  gradient by far more than float32's precision.
 """
 import numpy as np
 
 SIGMOID_CLIP = 10.0    # the lecture clips sigmoid inputs to [-10, 10]
 SOFTMAX_FLOOR = -10.0  # and floors the max-shifted softmax logits at -10
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
 
 
 def affine_forward(x, A, b, out):
@@ -42,16 +51,18 @@ def affine_backward(x, A, g, gx, gA, gb):
 
 def sigmoid_forward(x, out):
     """out = 1 / (1 + exp(-clip(x, -10, 10)))."""
-    out[...] = 1 / (1 + np.exp(-np.clip(x, -SIGMOID_CLIP, SIGMOID_CLIP)))
+    out[...] = 1 / (1 + np.exp(-np.clip(_f64(x), -SIGMOID_CLIP, SIGMOID_CLIP)))
 
 
 def sigmoid_backward(s, g, gx):
     """gx += g * s * (1 - s), with s the forward output."""
+    s = _f64(s)
     gx += g * s * (1 - s)
 
 
 def softmax_forward(x, out):
     """Row-wise softmax of x (B, C): shift by the row max, floor at -10, exponentiate, normalise."""
+    x = _f64(x)
     shifted = np.maximum(x - x.max(axis=1, keepdims=True), SOFTMAX_FLOOR)
     e = np.exp(shifted)
     out[...] = e / e.sum(axis=1, keepdims=True)
@@ -59,18 +70,19 @@ def softmax_forward(x, out):
 
 def softmax_backward(p, g, gx):
     """gx += p * (g - sum_j p_j g_j) per row, with p the forward output."""
+    p, g = _f64(p), _f64(g)
     gx += p * (g - np.sum(p * g, axis=1, keepdims=True))
 
 
 def cross_entropy_forward(p, labels, out):
     """out_i = -log p[i, labels_i] for probabilities p (B, C) and int64 labels (B,)."""
-    out[...] = -np.log(p[np.arange(len(labels)), labels])
+    out[...] = -np.log(_f64(p[np.arange(len(labels)), labels]))
 
 
 def cross_entropy_backward(p, labels, g, gp):
     """gp[i, labels_i] += -g_i / p[i, labels_i]; every other entry of row i gets nothing."""
     rows = np.arange(len(labels))
-    gp[rows, labels] -= g / p[rows, labels]
+    gp[rows, labels] -= _f64(g) / p[rows, labels]
 
 
 def bce_forward(p, y, out):
@@ -79,13 +91,13 @@ def bce_forward(p, y, out):
     Only the term that the label selects is evaluated, so that p = 0 or 1 gives
     the exact infinity or zero rather than 0 * log(0) = NaN.
     """
-    pos = y > 0.5
+    p, pos = _f64(p), y > 0.5
     out[pos] = -np.log(p[pos])
     out[~pos] = -np.log1p(-p[~pos])
 
 
 def bce_backward(p, y, g, gp):
     """gp_i += g_i * (p_i - y_i) / (p_i (1 - p_i)), branch by branch as in the forward."""
-    pos = y > 0.5
+    p, g, pos = _f64(p), _f64(g), y > 0.5
     gp[pos] -= g[pos] / p[pos]
     gp[~pos] += g[~pos] / (1 - p[~pos])

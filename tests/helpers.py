@@ -1,0 +1,148 @@
+"""Helpers shared by the tests: comparison with tolerances, random graphs, gradient checks."""
+import numpy as np
+
+import cedf as edf
+
+
+def assert_close(actual, expected, rtol, what="", scale=0.0):
+    """Normwise relative agreement: max|actual - expected| <= rtol * max(max|expected|, scale).
+
+    Scaling by the largest entry, not entry by entry, is what a different but
+    equally exact summation order (two BLAS builds, a fused loop) can promise:
+    entries that cancel to nearly zero carry the rounding of their parts.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    if expected.size == 0:
+        return
+    assert np.array_equal(np.isnan(actual), np.isnan(expected)), f"{what}: NaNs differ"
+    finite = np.isfinite(expected)
+    assert np.array_equal(actual[~finite], expected[~finite]), f"{what}: infinities differ"
+    scale = max(np.max(np.abs(expected[finite]), initial=0.0), scale, np.finfo(expected.dtype).tiny)
+    err = np.max(np.abs(actual[finite].astype(np.float64) - expected[finite]), initial=0.0)
+    assert err <= rtol * scale, f"{what}: max abs error {err:.3g} exceeds {rtol:g} x {scale:.3g}"
+
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def both_backends(fn):
+    """Run `fn` under the reference and then the compiled backend: (reference result, compiled result)."""
+    before = edf.get_backend()
+    try:
+        edf.set_backend("numpy")
+        ref = fn()
+        edf.set_backend("cython")
+        comp = fn()
+    finally:
+        edf.set_backend(before)
+    return ref, comp
+
+
+def rtol_for(dtype):
+    """The agreement that the compiled backend owes the reference: 1e-12 in float64, 1e-5 in float32."""
+    return {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]
+
+
+class Tanh(edf.CompNode):
+    """A node written by a user in NumPy, exactly as the lecture's exercises ask."""
+
+    def __init__(self, x):
+        edf.CompNodes.append(self)
+        self.x = x
+
+    def forward(self):
+        self.value = np.tanh(self.x.value)
+
+    def backward(self):
+        self.x.addgrad(self.grad * (1 - self.value ** 2))
+
+
+class Add(edf.CompNode):
+    """A user's node with two inputs, to give a node two consumers (fan-out)."""
+
+    def __init__(self, a, b):
+        edf.CompNodes.append(self)
+        self.a, self.b = a, b
+
+    def forward(self):
+        self.value = self.a.value + self.b.value
+
+    def backward(self):
+        self.a.addgrad(self.grad)
+        self.b.addgrad(self.grad)
+
+
+def random_mlp(seed, dtype, depth, widths, batch, loss, user_node=False, x_param=False):
+    """Build an MLP in the current graph: `depth` Affine layers of random widths.
+
+    Hidden layers are Sigmoid; the head is Softmax + CrossEntropyLoss (loss="ce")
+    or Sigmoid + BCELoss with one output (loss="bce"). With `user_node`, a
+    user-written Tanh sits after the first hidden layer and its output feeds two
+    Affines summed by a user-written Add. With `x_param`, the data is a
+    Parameter so that its gradient is computed too. Returns (loss node, x node).
+    """
+    rng = np.random.default_rng(seed)
+    np.random.seed(seed)
+    edf.DT = dtype
+    X = rng.standard_normal((batch, widths[0]))
+    if x_param:
+        x = edf.Parameter(X)
+    else:
+        x = edf.Input()
+        x.value = X.astype(dtype)
+    h = x
+    for i in range(depth - 1):
+        h = edf.Sigmoid(edf.Affine(edf.AffineParams(widths[i], widths[i + 1]), h))
+        if user_node and i == 0:
+            t = Tanh(h)
+            h = Add(edf.Affine(edf.AffineParams(widths[1], widths[1]), t),
+                    edf.Affine(edf.AffineParams(widths[1], widths[1]), t))
+    y = edf.Input()
+    if loss == "ce":
+        n_classes = widths[depth]
+        p = edf.Softmax(edf.Affine(edf.AffineParams(widths[depth - 1], n_classes), h))
+        y.value = rng.integers(0, n_classes, batch)
+        L = edf.CrossEntropyLoss(p, y)
+    else:
+        p = edf.Sigmoid(edf.Affine(edf.AffineParams(widths[depth - 1], 1), h))
+        y.value = rng.integers(0, 2, batch)
+        L = edf.BCELoss(p, y)
+    return L, x
+
+
+def snapshot():
+    """Every value and gradient of the current graph, in creation order: (name, value, grad, grad scale).
+
+    The grad scale is what a gradient's rounding error is measured against.
+    For a node it is the gradient's own largest entry. A parameter's gradient
+    is a sum over the batch, and a sum whose terms cancel cannot be more exact
+    than its terms: dA = x^T g and db = sum_i g_i are scaled by |x|^T |g| and
+    sum_i |g_i|, the textbook bound for a rounded sum.
+    """
+    term_scale = {}
+    for node in edf.CompNodes:
+        if isinstance(node, edf.Affine):
+            x, g = np.abs(np.asarray(node.x.value, np.float64)), np.abs(node.grad.astype(np.float64))
+            term_scale[id(node.params.A)] = np.max(x.T @ g, initial=0.0)
+            term_scale[id(node.params.b)] = np.max(g.sum(axis=0), initial=0.0)
+    nodes = edf.CompNodes + edf.Parameters
+    return [(f"{type(n).__name__}#{i}", np.array(n.value), np.array(n.grad), term_scale.get(id(n), 0.0))
+            for i, n in enumerate(nodes)]
+
+
+def mean_loss(L):
+    edf.Forward()
+    return float(np.mean(L.value, dtype=np.float64))
+
+
+def numeric_grad(L, param, index, eps=1e-6):
+    """Central difference of the batch-mean loss with respect to one entry of a parameter."""
+    old = param.value[index]
+    param.value[index] = old + eps
+    up = mean_loss(L)
+    param.value[index] = old - eps
+    down = mean_loss(L)
+    param.value[index] = old
+    return (up - down) / (2 * eps)

@@ -1,0 +1,145 @@
+"""The compiled kernels against the NumPy reference, kernel by kernel.
+
+Hypothesis draws the shapes (empty ones included) and the data; each kernel runs
+on copies of the same buffers under both implementations, and outputs and
+accumulated gradients must agree to 1e-12 (float64) or 1e-5 (float32).
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cedf import _kernels, reference
+from helpers import assert_close, rtol_for
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+SIZES = st.integers(0, 40)
+
+
+def both(name, *arrays, outputs):
+    """Run kernel `name` of each backend on its own copies of `arrays`; return the copies at `outputs`."""
+    results = []
+    for module in (reference, _kernels):
+        args = [None if a is None else a.copy() for a in arrays]
+        getattr(module, name)(*args)
+        results.append([args[i] for i in outputs])
+    return results
+
+
+def check(name, arrays, outputs, dtype):
+    ref, comp = both(name, *arrays, outputs=outputs)
+    for i, (r, c) in enumerate(zip(ref, comp)):
+        assert_close(c, r, rtol_for(dtype), f"{name} output {outputs[i]}")
+
+
+def data(seed, shape, dtype, scale=1.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+def probabilities(seed, shape, dtype):
+    """Rows that sum to one and stay away from 0, like a Softmax output."""
+    e = np.exp(data(seed, shape, np.float64))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(dtype)
+
+
+@given(B=SIZES, n_in=SIZES, n_out=SIZES, dtype=DTYPES, seed=st.integers(0, 2**32 - 1))
+def test_affine(B, n_in, n_out, dtype, seed):
+    x, A, b = data(seed, (B, n_in), dtype), data(seed + 1, (n_in, n_out), dtype), data(seed + 2, n_out, dtype)
+    check("affine_forward", [x, A, b, data(seed + 3, (B, n_out), dtype)], [3], dtype)
+    g = data(seed + 4, (B, n_out), dtype)
+    grads = [data(seed + 5, (B, n_in), dtype), data(seed + 6, (n_in, n_out), dtype), data(seed + 7, n_out, dtype)]
+    check("affine_backward", [x, A, g, *grads], [3, 4, 5], dtype)
+
+
+@given(B=SIZES, n_in=SIZES, n_out=SIZES, dtype=DTYPES, skip=st.sampled_from([3, 4, 5]))
+def test_affine_backward_skips_gradients_given_as_none(B, n_in, n_out, dtype, skip):
+    arrays = [data(1, (B, n_in), dtype), data(2, (n_in, n_out), dtype), data(3, (B, n_out), dtype),
+              data(4, (B, n_in), dtype), data(5, (n_in, n_out), dtype), data(6, n_out, dtype)]
+    arrays[skip] = None
+    check("affine_backward", arrays, [i for i in (3, 4, 5) if i != skip], dtype)
+
+
+@given(n=st.integers(0, 300), dtype=DTYPES, scale=st.sampled_from([0.1, 3.0, 30.0]), seed=st.integers(0, 1000))
+def test_sigmoid(n, dtype, scale, seed):
+    # scale 30 puts most inputs beyond the clip at +-10.
+    x = data(seed, n, dtype, scale)
+    check("sigmoid_forward", [x, np.empty(n, dtype)], [1], dtype)
+    s = 1 / (1 + np.exp(-np.clip(x, -10, 10)))
+    check("sigmoid_backward", [s, data(seed + 1, n, dtype), data(seed + 2, n, dtype)], [2], dtype)
+
+
+@given(B=SIZES, C=st.integers(1, 40), dtype=DTYPES, scale=st.sampled_from([0.1, 3.0, 30.0]), seed=st.integers(0, 1000))
+def test_softmax(B, C, dtype, scale, seed):
+    # scale 30 makes the floor at -10 bite.
+    x = data(seed, (B, C), dtype, scale)
+    check("softmax_forward", [x, np.empty((B, C), dtype)], [1], dtype)
+    p = probabilities(seed, (B, C), dtype)
+    check("softmax_backward", [p, data(seed + 1, (B, C), dtype), data(seed + 2, (B, C), dtype)], [2], dtype)
+
+
+@given(B=SIZES, C=st.integers(1, 40), dtype=DTYPES, seed=st.integers(0, 1000))
+def test_cross_entropy(B, C, dtype, seed):
+    p = probabilities(seed, (B, C), dtype)
+    labels = np.random.default_rng(seed).integers(0, C, B)
+    check("cross_entropy_forward", [p, labels, np.empty(B, dtype)], [2], dtype)
+    check("cross_entropy_backward", [p, labels, data(seed + 1, B, dtype), data(seed + 2, (B, C), dtype)],
+          [3], dtype)
+
+
+@given(n=st.integers(0, 300), dtype=DTYPES, seed=st.integers(0, 1000))
+def test_bce(n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(1e-4, 1 - 1e-4, n).astype(dtype)
+    y = rng.integers(0, 2, n).astype(dtype)
+    check("bce_forward", [p, y, np.empty(n, dtype)], [2], dtype)
+    check("bce_backward", [p, y, data(seed + 1, n, dtype), data(seed + 2, n, dtype)], [3], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_at_certainty_is_exact(dtype):
+    # p = 1 with y = 1 and p = 0 with y = 0 cost nothing; the opposite costs infinity, never NaN.
+    p = np.array([1, 0, 0, 1], dtype)
+    y = np.array([1, 0, 1, 0], dtype)
+    for module in (reference, _kernels):
+        out = np.empty(4, dtype)
+        with np.errstate(divide="ignore"):
+            module.bce_forward(p, y, out)
+        assert out.tolist() == [0, 0, np.inf, np.inf]
+
+
+# The compiled kernels check what their unchecked loops rely on, even when
+# called directly, bypassing the nodes.
+
+def test_kernels_reject_mismatched_shapes():
+    f = np.float64
+    with pytest.raises(ValueError, match=r"affine_forward: A has shape \(3, 2\), expected \(4, 2\)"):
+        _kernels.affine_forward(np.ones((5, 4)), np.ones((3, 2)), np.ones(2), np.empty((5, 2)))
+    with pytest.raises(ValueError, match="affine_forward: out has shape"):
+        _kernels.affine_forward(np.ones((5, 4)), np.ones((4, 2)), np.ones(2), np.empty((4, 2)))
+    with pytest.raises(ValueError, match="affine_backward: gx has shape"):
+        _kernels.affine_backward(np.ones((5, 4)), np.ones((4, 2)), np.ones((5, 2)), np.ones((5, 3)), None, None)
+    with pytest.raises(ValueError, match="sigmoid_forward: out has shape"):
+        _kernels.sigmoid_forward(np.ones(5, f), np.empty(4, f))
+    with pytest.raises(ValueError, match="softmax_backward: gx has shape"):
+        _kernels.softmax_backward(np.ones((2, 3)), np.ones((2, 3)), np.ones((3, 2)))
+    with pytest.raises(ValueError, match="bce_forward: y has shape"):
+        _kernels.bce_forward(np.ones(3), np.ones(2), np.empty(3))
+
+
+@pytest.mark.parametrize("kernel", ["cross_entropy_forward", "cross_entropy_backward"])
+@pytest.mark.parametrize("label", [-1, 3, 2**62])
+def test_kernels_reject_labels_out_of_range(kernel, label):
+    p = np.full((2, 3), 1 / 3)
+    labels = np.array([0, label], np.int64)
+    args = [p, labels, np.empty(2)] if kernel.endswith("forward") else [p, labels, np.ones(2), np.zeros((2, 3))]
+    with pytest.raises(ValueError, match=rf"{kernel}: label {label} at row 1 is outside \[0, 3\)"):
+        getattr(_kernels, kernel)(*args)
+
+
+def test_kernels_reject_wrong_dtype_and_layout():
+    with pytest.raises((ValueError, TypeError)):
+        _kernels.sigmoid_forward(np.ones(4, np.float32), np.empty(4, np.float64))
+    with pytest.raises((ValueError, TypeError)):
+        _kernels.affine_forward(np.ones((4, 3)).T, np.ones((4, 2)), np.ones(2), np.empty((3, 2)))
+    with pytest.raises((ValueError, TypeError)):
+        _kernels.sigmoid_forward(np.ones(4, np.int64), np.empty(4, np.int64))
