@@ -1,0 +1,204 @@
+"""Bad input raises a clear exception naming the node; awkward but valid input gives the clean input's answer."""
+import numpy as np
+import pytest
+
+import cedf as edf
+
+BACKENDS = pytest.mark.parametrize("backend", ["cython", "numpy"])
+
+
+@pytest.fixture(autouse=True, params=["cython", "numpy"])
+def backend(request):
+    edf.set_backend(request.param)
+    return request.param
+
+
+def classifier(n_in=5, n_classes=3, loss="ce"):
+    edf.clear_compgraph()
+    np.random.seed(0)
+    x, y = edf.Input(), edf.Input()
+    params = edf.AffineParams(n_in, n_classes if loss == "ce" else 1)
+    if loss == "ce":
+        p = edf.Softmax(edf.Affine(params, x))
+        L = edf.CrossEntropyLoss(p, y)
+    else:
+        p = edf.Sigmoid(edf.Affine(params, x))
+        L = edf.BCELoss(p, y)
+    return x, y, params, L
+
+
+def step(L):
+    edf.Forward()
+    edf.Backward(L)
+    return [np.array(L.value)] + [p.grad.copy() for p in edf.Parameters]
+
+
+def test_feature_mismatch_is_reported_at_forward():
+    x, y, _, L = classifier(n_in=5)
+    x.value, y.value = np.ones((4, 6)), np.zeros(4, int)
+    with pytest.raises(ValueError, match="Affine: x has 6 features, A expects 5"):
+        edf.Forward()
+
+
+def test_an_input_never_set_is_named():
+    x, y, _, L = classifier()
+    y.value = np.zeros(4, int)
+    with pytest.raises(ValueError, match=r"Affine: its input x \(Input\) has no value"):
+        edf.Forward()
+    x.value = np.ones((4, 5))
+    y.value = None
+    with pytest.raises(ValueError, match="CrossEntropyLoss: its input y .* has no value"):
+        edf.Forward()
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([0, 1, 3, 0], r"label 3 is outside \[0, 3\)"),
+    ([0, -1, 2, 0], r"label -1 is outside \[0, 3\)"),
+    ([0, 1, 2**62, 0], r"label 4611686018427387904 is outside"),
+    (np.array([0, 1, 2**64 - 1, 0], np.uint64), r"label 18446744073709551615 is outside \[0, 3\)"),
+    ([0.0, 1.5, 2.0, 0.0], r"y must hold whole class indices, got 1.5"),
+    ([0.0, np.nan, 2.0, 0.0], r"y must hold whole class indices, got nan"),
+    ([0.0, 1e300, 2.0, 0.0], r"label 1e\+300 is outside"),
+    (["a", "b", "c", "d"], r"y must hold integer class indices, got dtype <U1"),
+])
+def test_bad_class_labels_raise(labels, message):
+    x, y, _, L = classifier()
+    x.value, y.value = np.ones((4, 5)), labels
+    with pytest.raises((ValueError, TypeError), match="CrossEntropyLoss: " + message):
+        edf.Forward()
+
+
+def test_batch_mismatch_between_x_and_y_raises():
+    x, y, _, L = classifier()
+    x.value, y.value = np.ones((4, 5)), np.zeros(3, int)
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss: y has shape \(3,\), expected \(4,\)"):
+        edf.Forward()
+    x, y, _, L = classifier(loss="bce")
+    x.value, y.value = np.ones((4, 5)), np.zeros(5)
+    with pytest.raises(ValueError, match=r"BCELoss: y has shape \(5,\), expected \(4,\)"):
+        edf.Forward()
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2, 1], [0, 1, 0.5, 1], [0, 1, np.nan, 1], [0, 1, -1, 1]])
+def test_bce_labels_must_be_zero_or_one(labels):
+    x, y, _, L = classifier(loss="bce")
+    x.value, y.value = np.ones((4, 5)), labels
+    with pytest.raises(ValueError, match="BCELoss: y must hold labels 0 or 1"):
+        edf.Forward()
+
+
+def test_bce_needs_one_probability_per_example():
+    x, y = edf.Input(), edf.Input()
+    x.value, y.value = np.full((4, 2), 0.5), np.zeros(4)
+    edf.BCELoss(x, y)
+    with pytest.raises(ValueError, match=r"BCELoss: p has shape \(4, 2\), expected \(B, 1\) or \(B,\)"):
+        edf.Forward()
+
+
+def test_backward_before_forward_raises():
+    x, y, _, L = classifier()
+    x.value, y.value = np.ones((4, 5)), np.zeros(4, int)
+    with pytest.raises(RuntimeError, match="Affine: it has no value yet; call Forward"):
+        edf.Backward(L)
+
+
+def test_backward_of_a_node_outside_the_graph_raises():
+    x, y, _, L = classifier()
+    edf.clear_compgraph()
+    with pytest.raises(ValueError, match="Backward: the loss CrossEntropyLoss is not a node of the current graph"):
+        edf.Backward(L)
+
+
+def test_a_parameter_replaced_by_the_wrong_shape_raises():
+    x, y, params, L = classifier()
+    x.value, y.value = np.ones((4, 5)), np.zeros(4, int)
+    params.A.value = np.ones((6, 3), np.float32)
+    with pytest.raises(ValueError, match="Affine: x has 5 features, A expects 6"):
+        edf.Forward()
+    params.A.value = np.ones((5, 3), np.float32)
+    params.b.value = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"Affine: b has shape \(4,\), A has 3 outputs"):
+        edf.Forward()
+    params.b.value = np.ones((1, 3), np.float32)
+    with pytest.raises(ValueError, match=r"Affine: b must be 1-D, got shape \(1, 3\)"):
+        edf.Forward()
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (np.ones(5), ValueError, r"Affine: x must be 2-D, got shape \(5,\)"),
+    (np.ones((2, 2, 5)), ValueError, r"Affine: x must be 2-D, got shape \(2, 2, 5\)"),
+    (np.array([["a"] * 5] * 4), TypeError, "Affine: x must hold real numbers, got dtype <U1"),
+    (np.ones((4, 5), dtype=object), TypeError, "Affine: x must hold real numbers, got dtype object"),
+    (np.ones((4, 5), dtype=complex), TypeError, "Affine: x must hold real numbers, got dtype complex128"),
+])
+def test_unusable_data_raises(value, error, message):
+    x, y, _, L = classifier()
+    x.value, y.value = value, np.zeros(4, int)
+    with pytest.raises(error, match=message):
+        edf.Forward()
+
+
+def test_nodes_need_nodes_as_inputs():
+    with pytest.raises(TypeError, match="Sigmoid: x must be a cedf node .* got ndarray"):
+        edf.Sigmoid(np.ones(3))
+    with pytest.raises(TypeError, match="Affine: params must be an AffineParams"):
+        edf.Affine(np.ones((3, 2)), edf.Input())
+    with pytest.raises(TypeError, match="CrossEntropyLoss: y must be a cedf node"):
+        edf.CrossEntropyLoss(edf.Input(), [0, 1])
+
+
+@pytest.mark.parametrize("n_in, n_out", [(0, 3), (3, 0), (-1, 2), (2.5, 2), (True, 2)])
+def test_affine_params_need_positive_integer_sizes(n_in, n_out):
+    with pytest.raises(ValueError, match="AffineParams: n(Inputs|Outputs) must be a positive integer"):
+        edf.AffineParams(n_in, n_out)
+
+
+def test_softmax_needs_classes():
+    x = edf.Input()
+    x.value = np.ones((4, 0))
+    edf.Softmax(x)
+    with pytest.raises(ValueError, match=r"Softmax: x must have a last axis of at least one class, got shape \(4, 0\)"):
+        edf.Forward()
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_awkward_but_valid_input_gives_the_clean_answer(loss):
+    rng = np.random.default_rng(3)
+    clean_x = rng.standard_normal((6, 5)).astype(np.float32)
+    clean_y = rng.integers(0, 3 if loss == "ce" else 2, 6)
+    x, y, _, L = classifier(loss=loss)
+    x.value, y.value = clean_x, clean_y
+    expected = step(L)
+    wide = np.zeros((6, 10), np.float64)
+    wide[:, ::2] = clean_x
+    variants = [
+        (np.asfortranarray(clean_x), clean_y),                 # Fortran order
+        (wide[:, ::2], clean_y),                               # a strided view, float64
+        (clean_x.astype(np.float64), clean_y.astype(np.int8)),  # other dtypes
+        (clean_x.tolist(), clean_y.tolist()),                  # lists
+        (clean_x, clean_y.astype(np.float64)),                 # integral float labels
+        (clean_x, clean_y.reshape(6, 1)),                      # a column of labels
+    ]
+    for xv, yv in variants:
+        x.value, y.value = xv, yv
+        for got, want in zip(step(L), expected):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_integer_and_bool_data_are_converted():
+    x, y, _, L = classifier()
+    x.value, y.value = np.arange(20).reshape(4, 5) % 2, [0, 1, 2, 0]
+    expected = step(L)
+    x.value = (np.arange(20).reshape(4, 5) % 2).astype(bool)
+    for got, want in zip(step(L), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_empty_batch_gives_empty_results(loss):
+    x, y, _, L = classifier(loss=loss)
+    x.value, y.value = np.ones((0, 5)), np.zeros(0, int)
+    out = step(L)
+    assert out[0].shape == (0,)
+    for g in out[1:]:
+        assert not g.any()
