@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import cedf as edf
-import lecture_edf
+from cedf import lecture as lecture_edf
 from helpers import Tanh
 
 

@@ -1,8 +1,10 @@
-"""The lecture's EDF, written out from the slides in plain NumPy: the oracle that cedf must agree with.
+"""The lecture's EDF as the slides show it, in plain NumPy: what cedf is tested and measured against.
 
 Global lists, fresh arrays every step, `DT(value)` for parameters: nothing of
-cedf is used here. Softmax floors its shifted logits at -10 and Sigmoid clips
-at +-10 as the lecture's framework does; BCELoss follows the slides' formula.
+cedf's engine is used here. Softmax floors its shifted logits at -10 and
+Sigmoid clips at +-10 as the lecture's framework does; BCELoss follows the
+slides' formula. The tests check that cedf's numbers agree with this module's,
+and `benchmarks/compare.py` times it as the baseline.
 """
 import numpy as np
 

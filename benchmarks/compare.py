@@ -1,0 +1,156 @@
+"""cedf against the lecture's NumPy EDF, PyTorch and the matrix-products floor, in one run.
+
+    python benchmarks/compare.py [--dtype float32 float64] [--quick]
+
+Prints the time of one training step of each workload (see workloads.py) for
+cedf on both backends, the lecture's EDF, PyTorch (when installed) and the floor,
+the ratios between them, and whether each of cedf's performance targets holds.
+Absolute times drift between runs and machines; ratios taken in one run hold.
+"""
+import argparse
+import gc
+import os
+import sys
+import timeit
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workloads  # noqa: E402
+
+import cedf  # noqa: E402
+from cedf import lecture  # noqa: E402
+
+# Target ratios of cedf's compiled backend (issue "Performance").
+FLOOR_TARGETS = {"mlp_digits": 1.5, "mlp_mnist": 1.25, "mlp_large": 1.1}
+LOGREG_TARGETS = {"lecture": 10.0, "torch": 40.0}
+FORWARD_TARGET = ("mlp_mnist", 1.2)
+
+
+def seconds(fn, repeat, budget):
+    """Best time of one call of `fn` over `repeat` rounds of about `budget` seconds each."""
+    for _ in range(3):
+        fn()
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()
+    number = max(1, int(number * budget / 0.2))
+    return min(timer.repeat(repeat=repeat, number=number)) / number
+
+
+def cedf_step(backend, workload, dtype):
+    cedf.set_backend(backend)
+    step = workloads.edf_step(cedf, workload, dtype)
+
+    def run():
+        cedf.set_backend(backend)
+        step()
+    return step if backend == "cython" else run
+
+
+def contenders(workload, dtype):
+    yield "cedf", lambda: workloads.edf_step(cedf, workload, dtype)
+    yield "cedf numpy", lambda: cedf_step("numpy", workload, dtype)
+    yield "lecture", lambda: workloads.edf_step(lecture, workload, dtype)
+    try:
+        import torch
+        torch.set_num_threads(os.cpu_count())
+        yield "torch", lambda: workloads.torch_step(workload, dtype)
+    except ImportError:
+        pass
+    yield "floor", lambda: workloads.floor_step(workload, dtype)
+
+
+def fmt(t):
+    return f"{t * 1e6:10.1f} us" if t < 1e-2 else f"{t * 1e3:10.2f} ms"
+
+
+def check(ok, text, results):
+    results.append(ok)
+    print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
+
+
+def memory_checks(dtype, results, quick):
+    cedf.set_backend("cython")
+    step = workloads.edf_step(cedf, "mlp_mnist", dtype)
+    for _ in range(20):
+        step()
+    gc.collect()
+    tracemalloc.start()
+    step()
+    base = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    for _ in range(200):
+        step()
+    growth = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    check(growth < 64 * 1024, f"mlp_mnist: 200 steps grow tracemalloc's peak by {growth / 1024:.1f} KiB (< 64 KiB)", results)
+
+    step = workloads.edf_step(cedf, "logreg2d", dtype)
+    n = 10_000 if quick else 100_000
+    for _ in range(1000):
+        step()
+    before = _rss()
+    for _ in range(n):
+        step()
+    grown = _rss() - before
+    check(grown < 5 * 2**20, f"logreg2d: {n} steps grow the resident memory by {grown / 2**20:.2f} MB (< 5 MB)", results)
+
+
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    parser.add_argument("--workload", nargs="+", default=list(workloads.WORKLOADS), choices=list(workloads.WORKLOADS))
+    parser.add_argument("--quick", action="store_true", help="shorter timings, for a smoke test")
+    args = parser.parse_args()
+    repeat, budget = (3, 0.05) if args.quick else (7, 0.2)
+
+    print(f"cedf {cedf.__version__}, numpy {np.__version__}, {os.cpu_count()} cores; best of {repeat} rounds")
+    results = []
+    for dtype_name in args.dtype:
+        dtype = np.dtype(dtype_name).type
+        print(f"\n== {dtype_name}: one training step ==")
+        names = [name for name, _ in contenders("logreg2d", dtype)]
+        print(f"{'workload':<12}" + "".join(f"{n:>14}" for n in names)
+              + f"{'cedf/floor':>12}{'lecture/cedf':>14}" + (f"{'torch/cedf':>12}" if "torch" in names else ""))
+        table = {}
+        for workload in args.workload:
+            times = table[workload] = {name: seconds(make(), repeat, budget)
+                                       for name, make in contenders(workload, dtype)}
+            row = f"{workload:<12}" + "".join(f"{fmt(times[n]):>14}" for n in names)
+            row += f"{times['cedf'] / times['floor']:>12.2f}{times['lecture'] / times['cedf']:>14.1f}"
+            if "torch" in times:
+                row += f"{times['torch'] / times['cedf']:>12.1f}"
+            print(row)
+
+        print(f"\n-- {dtype_name}: targets --")
+        for workload, times in table.items():
+            if workload in FLOOR_TARGETS:
+                ratio = times["cedf"] / times["floor"]
+                check(ratio <= FLOOR_TARGETS[workload],
+                      f"{workload}: cedf / floor = {ratio:.2f} (<= {FLOOR_TARGETS[workload]})", results)
+            if workload == "logreg2d":
+                for other, target in LOGREG_TARGETS.items():
+                    if other in times:
+                        ratio = times[other] / times["cedf"]
+                        check(ratio >= target, f"logreg2d: {other} / cedf = {ratio:.1f} (>= {target:g})", results)
+        workload, target = FORWARD_TARGET
+        if workload in args.workload:
+            cedf.set_backend("cython")
+            fwd = seconds(workloads.edf_forward(cedf, workload, dtype), repeat, budget)
+            floor = seconds(workloads.floor_forward(workload, dtype), repeat, budget)
+            check(fwd / floor <= target, f"{workload} forward: cedf {fmt(fwd).strip()} / products "
+                  f"{fmt(floor).strip()} = {fwd / floor:.2f} (<= {target})", results)
+        memory_checks(dtype, results, args.quick)
+
+    print(f"\n{sum(results)} of {len(results)} targets hold")
+
+
+if __name__ == "__main__":
+    main()
