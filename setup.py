@@ -16,7 +16,7 @@ extensions = [
         "cedf._kernels",
         ["cedf/_kernels.pyx"],
         include_dirs=["csrc"],
-        depends=["csrc/pointwise.h", "cedf/_blas.pxd"],
+        depends=["csrc/pointwise.h", "cedf/_blas.pxd", "cedf/_loops.pxd"],
     ),
 ]
 

@@ -1,35 +1,90 @@
 /*
  * Point functions of cedf's kernels: the maths of one element, in double.
  *
- * The Cython loops in cedf/_kernels.pyx call these for float32 and float64
- * buffers alike; doing the arithmetic in double keeps float32 results within
- * one rounding of the exact value (as scikit-learn's loss kernels do), and
- * keeping them here, apart from the loops, puts each formula on one line
- * beside the lecture's.
+ * The Cython loops in cedf/_loops.pxd call these for float32 and float64
+ * buffers. The losses are computed in double, which keeps float32 results
+ * within one rounding of the exact value (as scikit-learn's loss kernels do);
+ * exp, the hot spot of sigmoid and softmax, has a version per precision so
+ * that its loops vectorise. Keeping the formulas here, apart from the loops,
+ * puts each on a few lines beside the lecture's.
  */
 #ifndef CEDF_POINTWISE_H
 #define CEDF_POINTWISE_H
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 /* The lecture's Sigmoid clips its input to [-10, 10] before exponentiating. */
 #define CEDF_SIGMOID_CLIP 10.0
 /* The lecture's Softmax floors the max-shifted logits at -10. */
 #define CEDF_SOFTMAX_FLOOR (-10.0)
 
-static inline double cedf_sigmoid(double x)
+/*
+ * exp for the arguments cedf's kernels give it: |x| <= 10.5 (sigmoid inputs
+ * are clipped to [-10, 10], softmax's shifted logits lie in [-10, 0]) or NaN.
+ *
+ * libm's exp is a function call per element that no compiler vectorises, and
+ * it was three quarters of a sigmoid's time; this one is plain arithmetic that
+ * -O3 turns into SIMD code. Cody-Waite range reduction x = n ln2 + r, the
+ * Cephes polynomial (float) or Pade form (double) for exp(r), then 2^n built in
+ * the exponent bits. Measured against long-double exp on 2e6 points of
+ * [-10.5, 10.5]: at most 1.0 ulp (float) and 1.6 ulp (double). NaN propagates
+ * through the arithmetic; |x| > 87 would overflow the exponent bits and is
+ * never passed.
+ */
+static inline float cedf_f32_from_bits(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
+static inline int32_t cedf_f32_bits(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
+static inline double cedf_f64_from_bits(int64_t i) { double f; memcpy(&f, &i, 8); return f; }
+static inline int64_t cedf_f64_bits(double f) { int64_t i; memcpy(&i, &f, 8); return i; }
+
+static inline float cedf_expf(float x)
 {
-    if (x > CEDF_SIGMOID_CLIP) x = CEDF_SIGMOID_CLIP;
-    else if (x < -CEDF_SIGMOID_CLIP) x = -CEDF_SIGMOID_CLIP;
-    /* NaN fails both comparisons and propagates, as it does in NumPy. */
-    return 1.0 / (1.0 + exp(-x));
+    /* Adding 1.5 * 2^23 rounds x log2(e) to an integer n, left in the low bits. */
+    const float magic = 12582912.0f;
+    float t = x * 1.44269504088896341f + magic;
+    int32_t n = cedf_f32_bits(t) - cedf_f32_bits(magic);
+    float fn = t - magic;
+    float r = x - fn * 0.693359375f - fn * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    return (p * r * r + r + 1.0f) * cedf_f32_from_bits((n + 127) << 23);
 }
 
-/* d sigmoid / dx written in terms of the output s, as the lecture does
- * (the clip is not differentiated, also as the lecture does). */
-static inline double cedf_sigmoid_grad(double s, double g)
+static inline double cedf_exp(double x)
 {
-    return g * s * (1.0 - s);
+    const double magic = 6755399441055744.0;  /* 1.5 * 2^52 */
+    double t = x * 1.4426950408889634074 + magic;
+    int64_t n = cedf_f64_bits(t) - cedf_f64_bits(magic);
+    double fn = t - magic;
+    double r = x - fn * 6.93145751953125e-1 - fn * 1.42860682030941723212e-6;
+    double rr = r * r;
+    double px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                     + 9.99999999999999999910e-1);
+    double q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+                + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
+    return (1.0 + 2.0 * (px / (q - px))) * cedf_f64_from_bits((n + 1023) << 52);
+}
+
+/* The lecture's sigmoid, in the buffer's own precision so that the loop
+ * vectorises: 1 / (1 + exp(-clip(x, -10, 10))). NaN fails both comparisons
+ * and propagates, as it does in NumPy. */
+static inline float cedf_sigmoid_f32(float x)
+{
+    x = x > (float)CEDF_SIGMOID_CLIP ? (float)CEDF_SIGMOID_CLIP : x;
+    x = x < (float)-CEDF_SIGMOID_CLIP ? (float)-CEDF_SIGMOID_CLIP : x;
+    return 1.0f / (1.0f + cedf_expf(-x));
+}
+
+static inline double cedf_sigmoid_f64(double x)
+{
+    x = x > CEDF_SIGMOID_CLIP ? CEDF_SIGMOID_CLIP : x;
+    x = x < -CEDF_SIGMOID_CLIP ? -CEDF_SIGMOID_CLIP : x;
+    return 1.0 / (1.0 + cedf_exp(-x));
 }
 
 /* Binary cross-entropy of one example with a hard label y in {0, 1}.

@@ -1,0 +1,197 @@
+# cython: language_level=3
+"""The loops of cedf's kernels, over raw C-contiguous buffers, without the GIL.
+
+Shared by `_kernels.pyx` (one Python-callable function per kernel, which checks
+its arguments and calls the loop) and `_engine.pyx` (the compiled plan of a
+whole graph, which checks its buffers once and calls many loops in one go).
+Nothing here checks anything: callers guarantee the shapes, and that every
+class label is in range.
+
+Conventions:
+- `floating` is float or double; one loop serves both.
+- A gradient loop *writes* its result when `acc` is false and *adds* it when
+  `acc` is true: the first contribution to a buffer writes, so a buffer never
+  needs zeroing before one write (the reference always adds, the lecture's
+  ``+=``; the plan knows which contribution comes first).
+- Output pointers may be NULL: that gradient is not wanted (an Input's).
+- The per-element maths is in `csrc/pointwise.h`.
+"""
+from cython cimport floating
+from libc.math cimport log
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+
+from cedf._blas cimport gemm
+
+cdef extern from "pointwise.h" nogil:
+    float cedf_expf(float x)
+    double cedf_exp(double x)
+    float cedf_sigmoid_f32(float x)
+    double cedf_sigmoid_f64(double x)
+    double cedf_bce(double p, double y)
+    double cedf_bce_grad(double p, double y, double g)
+    double CEDF_SOFTMAX_FLOOR
+
+
+cdef inline void fill(floating* dst, floating value, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if value == 0:
+        memset(dst, 0, n * sizeof(floating))
+    else:
+        for i in range(n):
+            dst[i] = value
+
+
+cdef inline void affine_forward(const floating* x, const floating* A, const floating* b,
+                                floating* out, int n, int n_in, int n_out) noexcept nogil:
+    # The bias is copied into every row first, then BLAS adds x @ A on top
+    # (beta = 1): one pass over `out` less than adding the bias afterwards.
+    cdef Py_ssize_t i
+    for i in range(n):
+        memcpy(out + i * n_out, b, n_out * sizeof(floating))
+    if n > 0 and n_in > 0 and n_out > 0:
+        gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)
+
+
+cdef inline void affine_backward(const floating* x, const floating* A, const floating* g,
+                                 floating* gx, bint acc_x, floating* gA, bint acc_A,
+                                 floating* gb, bint acc_b,
+                                 int n, int n_in, int n_out) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
+    if gx != NULL:
+        if nonempty:   # gx (+)= g @ A^T
+            gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)
+        elif not acc_x:
+            fill(gx, <floating>0, <Py_ssize_t>n * n_in)
+    if gA != NULL:
+        if nonempty:   # gA (+)= x^T @ g
+            gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)
+        elif not acc_A:
+            fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
+    if gb != NULL:
+        if not acc_b:
+            fill(gb, <floating>0, n_out)
+        for i in range(n):
+            for j in range(n_out):
+                gb[j] += g[i * n_out + j]
+
+
+cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if floating is float:
+            out[i] = cedf_sigmoid_f32(x[i])
+        else:
+            out[i] = cedf_sigmoid_f64(x[i])
+
+
+cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,
+                                  Py_ssize_t n) noexcept nogil:
+    # The lecture's local gradient s (1 - s), written in terms of the output.
+    cdef Py_ssize_t i
+    for i in range(n):
+        gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (1 - s[i])
+
+
+cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef floating top, shifted
+    cdef double total
+    cdef const floating* row
+    cdef floating* o
+    for i in range(n):
+        row = x + i * c
+        o = out + i * c
+        top = row[0]
+        for j in range(1, c):
+            if row[j] > top:
+                top = row[j]
+        # Three passes over the row, so that the one with the exponentials
+        # vectorises (a running sum would serialise it).
+        for j in range(c):
+            shifted = row[j] - top
+            if shifted < CEDF_SOFTMAX_FLOOR:
+                shifted = <floating>CEDF_SOFTMAX_FLOOR
+            if floating is float:
+                o[j] = cedf_expf(shifted)
+            else:
+                o[j] = cedf_exp(shifted)
+        total = 0
+        for j in range(c):
+            total += o[j]
+        for j in range(c):
+            o[j] = <floating>(o[j] / total)
+
+
+cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,
+                                  Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t i, j, k
+    cdef double dot
+    for i in range(n):
+        dot = 0
+        for j in range(c):
+            dot += p[i * c + j] * g[i * c + j]
+        for j in range(c):
+            k = i * c + j
+            gx[k] = (gx[k] if acc else 0) + <floating>(p[k] * (g[k] - dot))
+
+
+cdef inline void cross_entropy_forward(const floating* p, const int64_t* labels, floating* out,
+                                       Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = <floating>(-log(p[i * c + labels[i]]))
+
+
+cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels, const floating* g,
+                                        floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t i, k
+    if not acc:
+        fill(gp, <floating>0, n * c)
+    for i in range(n):
+        k = i * c + labels[i]
+        gp[k] += <floating>(-g[i] / <double>p[k])
+
+
+cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,
+                                                const floating* g, floating* gx, bint acc,
+                                                Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    # Softmax followed by cross-entropy, differentiated together:
+    # d(-log p_y)/dx_j = p_j - [j == y], one pass instead of two.
+    cdef Py_ssize_t i, j, k
+    cdef floating gi
+    for i in range(n):
+        gi = g[i]
+        for j in range(c):
+            k = i * c + j
+            gx[k] = (gx[k] if acc else 0) + gi * p[k]
+        gx[i * c + labels[i]] -= gi
+
+
+cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = <floating>cedf_bce(p[i], y[i])
+
+
+cdef inline void bce_backward(const floating* p, const floating* y, const floating* g, floating* gp,
+                              bint acc, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        gp[i] = (gp[i] if acc else 0) + <floating>cedf_bce_grad(p[i], y[i], g[i])
+
+
+cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, const floating* g,
+                                      floating* gx, bint acc, Py_ssize_t n) noexcept nogil:
+    # Sigmoid followed by BCE, differentiated together: the lecture's local
+    # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y.
+    cdef Py_ssize_t i
+    for i in range(n):
+        gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])
+
+
+cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        value[i] -= lr * grad[i]
