@@ -50,7 +50,7 @@ def cedf_step(backend, workload, dtype):
 
 
 def contenders(workload, dtype):
-    yield "cedf", lambda: workloads.edf_step(cedf, workload, dtype)
+    yield "cedf", lambda: cedf_step("cython", workload, dtype)
     yield "cedf numpy", lambda: cedf_step("numpy", workload, dtype)
     yield "lecture", lambda: workloads.edf_step(lecture, workload, dtype)
     try:

@@ -9,10 +9,15 @@ import warnings
 
 from . import reference
 
+
+class Replan(Exception):
+    """A compiled plan no longer fits its graph (new shapes, new nodes): run node by node and rebuild it."""
+
+
 try:
-    from . import _kernels
+    from . import _engine, _kernels
 except ImportError as exc:  # a source checkout that was never built, a broken install
-    _kernels = None
+    _kernels = _engine = None
     _import_error = exc
     warnings.warn(
         f"cedf: the compiled kernels could not be imported ({exc}); "

@@ -109,9 +109,40 @@ class CompNode:
     def addgrad(self, delta):
         self.grad += delta
 
-    # What follows serves cedf's own nodes: reading inputs safely, reusing
-    # buffers and routing gradients straight into their destination.
 
+class _Lazy:
+    """An attribute that the compiled plan may leave to be computed when it is read.
+
+    The plan (`cedf.plan`) skips work whose result no other node needs, such as
+    the per-example loss values during training or the gradient of a Softmax
+    that was differentiated together with its cross-entropy. It leaves a
+    function in ``_pending_<name>`` instead, and reading the attribute runs it,
+    so ``.value`` and ``.grad`` are always there for a user who asks.
+    """
+
+    def __set_name__(self, owner, name):
+        self.slot, self.pending = f"_{name}", f"_pending_{name}"
+
+    def __get__(self, node, owner=None):
+        if node is None:
+            return self
+        compute = getattr(node, self.pending)
+        if compute is not None:
+            setattr(node, self.pending, None)
+            compute()
+        return getattr(node, self.slot)
+
+    def __set__(self, node, value):
+        setattr(node, self.pending, None)
+        setattr(node, self.slot, value)
+
+
+class BuiltinNode(CompNode):
+    """Base of cedf's own nodes: checked inputs, reused buffers, direct gradient routing."""
+
+    value = _Lazy()
+    grad = _Lazy()
+    _value = _grad = _pending_value = _pending_grad = None
     _value_buf = None
 
     def _register(self):
@@ -136,7 +167,7 @@ class CompNode:
     def _output(self, shape, dtype):
         """The node's value buffer for this shape and dtype, allocated on first use."""
         self.value = self._value_buf = _reuse(self._value_buf, shape, dtype)
-        return self.value
+        return self._value_buf
 
     def _incoming(self):
         """``self.grad`` (the gradient from the consumers) as a buffer shaped like the value."""
@@ -151,10 +182,11 @@ class CompNode:
     def _grad_sink(node, shape, dtype):
         """Where to add the gradient for input `node`: ``(buffer, pass_on)``.
 
-        An Input takes none: ``(None, False)``. A cedf node whose ``.grad`` is a
-        buffer of the right shape and dtype is added into in place. Any other
-        node (one with its own ``addgrad``, a ``.grad`` of another dtype) gets a
-        zeroed scratch buffer to hand to its ``addgrad`` afterwards (`pass_on`).
+        An Input takes none: ``(None, False)``. A node with the stock ``addgrad``
+        whose ``.grad`` is a buffer of the right shape and dtype is added into in
+        place. Any other node (one with its own ``addgrad``, a ``.grad`` of
+        another dtype) gets a zeroed scratch buffer to hand to its ``addgrad``
+        afterwards (`pass_on`).
         """
         addgrad = type(node).addgrad
         if addgrad is Input.addgrad:
@@ -183,7 +215,7 @@ class AffineParams:
         self.b = Parameter(np.zeros(nOutputs))
 
 
-class Affine(CompNode):
+class Affine(BuiltinNode):
     """``x @ A + b`` for a batch x of shape (B, nInputs)."""
 
     def __init__(self, params, x):
@@ -217,7 +249,7 @@ class Affine(CompNode):
                 node.addgrad(delta)
 
 
-class Sigmoid(CompNode):
+class Sigmoid(BuiltinNode):
     """The logistic function 1 / (1 + exp(-x)), input clipped to [-10, 10] as in the lecture."""
 
     def __init__(self, x):
@@ -239,7 +271,7 @@ class Sigmoid(CompNode):
             self.x.addgrad(gx)
 
 
-class Softmax(CompNode):
+class Softmax(BuiltinNode):
     """Softmax over the last axis (the classes), each row shifted by its max and floored at -10."""
 
     def __init__(self, x):
@@ -272,7 +304,7 @@ def _labels_like(owner, labels, n):
     return labels.reshape(n)
 
 
-class CrossEntropyLoss(CompNode):
+class CrossEntropyLoss(BuiltinNode):
     """Per-example ``-log p[i, y_i]`` for class probabilities p (B, C) and class indices y (B,)."""
 
     def __init__(self, x, y):
@@ -314,7 +346,7 @@ class CrossEntropyLoss(CompNode):
             self.x.addgrad(gp)
 
 
-class BCELoss(CompNode):
+class BCELoss(BuiltinNode):
     """Per-example binary cross-entropy ``-y log p - (1 - y) log(1 - p)``, p (B, 1) or (B,), y in {0, 1}."""
 
     def __init__(self, x, y):

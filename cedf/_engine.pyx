@@ -1,0 +1,272 @@
+"""The compiled plan of a graph: a flat list of loops run in one call without the GIL.
+
+Running a graph node by node costs a Python call, a few array checks and a
+memoryview per array per node: tens of microseconds per step, more than the
+arithmetic of the small models people learn with. `cedf.plan` therefore turns a
+graph of cedf's own nodes into a `Program`: a C array of operations (which loop
+of `_loops.pxd`, on which buffers, with which sizes) over a table of buffers.
+
+Buffers are either fixed (a node's value or gradient buffer, allocated by the
+plan) or bound: an attribute of a Python object (``x.value`` of an Input, ``A.value``
+and ``A.grad`` of a Parameter) that is read and checked again at every run,
+because the user may replace it at any time. Checking a bound array that has
+not changed costs an identity test and a few C field reads; anything
+unexpected goes to the binding's Python `convert` function, which either
+returns a usable array (a contiguous copy, another dtype) or raises `Replan`
+so that the caller rebuilds the plan through the nodes' own checks, which
+raise the clear errors.
+"""
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+cimport cedf._loops as loops
+
+from cedf.backend import Replan
+
+cnp.import_array()
+
+
+# Operations. Buffers are named by their index in the program's table.
+cpdef enum:
+    AFFINE_FWD          # a: x, A, b, out                      m, n, k = B, nIn, nOut
+    AFFINE_BWD          # a: x, A, g, gx, gA, gb; acc: gx, gA, gb
+    SIGMOID_FWD         # a: x, out                            m = size
+    SIGMOID_BWD         # a: s, g, gx; acc: gx
+    SOFTMAX_FWD         # a: x, out                            m, n = rows, classes
+    SOFTMAX_BWD         # a: p, g, gx; acc: gx
+    CE_FWD              # a: p, labels, out
+    CE_BWD              # a: p, labels, g, gp; acc: gp
+    SOFTMAX_CE_BWD      # a: p, labels, g, gx; acc: gx
+    BCE_FWD             # a: p, y, out                         m = batch
+    BCE_BWD             # a: p, y, g, gp; acc: gp
+    SIGMOID_BCE_BWD     # a: p, y, g, gx; acc: gx
+    FILL                # a: dst; scalar: value                 m = size
+    SGD                 # a: value, grad; the learning rate is given to run()
+    CHECK_CLASSES       # a: labels                            m, n = batch, classes
+    BINARY_LABELS       # a: y (int64, float32 or float64), out (the float dtype)   m = batch
+
+
+cdef struct Op:
+    int code
+    bint f64
+    Py_ssize_t m, n, k
+    int a[6]
+    bint acc[3]
+    double scalar
+
+
+cdef class Binding:
+    """An array that a program reads from ``getattr(owner, attr)`` at every run."""
+
+    cdef object owner, attr, convert
+    cdef int ndim
+    cdef Py_ssize_t dims[4]
+    cdef tuple typenums
+    cdef bint writable
+    cdef readonly object array
+
+    def __init__(self, owner, attr, shape, dtypes, convert, writable=False):
+        self.owner, self.attr, self.convert = owner, attr, convert
+        self.ndim = len(shape)
+        if self.ndim > 4:
+            raise ValueError("Binding: at most 4 dimensions")
+        for i, d in enumerate(shape):
+            self.dims[i] = d
+        self.typenums = tuple(cnp.dtype(t).num for t in dtypes)
+        self.writable = writable
+        self.array = None
+
+    cdef bint fits(self, object obj):
+        cdef cnp.ndarray arr
+        cdef int i
+        if not cnp.PyArray_Check(obj):
+            return False
+        arr = <cnp.ndarray>obj
+        if cnp.PyArray_NDIM(arr) != self.ndim:
+            return False
+        for i in range(self.ndim):
+            if cnp.PyArray_DIMS(arr)[i] != self.dims[i]:
+                return False
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
+            return False
+        if self.writable and not cnp.PyArray_ISWRITEABLE(arr):
+            return False
+        return cnp.PyArray_TYPE(arr) in self.typenums
+
+    cdef int refresh(self) except -1:
+        obj = getattr(self.owner, self.attr)
+        if obj is self.array and self.fits(obj):
+            return 0
+        if not self.fits(obj):
+            obj = self.convert(obj)
+            if not self.fits(obj):
+                raise Replan(self.attr)
+        self.array = obj
+        return 0
+
+
+cdef class Program:
+    """Operations over a table of buffers, run in order by one call of `run`."""
+
+    cdef Op* ops
+    cdef int n_ops
+    cdef void** ptr
+    cdef int* typenum
+    cdef int n_buffers
+    cdef list buffers        # index -> ndarray (fixed) or Binding
+    cdef list bindings       # the Binding entries, with their indices
+    cdef list messages       # op index -> error message template, or None
+    cdef Py_ssize_t bad_row
+    cdef double bad_value
+
+    def __cinit__(self, buffers, ops, messages=None):
+        self.n_buffers = len(buffers)
+        self.n_ops = len(ops)
+        self.ptr = <void**>malloc(max(self.n_buffers, 1) * sizeof(void*))
+        self.typenum = <int*>malloc(max(self.n_buffers, 1) * sizeof(int))
+        self.ops = <Op*>malloc(max(self.n_ops, 1) * sizeof(Op))
+        if self.ptr == NULL or self.typenum == NULL or self.ops == NULL:
+            raise MemoryError()
+
+    def __init__(self, buffers, ops, messages=None):
+        """`buffers`: ndarrays and Bindings; `ops`: tuples (code, f64, (m, n, k), args, accs, scalar)."""
+        cdef int i, j
+        self.buffers = list(buffers)
+        self.bindings = []
+        for i, buf in enumerate(self.buffers):
+            if isinstance(buf, Binding):
+                self.bindings.append((i, buf))
+                self.ptr[i] = NULL
+            else:
+                self._set(i, buf)
+        for i, (code, f64, dims, args, accs, scalar) in enumerate(ops):
+            self.ops[i].code = code
+            self.ops[i].f64 = f64
+            self.ops[i].m, self.ops[i].n, self.ops[i].k = (tuple(dims) + (0, 0, 0))[:3]
+            for j in range(6):
+                self.ops[i].a[j] = args[j] if j < len(args) and args[j] is not None else -1
+            for j in range(3):
+                self.ops[i].acc[j] = accs[j] if j < len(accs) else False
+            self.ops[i].scalar = scalar
+        self.messages = list(messages) if messages is not None else [None] * self.n_ops
+
+    def __dealloc__(self):
+        free(self.ops)
+        free(self.ptr)
+        free(self.typenum)
+
+    cdef inline void _set(self, int i, cnp.ndarray arr):
+        self.ptr[i] = cnp.PyArray_DATA(arr)
+        self.typenum[i] = cnp.PyArray_TYPE(arr)
+
+    def run(self, double lr=0):
+        """Refresh the bound arrays, then run every operation; `lr` is the SGD step."""
+        cdef int i, failed = -1
+        cdef bint ok
+        cdef Binding b
+        for i, b in self.bindings:
+            b.refresh()
+            self._set(i, b.array)
+        with nogil:
+            for i in range(self.n_ops):
+                if self.ops[i].f64:
+                    ok = _execute(<double>0, &self.ops[i], self.ptr, self.typenum, lr,
+                                  &self.bad_row, &self.bad_value)
+                else:
+                    ok = _execute(<float>0, &self.ops[i], self.ptr, self.typenum, lr,
+                                  &self.bad_row, &self.bad_value)
+                if not ok:
+                    failed = i
+                    break
+        if failed >= 0:
+            value = int(self.bad_value) if self.bad_value == <int64_t>self.bad_value else self.bad_value
+            raise ValueError(self.messages[failed].format(value=value, row=self.bad_row))
+
+    def bound(self, int index):
+        """The array that buffer `index` was bound to at the last run."""
+        buf = self.buffers[index]
+        return buf.array if isinstance(buf, Binding) else buf
+
+
+cdef inline void* _p(void** ptr, int i) noexcept nogil:
+    return ptr[i] if i >= 0 else NULL
+
+
+ctypedef fused label_t:
+    int64_t
+    float
+    double
+
+
+cdef bint _binary_labels(const label_t* y, floating* out, Py_ssize_t n,
+                         Py_ssize_t* bad_row, double* bad_value) noexcept nogil:
+    """Copy 0/1 labels into the loss's float buffer, checking each."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if y[i] != 0 and y[i] != 1:
+            bad_row[0], bad_value[0] = i, <double>y[i]
+            return False
+        out[i] = <floating>y[i]
+    return True
+
+
+cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
+                   Py_ssize_t* bad_row, double* bad_value) noexcept nogil:
+    """Run one operation (`dtype` only picks the float type); False, with the offending
+    row and value, when a label is invalid."""
+    cdef int* a = op.a
+    cdef Py_ssize_t i
+    cdef int64_t* labels
+    if op.code == AFFINE_FWD:
+        loops.affine_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
+                             <floating*>ptr[a[3]], op.m, op.n, op.k)
+    elif op.code == AFFINE_BWD:
+        loops.affine_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
+                              <floating*>_p(ptr, a[3]), op.acc[0], <floating*>_p(ptr, a[4]), op.acc[1],
+                              <floating*>_p(ptr, a[5]), op.acc[2], op.m, op.n, op.k)
+    elif op.code == SIGMOID_FWD:
+        loops.sigmoid_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m)
+    elif op.code == SIGMOID_BWD:
+        loops.sigmoid_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0], op.m)
+    elif op.code == SOFTMAX_FWD:
+        loops.softmax_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m, op.n)
+    elif op.code == SOFTMAX_BWD:
+        loops.softmax_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
+                               op.acc[0], op.m, op.n)
+    elif op.code == CE_FWD:
+        loops.cross_entropy_forward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]], op.m, op.n)
+    elif op.code == CE_BWD:
+        loops.cross_entropy_backward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
+                                     <floating*>ptr[a[3]], op.acc[0], op.m, op.n)
+    elif op.code == SOFTMAX_CE_BWD:
+        loops.softmax_cross_entropy_backward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
+                                             <floating*>ptr[a[3]], op.acc[0], op.m, op.n)
+    elif op.code == BCE_FWD:
+        loops.bce_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.m)
+    elif op.code == BCE_BWD:
+        loops.bce_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
+                           <floating*>ptr[a[3]], op.acc[0], op.m)
+    elif op.code == SIGMOID_BCE_BWD:
+        loops.sigmoid_bce_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
+                                   <floating*>ptr[a[3]], op.acc[0], op.m)
+    elif op.code == FILL:
+        loops.fill(<floating*>ptr[a[0]], <floating>op.scalar, op.m)
+    elif op.code == SGD:
+        loops.sgd(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating>lr, op.m)
+    elif op.code == CHECK_CLASSES:
+        # Before any loop indexes p[i, labels[i]].
+        labels = <int64_t*>ptr[a[0]]
+        for i in range(op.m):
+            if labels[i] < 0 or labels[i] >= op.n:
+                bad_row[0], bad_value[0] = i, <double>labels[i]
+                return False
+    elif op.code == BINARY_LABELS:
+        if typenum[a[0]] == cnp.NPY_INT64:
+            return _binary_labels(<int64_t*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+        elif typenum[a[0]] == cnp.NPY_FLOAT32:
+            return _binary_labels(<float*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+        else:
+            return _binary_labels(<double*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+    return True
