@@ -3523,9 +3523,13 @@ static CYTHON_INLINE int __pyx_f_5numpy_import_array(void); /*proto*/
 
 /* Module declarations from "scipy.linalg.cython_blas" */
 static void (*__pyx_f_5scipy_6linalg_11cython_blas_dgemm)(char *, char *, int *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *); /*proto*/
+static void (*__pyx_f_5scipy_6linalg_11cython_blas_dgemv)(char *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *); /*proto*/
 static void (*__pyx_f_5scipy_6linalg_11cython_blas_sgemm)(char *, char *, int *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *); /*proto*/
+static void (*__pyx_f_5scipy_6linalg_11cython_blas_sgemv)(char *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *); /*proto*/
 
 /* Module declarations from "cedf._blas" */
+static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_5_blas_gemv(int, int, int, float, float const *, int, float const *, int, float, float *, int); /*proto*/
+static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_5_blas_gemv(int, int, int, double, double const *, int, double const *, int, double, double *, int); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(int, int, int, int, int, float, float const *, int, float const *, int, float, float *, int); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(int, int, int, int, int, double, double const *, int, double const *, int, double, double *, int); /*proto*/
 
@@ -6486,7 +6490,97 @@ static CYTHON_INLINE NPY_DATETIMEUNIT __pyx_f_5numpy_get_datetime64_unit(PyObjec
   return __pyx_r;
 }
 
-/* "cedf/_blas.pxd":19
+/* "cedf/_blas.pxd":24
+ * 
+ * 
+ * cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* a, int lda,             # <<<<<<<<<<<<<<
+ *                       const floating* x, int incx, floating beta, floating* y, int incy) noexcept nogil:
+ *     """Column-major y = alpha * op(A) x + beta * y, A stored m x n with leading dimension lda."""
+*/
+
+static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_5_blas_gemv(int __pyx_v_trans, int __pyx_v_m, int __pyx_v_n, float __pyx_v_alpha, float const *__pyx_v_a, int __pyx_v_lda, float const *__pyx_v_x, int __pyx_v_incx, float __pyx_v_beta, float *__pyx_v_y, int __pyx_v_incy) {
+  char __pyx_v_t;
+  char __pyx_t_1;
+
+  /* "cedf/_blas.pxd":27
+ *                       const floating* x, int incx, floating beta, floating* y, int incy) noexcept nogil:
+ *     """Column-major y = alpha * op(A) x + beta * y, A stored m x n with leading dimension lda."""
+ *     cdef char t = b'T' if trans else b'N'             # <<<<<<<<<<<<<<
+ *     if floating is float:
+ *         sgemv(&t, &m, &n, &alpha, <float*>a, &lda, <float*>x, &incx, &beta, y, &incy)
+*/
+  if (__pyx_v_trans) {
+
+    __pyx_t_1 = 'T';
+  } else {
+
+    __pyx_t_1 = 'N';
+  }
+  __pyx_v_t = __pyx_t_1;
+
+  /* "cedf/_blas.pxd":29
+ *     cdef char t = b'T' if trans else b'N'
+ *     if floating is float:
+ *         sgemv(&t, &m, &n, &alpha, <float*>a, &lda, <float*>x, &incx, &beta, y, &incy)             # <<<<<<<<<<<<<<
+ *     else:
+ *         dgemv(&t, &m, &n, &alpha, <double*>a, &lda, <double*>x, &incx, &beta, y, &incy)
+*/
+  __pyx_f_5scipy_6linalg_11cython_blas_sgemv((&__pyx_v_t), (&__pyx_v_m), (&__pyx_v_n), (&__pyx_v_alpha), ((float *)__pyx_v_a), (&__pyx_v_lda), ((float *)__pyx_v_x), (&__pyx_v_incx), (&__pyx_v_beta), __pyx_v_y, (&__pyx_v_incy));
+
+  /* "cedf/_blas.pxd":24
+ * 
+ * 
+ * cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* a, int lda,             # <<<<<<<<<<<<<<
+ *                       const floating* x, int incx, floating beta, floating* y, int incy) noexcept nogil:
+ *     """Column-major y = alpha * op(A) x + beta * y, A stored m x n with leading dimension lda."""
+*/
+
+  /* function exit code */
+
+}
+
+static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_5_blas_gemv(int __pyx_v_trans, int __pyx_v_m, int __pyx_v_n, double __pyx_v_alpha, double const *__pyx_v_a, int __pyx_v_lda, double const *__pyx_v_x, int __pyx_v_incx, double __pyx_v_beta, double *__pyx_v_y, int __pyx_v_incy) {
+  char __pyx_v_t;
+  char __pyx_t_1;
+
+  /* "cedf/_blas.pxd":27
+ *                       const floating* x, int incx, floating beta, floating* y, int incy) noexcept nogil:
+ *     """Column-major y = alpha * op(A) x + beta * y, A stored m x n with leading dimension lda."""
+ *     cdef char t = b'T' if trans else b'N'             # <<<<<<<<<<<<<<
+ *     if floating is float:
+ *         sgemv(&t, &m, &n, &alpha, <float*>a, &lda, <float*>x, &incx, &beta, y, &incy)
+*/
+  if (__pyx_v_trans) {
+
+    __pyx_t_1 = 'T';
+  } else {
+
+    __pyx_t_1 = 'N';
+  }
+  __pyx_v_t = __pyx_t_1;
+
+  /* "cedf/_blas.pxd":31
+ *         sgemv(&t, &m, &n, &alpha, <float*>a, &lda, <float*>x, &incx, &beta, y, &incy)
+ *     else:
+ *         dgemv(&t, &m, &n, &alpha, <double*>a, &lda, <double*>x, &incx, &beta, y, &incy)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  __pyx_f_5scipy_6linalg_11cython_blas_dgemv((&__pyx_v_t), (&__pyx_v_m), (&__pyx_v_n), (&__pyx_v_alpha), ((double *)__pyx_v_a), (&__pyx_v_lda), ((double *)__pyx_v_x), (&__pyx_v_incx), (&__pyx_v_beta), __pyx_v_y, (&__pyx_v_incy));
+
+  /* "cedf/_blas.pxd":24
+ * 
+ * 
+ * cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* a, int lda,             # <<<<<<<<<<<<<<
+ *                       const floating* x, int incx, floating beta, floating* y, int incy) noexcept nogil:
+ *     """Column-major y = alpha * op(A) x + beta * y, A stored m x n with leading dimension lda."""
+*/
+
+  /* function exit code */
+
+}
+
+/* "cedf/_blas.pxd":34
  * 
  * 
  * cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,             # <<<<<<<<<<<<<<
@@ -6498,13 +6592,17 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
   char __pyx_v_ta;
   char __pyx_v_tb;
   char __pyx_t_1;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  int __pyx_t_4;
+  int __pyx_t_5;
 
-  /* "cedf/_blas.pxd":29
+  /* "cedf/_blas.pxd":44
  *     leading dimensions of zero.
  *     """
  *     cdef char ta = b'T' if trans_a else b'N'             # <<<<<<<<<<<<<<
  *     cdef char tb = b'T' if trans_b else b'N'
- *     if floating is float:
+ *     if n == 1:
 */
   if (__pyx_v_trans_a) {
 
@@ -6515,12 +6613,12 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
   }
   __pyx_v_ta = __pyx_t_1;
 
-  /* "cedf/_blas.pxd":30
+  /* "cedf/_blas.pxd":45
  *     """
  *     cdef char ta = b'T' if trans_a else b'N'
  *     cdef char tb = b'T' if trans_b else b'N'             # <<<<<<<<<<<<<<
- *     if floating is float:
- *         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb,
+ *     if n == 1:
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
 */
   if (__pyx_v_trans_b) {
 
@@ -6531,8 +6629,176 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
   }
   __pyx_v_tb = __pyx_t_1;
 
-  /* "cedf/_blas.pxd":32
+  /* "cedf/_blas.pxd":46
+ *     cdef char ta = b'T' if trans_a else b'N'
  *     cdef char tb = b'T' if trans_b else b'N'
+ *     if n == 1:             # <<<<<<<<<<<<<<
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,
+*/
+  __pyx_t_2 = (__pyx_v_n == 1);
+
+  if (__pyx_t_2) {
+
+
+    /* "cedf/_blas.pxd":48
+ *     if n == 1:
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,             # <<<<<<<<<<<<<<
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return
+*/
+    __pyx_t_2 = (!__pyx_v_trans_a);
+
+    if (__pyx_t_2) {
+
+      __pyx_t_3 = __pyx_v_k;
+    } else {
+
+      __pyx_t_3 = __pyx_v_m;
+    }
+
+    __pyx_t_2 = (!__pyx_v_trans_a);
+
+    if (__pyx_t_2) {
+
+      __pyx_t_4 = __pyx_v_m;
+    } else {
+
+      __pyx_t_4 = __pyx_v_k;
+    }
+
+
+    /* "cedf/_blas.pxd":49
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,
+ *              b, 1 if trans_b else ldb, beta, c, ldc)             # <<<<<<<<<<<<<<
+ *         return
+ *     if m == 1:
+*/
+    if (__pyx_v_trans_b) {
+
+      __pyx_t_5 = 1;
+    } else {
+
+      __pyx_t_5 = __pyx_v_ldb;
+    }
+
+    /* "cedf/_blas.pxd":48
+ *     if n == 1:
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,             # <<<<<<<<<<<<<<
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return
+*/
+    __pyx_fuse_0__pyx_f_4cedf_5_blas_gemv((!__pyx_v_trans_a), __pyx_t_3, __pyx_t_4, __pyx_v_alpha, __pyx_v_a, __pyx_v_lda, __pyx_v_b, __pyx_t_5, __pyx_v_beta, __pyx_v_c, __pyx_v_ldc);
+
+
+
+
+    /* "cedf/_blas.pxd":50
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return             # <<<<<<<<<<<<<<
+ *     if m == 1:
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+*/
+    {
+    }
+    goto __pyx_L0;
+
+    /* "cedf/_blas.pxd":46
+ *     cdef char ta = b'T' if trans_a else b'N'
+ *     cdef char tb = b'T' if trans_b else b'N'
+ *     if n == 1:             # <<<<<<<<<<<<<<
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,
+*/
+  }
+
+  /* "cedf/_blas.pxd":51
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return
+ *     if m == 1:             # <<<<<<<<<<<<<<
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+*/
+  __pyx_t_2 = (__pyx_v_m == 1);
+
+  if (__pyx_t_2) {
+
+
+    /* "cedf/_blas.pxd":53
+ *     if m == 1:
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,             # <<<<<<<<<<<<<<
+ *              a, lda if trans_a else 1, beta, c, 1)
+ *         return
+*/
+    if (__pyx_v_trans_b) {
+
+      __pyx_t_5 = __pyx_v_k;
+    } else {
+
+      __pyx_t_5 = __pyx_v_n;
+    }
+    if (__pyx_v_trans_b) {
+
+      __pyx_t_4 = __pyx_v_n;
+    } else {
+
+      __pyx_t_4 = __pyx_v_k;
+    }
+
+    /* "cedf/_blas.pxd":54
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+ *              a, lda if trans_a else 1, beta, c, 1)             # <<<<<<<<<<<<<<
+ *         return
+ *     if floating is float:
+*/
+    if (__pyx_v_trans_a) {
+
+      __pyx_t_3 = __pyx_v_lda;
+    } else {
+
+      __pyx_t_3 = 1;
+    }
+
+    /* "cedf/_blas.pxd":53
+ *     if m == 1:
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,             # <<<<<<<<<<<<<<
+ *              a, lda if trans_a else 1, beta, c, 1)
+ *         return
+*/
+    __pyx_fuse_0__pyx_f_4cedf_5_blas_gemv(__pyx_v_trans_b, __pyx_t_5, __pyx_t_4, __pyx_v_alpha, __pyx_v_b, __pyx_v_ldb, __pyx_v_a, __pyx_t_3, __pyx_v_beta, __pyx_v_c, 1);
+
+
+
+
+    /* "cedf/_blas.pxd":55
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+ *              a, lda if trans_a else 1, beta, c, 1)
+ *         return             # <<<<<<<<<<<<<<
+ *     if floating is float:
+ *         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb,
+*/
+    {
+    }
+    goto __pyx_L0;
+
+    /* "cedf/_blas.pxd":51
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return
+ *     if m == 1:             # <<<<<<<<<<<<<<
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+*/
+  }
+
+  /* "cedf/_blas.pxd":57
+ *         return
  *     if floating is float:
  *         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb,             # <<<<<<<<<<<<<<
  *               <float*>a, &lda, &beta, c, &ldc)
@@ -6540,7 +6806,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
 */
   __pyx_f_5scipy_6linalg_11cython_blas_sgemm((&__pyx_v_tb), (&__pyx_v_ta), (&__pyx_v_n), (&__pyx_v_m), (&__pyx_v_k), (&__pyx_v_alpha), ((float *)__pyx_v_b), (&__pyx_v_ldb), ((float *)__pyx_v_a), (&__pyx_v_lda), (&__pyx_v_beta), __pyx_v_c, (&__pyx_v_ldc));
 
-  /* "cedf/_blas.pxd":19
+  /* "cedf/_blas.pxd":34
  * 
  * 
  * cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,             # <<<<<<<<<<<<<<
@@ -6549,6 +6815,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
 */
 
   /* function exit code */
+  __pyx_L0:;
 
 
 }
@@ -6557,13 +6824,17 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
   char __pyx_v_ta;
   char __pyx_v_tb;
   char __pyx_t_1;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  int __pyx_t_4;
+  int __pyx_t_5;
 
-  /* "cedf/_blas.pxd":29
+  /* "cedf/_blas.pxd":44
  *     leading dimensions of zero.
  *     """
  *     cdef char ta = b'T' if trans_a else b'N'             # <<<<<<<<<<<<<<
  *     cdef char tb = b'T' if trans_b else b'N'
- *     if floating is float:
+ *     if n == 1:
 */
   if (__pyx_v_trans_a) {
 
@@ -6574,12 +6845,12 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
   }
   __pyx_v_ta = __pyx_t_1;
 
-  /* "cedf/_blas.pxd":30
+  /* "cedf/_blas.pxd":45
  *     """
  *     cdef char ta = b'T' if trans_a else b'N'
  *     cdef char tb = b'T' if trans_b else b'N'             # <<<<<<<<<<<<<<
- *     if floating is float:
- *         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb,
+ *     if n == 1:
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
 */
   if (__pyx_v_trans_b) {
 
@@ -6590,7 +6861,175 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
   }
   __pyx_v_tb = __pyx_t_1;
 
-  /* "cedf/_blas.pxd":35
+  /* "cedf/_blas.pxd":46
+ *     cdef char ta = b'T' if trans_a else b'N'
+ *     cdef char tb = b'T' if trans_b else b'N'
+ *     if n == 1:             # <<<<<<<<<<<<<<
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,
+*/
+  __pyx_t_2 = (__pyx_v_n == 1);
+
+  if (__pyx_t_2) {
+
+
+    /* "cedf/_blas.pxd":48
+ *     if n == 1:
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,             # <<<<<<<<<<<<<<
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return
+*/
+    __pyx_t_2 = (!__pyx_v_trans_a);
+
+    if (__pyx_t_2) {
+
+      __pyx_t_3 = __pyx_v_k;
+    } else {
+
+      __pyx_t_3 = __pyx_v_m;
+    }
+
+    __pyx_t_2 = (!__pyx_v_trans_a);
+
+    if (__pyx_t_2) {
+
+      __pyx_t_4 = __pyx_v_m;
+    } else {
+
+      __pyx_t_4 = __pyx_v_k;
+    }
+
+
+    /* "cedf/_blas.pxd":49
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,
+ *              b, 1 if trans_b else ldb, beta, c, ldc)             # <<<<<<<<<<<<<<
+ *         return
+ *     if m == 1:
+*/
+    if (__pyx_v_trans_b) {
+
+      __pyx_t_5 = 1;
+    } else {
+
+      __pyx_t_5 = __pyx_v_ldb;
+    }
+
+    /* "cedf/_blas.pxd":48
+ *     if n == 1:
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,             # <<<<<<<<<<<<<<
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return
+*/
+    __pyx_fuse_1__pyx_f_4cedf_5_blas_gemv((!__pyx_v_trans_a), __pyx_t_3, __pyx_t_4, __pyx_v_alpha, __pyx_v_a, __pyx_v_lda, __pyx_v_b, __pyx_t_5, __pyx_v_beta, __pyx_v_c, __pyx_v_ldc);
+
+
+
+
+    /* "cedf/_blas.pxd":50
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return             # <<<<<<<<<<<<<<
+ *     if m == 1:
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+*/
+    {
+    }
+    goto __pyx_L0;
+
+    /* "cedf/_blas.pxd":46
+ *     cdef char ta = b'T' if trans_a else b'N'
+ *     cdef char tb = b'T' if trans_b else b'N'
+ *     if n == 1:             # <<<<<<<<<<<<<<
+ *         # C is a column: c = op(A) b, with b the single column of op(B).
+ *         gemv(not trans_a, k if not trans_a else m, m if not trans_a else k, alpha, a, lda,
+*/
+  }
+
+  /* "cedf/_blas.pxd":51
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return
+ *     if m == 1:             # <<<<<<<<<<<<<<
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+*/
+  __pyx_t_2 = (__pyx_v_m == 1);
+
+  if (__pyx_t_2) {
+
+
+    /* "cedf/_blas.pxd":53
+ *     if m == 1:
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,             # <<<<<<<<<<<<<<
+ *              a, lda if trans_a else 1, beta, c, 1)
+ *         return
+*/
+    if (__pyx_v_trans_b) {
+
+      __pyx_t_5 = __pyx_v_k;
+    } else {
+
+      __pyx_t_5 = __pyx_v_n;
+    }
+    if (__pyx_v_trans_b) {
+
+      __pyx_t_4 = __pyx_v_n;
+    } else {
+
+      __pyx_t_4 = __pyx_v_k;
+    }
+
+    /* "cedf/_blas.pxd":54
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+ *              a, lda if trans_a else 1, beta, c, 1)             # <<<<<<<<<<<<<<
+ *         return
+ *     if floating is float:
+*/
+    if (__pyx_v_trans_a) {
+
+      __pyx_t_3 = __pyx_v_lda;
+    } else {
+
+      __pyx_t_3 = 1;
+    }
+
+    /* "cedf/_blas.pxd":53
+ *     if m == 1:
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,             # <<<<<<<<<<<<<<
+ *              a, lda if trans_a else 1, beta, c, 1)
+ *         return
+*/
+    __pyx_fuse_1__pyx_f_4cedf_5_blas_gemv(__pyx_v_trans_b, __pyx_t_5, __pyx_t_4, __pyx_v_alpha, __pyx_v_b, __pyx_v_ldb, __pyx_v_a, __pyx_t_3, __pyx_v_beta, __pyx_v_c, 1);
+
+
+
+
+    /* "cedf/_blas.pxd":55
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+ *              a, lda if trans_a else 1, beta, c, 1)
+ *         return             # <<<<<<<<<<<<<<
+ *     if floating is float:
+ *         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb,
+*/
+    {
+    }
+    goto __pyx_L0;
+
+    /* "cedf/_blas.pxd":51
+ *              b, 1 if trans_b else ldb, beta, c, ldc)
+ *         return
+ *     if m == 1:             # <<<<<<<<<<<<<<
+ *         # C is a row: c = op(B)^T a, with a the single row of op(A).
+ *         gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+*/
+  }
+
+  /* "cedf/_blas.pxd":60
  *               <float*>a, &lda, &beta, c, &ldc)
  *     else:
  *         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb,             # <<<<<<<<<<<<<<
@@ -6598,7 +7037,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
 */
   __pyx_f_5scipy_6linalg_11cython_blas_dgemm((&__pyx_v_tb), (&__pyx_v_ta), (&__pyx_v_n), (&__pyx_v_m), (&__pyx_v_k), (&__pyx_v_alpha), ((double *)__pyx_v_b), (&__pyx_v_ldb), ((double *)__pyx_v_a), (&__pyx_v_lda), (&__pyx_v_beta), __pyx_v_c, (&__pyx_v_ldc));
 
-  /* "cedf/_blas.pxd":19
+  /* "cedf/_blas.pxd":34
  * 
  * 
  * cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,             # <<<<<<<<<<<<<<
@@ -6607,6 +7046,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(int __pyx_v_tran
 */
 
   /* function exit code */
+  __pyx_L0:;
 
 
 }
@@ -7627,97 +8067,55 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
  * 
  * 
  * cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t i
- *     for i in range(n):
+ *     # In C: a loop compiled per instruction set (see csrc/pointwise.h).
+ *     if floating is float:
 */
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_forward(float const *__pyx_v_x, float *__pyx_v_out, Py_ssize_t __pyx_v_n) {
-  Py_ssize_t __pyx_v_i;
-  Py_ssize_t __pyx_t_1;
-  Py_ssize_t __pyx_t_2;
-  Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":82
- * cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
- *     cdef Py_ssize_t i
- *     for i in range(n):             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             out[i] = cedf_sigmoid_f32(x[i])
+  /* "cedf/_loops.pxd":83
+ *     # In C: a loop compiled per instruction set (see csrc/pointwise.h).
+ *     if floating is float:
+ *         cedf_sigmoid_array_f32(x, out, n)             # <<<<<<<<<<<<<<
+ *     else:
+ *         cedf_sigmoid_array_f64(x, out, n)
 */
-
-  __pyx_t_1 = __pyx_v_n;
-  __pyx_t_2 = __pyx_t_1;
-
-  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
-    __pyx_v_i = __pyx_t_3;
-
-    /* "cedf/_loops.pxd":84
- *     for i in range(n):
- *         if floating is float:
- *             out[i] = cedf_sigmoid_f32(x[i])             # <<<<<<<<<<<<<<
- *         else:
- *             out[i] = cedf_sigmoid_f64(x[i])
-*/
-    (__pyx_v_out[__pyx_v_i]) = cedf_sigmoid_f32((__pyx_v_x[__pyx_v_i]));
-  }
-
+  cedf_sigmoid_array_f32(__pyx_v_x, __pyx_v_out, __pyx_v_n);
 
   /* "cedf/_loops.pxd":80
  * 
  * 
  * cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t i
- *     for i in range(n):
+ *     # In C: a loop compiled per instruction set (see csrc/pointwise.h).
+ *     if floating is float:
 */
 
   /* function exit code */
-
 }
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_forward(double const *__pyx_v_x, double *__pyx_v_out, Py_ssize_t __pyx_v_n) {
-  Py_ssize_t __pyx_v_i;
-  Py_ssize_t __pyx_t_1;
-  Py_ssize_t __pyx_t_2;
-  Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":82
- * cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
- *     cdef Py_ssize_t i
- *     for i in range(n):             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             out[i] = cedf_sigmoid_f32(x[i])
-*/
-
-  __pyx_t_1 = __pyx_v_n;
-  __pyx_t_2 = __pyx_t_1;
-
-  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
-    __pyx_v_i = __pyx_t_3;
-
-    /* "cedf/_loops.pxd":86
- *             out[i] = cedf_sigmoid_f32(x[i])
- *         else:
- *             out[i] = cedf_sigmoid_f64(x[i])             # <<<<<<<<<<<<<<
+  /* "cedf/_loops.pxd":85
+ *         cedf_sigmoid_array_f32(x, out, n)
+ *     else:
+ *         cedf_sigmoid_array_f64(x, out, n)             # <<<<<<<<<<<<<<
  * 
  * 
 */
-    (__pyx_v_out[__pyx_v_i]) = cedf_sigmoid_f64((__pyx_v_x[__pyx_v_i]));
-  }
-
+  cedf_sigmoid_array_f64(__pyx_v_x, __pyx_v_out, __pyx_v_n);
 
   /* "cedf/_loops.pxd":80
  * 
  * 
  * cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t i
- *     for i in range(n):
+ *     # In C: a loop compiled per instruction set (see csrc/pointwise.h).
+ *     if floating is float:
 */
 
   /* function exit code */
-
 }
 
-/* "cedf/_loops.pxd":89
+/* "cedf/_loops.pxd":88
  * 
  * 
  * cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -7732,7 +8130,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_backward(flo
   Py_ssize_t __pyx_t_3;
   float __pyx_t_4;
 
-  /* "cedf/_loops.pxd":93
+  /* "cedf/_loops.pxd":92
  *     # The lecture's local gradient s (1 - s), written in terms of the output.
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -7746,7 +8144,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_backward(flo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":94
+    /* "cedf/_loops.pxd":93
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (1 - s[i])             # <<<<<<<<<<<<<<
@@ -7765,7 +8163,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_backward(flo
   }
 
 
-  /* "cedf/_loops.pxd":89
+  /* "cedf/_loops.pxd":88
  * 
  * 
  * cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -7784,7 +8182,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_backward(dou
   Py_ssize_t __pyx_t_3;
   double __pyx_t_4;
 
-  /* "cedf/_loops.pxd":93
+  /* "cedf/_loops.pxd":92
  *     # The lecture's local gradient s (1 - s), written in terms of the output.
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -7798,7 +8196,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_backward(dou
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":94
+    /* "cedf/_loops.pxd":93
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (1 - s[i])             # <<<<<<<<<<<<<<
@@ -7817,7 +8215,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_backward(dou
   }
 
 
-  /* "cedf/_loops.pxd":89
+  /* "cedf/_loops.pxd":88
  * 
  * 
  * cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -7829,19 +8227,19 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_backward(dou
 
 }
 
-/* "cedf/_loops.pxd":97
+/* "cedf/_loops.pxd":96
  * 
  * 
  * cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t i, j
- *     cdef floating top, shifted
+ *     # Three passes: shift each row by its max, exponentiate the whole buffer in
+ *     # one vectorised call, normalise each row.
 */
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(float const *__pyx_v_x, float *__pyx_v_out, Py_ssize_t __pyx_v_n, Py_ssize_t __pyx_v_c) {
   Py_ssize_t __pyx_v_i;
   Py_ssize_t __pyx_v_j;
   float __pyx_v_top;
-  float __pyx_v_shifted;
+  float __pyx_v_scale;
   double __pyx_v_total;
   float const *__pyx_v_row;
   float *__pyx_v_o;
@@ -7851,9 +8249,11 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
   Py_ssize_t __pyx_t_6;
-  int __pyx_t_7;
+  float __pyx_t_7;
+  int __pyx_t_8;
+  Py_ssize_t __pyx_t_9;
 
-  /* "cedf/_loops.pxd":103
+  /* "cedf/_loops.pxd":104
  *     cdef const floating* row
  *     cdef floating* o
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -7867,7 +8267,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":104
+    /* "cedf/_loops.pxd":105
  *     cdef floating* o
  *     for i in range(n):
  *         row = x + i * c             # <<<<<<<<<<<<<<
@@ -7876,7 +8276,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
     __pyx_v_row = (__pyx_v_x + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":105
+    /* "cedf/_loops.pxd":106
  *     for i in range(n):
  *         row = x + i * c
  *         o = out + i * c             # <<<<<<<<<<<<<<
@@ -7885,21 +8285,21 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
     __pyx_v_o = (__pyx_v_out + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":106
+    /* "cedf/_loops.pxd":107
  *         row = x + i * c
  *         o = out + i * c
  *         top = row[0]             # <<<<<<<<<<<<<<
  *         for j in range(1, c):
- *             if row[j] > top:
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
 */
     __pyx_v_top = (__pyx_v_row[0]);
 
-    /* "cedf/_loops.pxd":107
+    /* "cedf/_loops.pxd":108
  *         o = out + i * c
  *         top = row[0]
  *         for j in range(1, c):             # <<<<<<<<<<<<<<
- *             if row[j] > top:
- *                 top = row[j]
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
+ *         for j in range(c):
 */
 
     __pyx_t_4 = __pyx_v_c;
@@ -7908,44 +8308,33 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     for (__pyx_t_6 = 1; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":108
+      /* "cedf/_loops.pxd":109
  *         top = row[0]
  *         for j in range(1, c):
- *             if row[j] > top:             # <<<<<<<<<<<<<<
- *                 top = row[j]
- *         # Three passes over the row, so that the one with the exponentials
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict             # <<<<<<<<<<<<<<
+ *         for j in range(c):
+ *             o[j] = row[j] - top
 */
-      __pyx_t_7 = ((__pyx_v_row[__pyx_v_j]) > __pyx_v_top);
+      __pyx_t_8 = ((__pyx_v_row[__pyx_v_j]) > __pyx_v_top);
 
-      if (__pyx_t_7) {
+      if (__pyx_t_8) {
 
+        __pyx_t_7 = (__pyx_v_row[__pyx_v_j]);
+      } else {
 
-        /* "cedf/_loops.pxd":109
- *         for j in range(1, c):
- *             if row[j] > top:
- *                 top = row[j]             # <<<<<<<<<<<<<<
- *         # Three passes over the row, so that the one with the exponentials
- *         # vectorises (a running sum would serialise it).
-*/
-        __pyx_v_top = (__pyx_v_row[__pyx_v_j]);
-
-        /* "cedf/_loops.pxd":108
- *         top = row[0]
- *         for j in range(1, c):
- *             if row[j] > top:             # <<<<<<<<<<<<<<
- *                 top = row[j]
- *         # Three passes over the row, so that the one with the exponentials
-*/
+        __pyx_t_7 = __pyx_v_top;
       }
+
+      __pyx_v_top = __pyx_t_7;
     }
 
 
-    /* "cedf/_loops.pxd":112
- *         # Three passes over the row, so that the one with the exponentials
- *         # vectorises (a running sum would serialise it).
+    /* "cedf/_loops.pxd":110
+ *         for j in range(1, c):
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
  *         for j in range(c):             # <<<<<<<<<<<<<<
- *             shifted = row[j] - top
- *             if shifted < CEDF_SOFTMAX_FLOOR:
+ *             o[j] = row[j] - top
+ *     if floating is float:
 */
 
     __pyx_t_4 = __pyx_v_c;
@@ -7954,71 +8343,66 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":113
- *         # vectorises (a running sum would serialise it).
+      /* "cedf/_loops.pxd":111
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
  *         for j in range(c):
- *             shifted = row[j] - top             # <<<<<<<<<<<<<<
- *             if shifted < CEDF_SOFTMAX_FLOOR:
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR
+ *             o[j] = row[j] - top             # <<<<<<<<<<<<<<
+ *     if floating is float:
+ *         cedf_softmax_exp_f32(out, n * c)
 */
-      __pyx_v_shifted = ((__pyx_v_row[__pyx_v_j]) - __pyx_v_top);
-
-      /* "cedf/_loops.pxd":114
- *         for j in range(c):
- *             shifted = row[j] - top
- *             if shifted < CEDF_SOFTMAX_FLOOR:             # <<<<<<<<<<<<<<
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR
- *             if floating is float:
-*/
-      __pyx_t_7 = (__pyx_v_shifted < CEDF_SOFTMAX_FLOOR);
-
-      if (__pyx_t_7) {
-
-
-        /* "cedf/_loops.pxd":115
- *             shifted = row[j] - top
- *             if shifted < CEDF_SOFTMAX_FLOOR:
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR             # <<<<<<<<<<<<<<
- *             if floating is float:
- *                 o[j] = cedf_expf(shifted)
-*/
-        __pyx_v_shifted = ((float)CEDF_SOFTMAX_FLOOR);
-
-        /* "cedf/_loops.pxd":114
- *         for j in range(c):
- *             shifted = row[j] - top
- *             if shifted < CEDF_SOFTMAX_FLOOR:             # <<<<<<<<<<<<<<
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR
- *             if floating is float:
-*/
-      }
-
-      /* "cedf/_loops.pxd":117
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR
- *             if floating is float:
- *                 o[j] = cedf_expf(shifted)             # <<<<<<<<<<<<<<
- *             else:
- *                 o[j] = cedf_exp(shifted)
-*/
-      (__pyx_v_o[__pyx_v_j]) = cedf_expf(__pyx_v_shifted);
+      (__pyx_v_o[__pyx_v_j]) = ((__pyx_v_row[__pyx_v_j]) - __pyx_v_top);
     }
 
+  }
 
-    /* "cedf/_loops.pxd":120
- *             else:
- *                 o[j] = cedf_exp(shifted)
+
+  /* "cedf/_loops.pxd":113
+ *             o[j] = row[j] - top
+ *     if floating is float:
+ *         cedf_softmax_exp_f32(out, n * c)             # <<<<<<<<<<<<<<
+ *     else:
+ *         cedf_softmax_exp_f64(out, n * c)
+*/
+  cedf_softmax_exp_f32(__pyx_v_out, (__pyx_v_n * __pyx_v_c));
+
+  /* "cedf/_loops.pxd":116
+ *     else:
+ *         cedf_softmax_exp_f64(out, n * c)
+ *     for i in range(n):             # <<<<<<<<<<<<<<
+ *         o = out + i * c
+ *         total = 0
+*/
+
+  __pyx_t_1 = __pyx_v_n;
+  __pyx_t_2 = __pyx_t_1;
+
+  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_i = __pyx_t_3;
+
+    /* "cedf/_loops.pxd":117
+ *         cedf_softmax_exp_f64(out, n * c)
+ *     for i in range(n):
+ *         o = out + i * c             # <<<<<<<<<<<<<<
+ *         total = 0
+ *         for j in range(c):
+*/
+    __pyx_v_o = (__pyx_v_out + (__pyx_v_i * __pyx_v_c));
+
+    /* "cedf/_loops.pxd":118
+ *     for i in range(n):
+ *         o = out + i * c
  *         total = 0             # <<<<<<<<<<<<<<
  *         for j in range(c):
  *             total += o[j]
 */
     __pyx_v_total = 0.0;
 
-    /* "cedf/_loops.pxd":121
- *                 o[j] = cedf_exp(shifted)
+    /* "cedf/_loops.pxd":119
+ *         o = out + i * c
  *         total = 0
  *         for j in range(c):             # <<<<<<<<<<<<<<
  *             total += o[j]
- *         for j in range(c):
+ *         scale = <floating>(1 / total)
 */
 
     __pyx_t_4 = __pyx_v_c;
@@ -8027,22 +8411,31 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":122
+      /* "cedf/_loops.pxd":120
  *         total = 0
  *         for j in range(c):
  *             total += o[j]             # <<<<<<<<<<<<<<
+ *         scale = <floating>(1 / total)
  *         for j in range(c):
- *             o[j] = <floating>(o[j] / total)
 */
       __pyx_v_total = (__pyx_v_total + (__pyx_v_o[__pyx_v_j]));
     }
 
 
-    /* "cedf/_loops.pxd":123
+    /* "cedf/_loops.pxd":121
  *         for j in range(c):
  *             total += o[j]
+ *         scale = <floating>(1 / total)             # <<<<<<<<<<<<<<
+ *         for j in range(c):
+ *             o[j] *= scale
+*/
+    __pyx_v_scale = ((float)(1.0 / __pyx_v_total));
+
+    /* "cedf/_loops.pxd":122
+ *             total += o[j]
+ *         scale = <floating>(1 / total)
  *         for j in range(c):             # <<<<<<<<<<<<<<
- *             o[j] = <floating>(o[j] / total)
+ *             o[j] *= scale
  * 
 */
 
@@ -8052,25 +8445,27 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":124
- *             total += o[j]
+      /* "cedf/_loops.pxd":123
+ *         scale = <floating>(1 / total)
  *         for j in range(c):
- *             o[j] = <floating>(o[j] / total)             # <<<<<<<<<<<<<<
+ *             o[j] *= scale             # <<<<<<<<<<<<<<
  * 
  * 
 */
-      (__pyx_v_o[__pyx_v_j]) = ((float)(((double)(__pyx_v_o[__pyx_v_j])) / __pyx_v_total));
+
+      __pyx_t_9 = __pyx_v_j;
+      (__pyx_v_o[__pyx_t_9]) = ((__pyx_v_o[__pyx_t_9]) * __pyx_v_scale);
     }
 
   }
 
 
-  /* "cedf/_loops.pxd":97
+  /* "cedf/_loops.pxd":96
  * 
  * 
  * cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t i, j
- *     cdef floating top, shifted
+ *     # Three passes: shift each row by its max, exponentiate the whole buffer in
+ *     # one vectorised call, normalise each row.
 */
 
   /* function exit code */
@@ -8087,7 +8482,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
   Py_ssize_t __pyx_v_i;
   Py_ssize_t __pyx_v_j;
   double __pyx_v_top;
-  double __pyx_v_shifted;
+  double __pyx_v_scale;
   double __pyx_v_total;
   double const *__pyx_v_row;
   double *__pyx_v_o;
@@ -8097,9 +8492,11 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
   Py_ssize_t __pyx_t_6;
-  int __pyx_t_7;
+  double __pyx_t_7;
+  int __pyx_t_8;
+  Py_ssize_t __pyx_t_9;
 
-  /* "cedf/_loops.pxd":103
+  /* "cedf/_loops.pxd":104
  *     cdef const floating* row
  *     cdef floating* o
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8113,7 +8510,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":104
+    /* "cedf/_loops.pxd":105
  *     cdef floating* o
  *     for i in range(n):
  *         row = x + i * c             # <<<<<<<<<<<<<<
@@ -8122,7 +8519,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
     __pyx_v_row = (__pyx_v_x + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":105
+    /* "cedf/_loops.pxd":106
  *     for i in range(n):
  *         row = x + i * c
  *         o = out + i * c             # <<<<<<<<<<<<<<
@@ -8131,21 +8528,21 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
     __pyx_v_o = (__pyx_v_out + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":106
+    /* "cedf/_loops.pxd":107
  *         row = x + i * c
  *         o = out + i * c
  *         top = row[0]             # <<<<<<<<<<<<<<
  *         for j in range(1, c):
- *             if row[j] > top:
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
 */
     __pyx_v_top = (__pyx_v_row[0]);
 
-    /* "cedf/_loops.pxd":107
+    /* "cedf/_loops.pxd":108
  *         o = out + i * c
  *         top = row[0]
  *         for j in range(1, c):             # <<<<<<<<<<<<<<
- *             if row[j] > top:
- *                 top = row[j]
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
+ *         for j in range(c):
 */
 
     __pyx_t_4 = __pyx_v_c;
@@ -8154,44 +8551,33 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     for (__pyx_t_6 = 1; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":108
+      /* "cedf/_loops.pxd":109
  *         top = row[0]
  *         for j in range(1, c):
- *             if row[j] > top:             # <<<<<<<<<<<<<<
- *                 top = row[j]
- *         # Three passes over the row, so that the one with the exponentials
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict             # <<<<<<<<<<<<<<
+ *         for j in range(c):
+ *             o[j] = row[j] - top
 */
-      __pyx_t_7 = ((__pyx_v_row[__pyx_v_j]) > __pyx_v_top);
+      __pyx_t_8 = ((__pyx_v_row[__pyx_v_j]) > __pyx_v_top);
 
-      if (__pyx_t_7) {
+      if (__pyx_t_8) {
 
+        __pyx_t_7 = (__pyx_v_row[__pyx_v_j]);
+      } else {
 
-        /* "cedf/_loops.pxd":109
- *         for j in range(1, c):
- *             if row[j] > top:
- *                 top = row[j]             # <<<<<<<<<<<<<<
- *         # Three passes over the row, so that the one with the exponentials
- *         # vectorises (a running sum would serialise it).
-*/
-        __pyx_v_top = (__pyx_v_row[__pyx_v_j]);
-
-        /* "cedf/_loops.pxd":108
- *         top = row[0]
- *         for j in range(1, c):
- *             if row[j] > top:             # <<<<<<<<<<<<<<
- *                 top = row[j]
- *         # Three passes over the row, so that the one with the exponentials
-*/
+        __pyx_t_7 = __pyx_v_top;
       }
+
+      __pyx_v_top = __pyx_t_7;
     }
 
 
-    /* "cedf/_loops.pxd":112
- *         # Three passes over the row, so that the one with the exponentials
- *         # vectorises (a running sum would serialise it).
+    /* "cedf/_loops.pxd":110
+ *         for j in range(1, c):
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
  *         for j in range(c):             # <<<<<<<<<<<<<<
- *             shifted = row[j] - top
- *             if shifted < CEDF_SOFTMAX_FLOOR:
+ *             o[j] = row[j] - top
+ *     if floating is float:
 */
 
     __pyx_t_4 = __pyx_v_c;
@@ -8200,71 +8586,66 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":113
- *         # vectorises (a running sum would serialise it).
+      /* "cedf/_loops.pxd":111
+ *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
  *         for j in range(c):
- *             shifted = row[j] - top             # <<<<<<<<<<<<<<
- *             if shifted < CEDF_SOFTMAX_FLOOR:
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR
+ *             o[j] = row[j] - top             # <<<<<<<<<<<<<<
+ *     if floating is float:
+ *         cedf_softmax_exp_f32(out, n * c)
 */
-      __pyx_v_shifted = ((__pyx_v_row[__pyx_v_j]) - __pyx_v_top);
+      (__pyx_v_o[__pyx_v_j]) = ((__pyx_v_row[__pyx_v_j]) - __pyx_v_top);
+    }
 
-      /* "cedf/_loops.pxd":114
- *         for j in range(c):
- *             shifted = row[j] - top
- *             if shifted < CEDF_SOFTMAX_FLOOR:             # <<<<<<<<<<<<<<
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR
- *             if floating is float:
+  }
+
+
+  /* "cedf/_loops.pxd":115
+ *         cedf_softmax_exp_f32(out, n * c)
+ *     else:
+ *         cedf_softmax_exp_f64(out, n * c)             # <<<<<<<<<<<<<<
+ *     for i in range(n):
+ *         o = out + i * c
 */
-      __pyx_t_7 = (__pyx_v_shifted < CEDF_SOFTMAX_FLOOR);
+  cedf_softmax_exp_f64(__pyx_v_out, (__pyx_v_n * __pyx_v_c));
 
-      if (__pyx_t_7) {
-
-
-        /* "cedf/_loops.pxd":115
- *             shifted = row[j] - top
- *             if shifted < CEDF_SOFTMAX_FLOOR:
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR             # <<<<<<<<<<<<<<
- *             if floating is float:
- *                 o[j] = cedf_expf(shifted)
+  /* "cedf/_loops.pxd":116
+ *     else:
+ *         cedf_softmax_exp_f64(out, n * c)
+ *     for i in range(n):             # <<<<<<<<<<<<<<
+ *         o = out + i * c
+ *         total = 0
 */
-        __pyx_v_shifted = ((double)CEDF_SOFTMAX_FLOOR);
 
-        /* "cedf/_loops.pxd":114
- *         for j in range(c):
- *             shifted = row[j] - top
- *             if shifted < CEDF_SOFTMAX_FLOOR:             # <<<<<<<<<<<<<<
- *                 shifted = <floating>CEDF_SOFTMAX_FLOOR
- *             if floating is float:
-*/
-      }
+  __pyx_t_1 = __pyx_v_n;
+  __pyx_t_2 = __pyx_t_1;
 
-      /* "cedf/_loops.pxd":119
- *                 o[j] = cedf_expf(shifted)
- *             else:
- *                 o[j] = cedf_exp(shifted)             # <<<<<<<<<<<<<<
+  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_i = __pyx_t_3;
+
+    /* "cedf/_loops.pxd":117
+ *         cedf_softmax_exp_f64(out, n * c)
+ *     for i in range(n):
+ *         o = out + i * c             # <<<<<<<<<<<<<<
  *         total = 0
  *         for j in range(c):
 */
-      (__pyx_v_o[__pyx_v_j]) = cedf_exp(__pyx_v_shifted);
-    }
+    __pyx_v_o = (__pyx_v_out + (__pyx_v_i * __pyx_v_c));
 
-
-    /* "cedf/_loops.pxd":120
- *             else:
- *                 o[j] = cedf_exp(shifted)
+    /* "cedf/_loops.pxd":118
+ *     for i in range(n):
+ *         o = out + i * c
  *         total = 0             # <<<<<<<<<<<<<<
  *         for j in range(c):
  *             total += o[j]
 */
     __pyx_v_total = 0.0;
 
-    /* "cedf/_loops.pxd":121
- *                 o[j] = cedf_exp(shifted)
+    /* "cedf/_loops.pxd":119
+ *         o = out + i * c
  *         total = 0
  *         for j in range(c):             # <<<<<<<<<<<<<<
  *             total += o[j]
- *         for j in range(c):
+ *         scale = <floating>(1 / total)
 */
 
     __pyx_t_4 = __pyx_v_c;
@@ -8273,22 +8654,31 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":122
+      /* "cedf/_loops.pxd":120
  *         total = 0
  *         for j in range(c):
  *             total += o[j]             # <<<<<<<<<<<<<<
+ *         scale = <floating>(1 / total)
  *         for j in range(c):
- *             o[j] = <floating>(o[j] / total)
 */
       __pyx_v_total = (__pyx_v_total + (__pyx_v_o[__pyx_v_j]));
     }
 
 
-    /* "cedf/_loops.pxd":123
+    /* "cedf/_loops.pxd":121
  *         for j in range(c):
  *             total += o[j]
+ *         scale = <floating>(1 / total)             # <<<<<<<<<<<<<<
+ *         for j in range(c):
+ *             o[j] *= scale
+*/
+    __pyx_v_scale = ((double)(1.0 / __pyx_v_total));
+
+    /* "cedf/_loops.pxd":122
+ *             total += o[j]
+ *         scale = <floating>(1 / total)
  *         for j in range(c):             # <<<<<<<<<<<<<<
- *             o[j] = <floating>(o[j] / total)
+ *             o[j] *= scale
  * 
 */
 
@@ -8298,25 +8688,27 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":124
- *             total += o[j]
+      /* "cedf/_loops.pxd":123
+ *         scale = <floating>(1 / total)
  *         for j in range(c):
- *             o[j] = <floating>(o[j] / total)             # <<<<<<<<<<<<<<
+ *             o[j] *= scale             # <<<<<<<<<<<<<<
  * 
  * 
 */
-      (__pyx_v_o[__pyx_v_j]) = ((double)((__pyx_v_o[__pyx_v_j]) / __pyx_v_total));
+
+      __pyx_t_9 = __pyx_v_j;
+      (__pyx_v_o[__pyx_t_9]) = ((__pyx_v_o[__pyx_t_9]) * __pyx_v_scale);
     }
 
   }
 
 
-  /* "cedf/_loops.pxd":97
+  /* "cedf/_loops.pxd":96
  * 
  * 
  * cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
- *     cdef Py_ssize_t i, j
- *     cdef floating top, shifted
+ *     # Three passes: shift each row by its max, exponentiate the whole buffer in
+ *     # one vectorised call, normalise each row.
 */
 
   /* function exit code */
@@ -8329,7 +8721,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 
 }
 
-/* "cedf/_loops.pxd":127
+/* "cedf/_loops.pxd":126
  * 
  * 
  * cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8350,7 +8742,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
   Py_ssize_t __pyx_t_6;
   float __pyx_t_7;
 
-  /* "cedf/_loops.pxd":131
+  /* "cedf/_loops.pxd":130
  *     cdef Py_ssize_t i, j, k
  *     cdef double dot
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8364,7 +8756,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":132
+    /* "cedf/_loops.pxd":131
  *     cdef double dot
  *     for i in range(n):
  *         dot = 0             # <<<<<<<<<<<<<<
@@ -8373,7 +8765,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
 */
     __pyx_v_dot = 0.0;
 
-    /* "cedf/_loops.pxd":133
+    /* "cedf/_loops.pxd":132
  *     for i in range(n):
  *         dot = 0
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8387,7 +8779,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":134
+      /* "cedf/_loops.pxd":133
  *         dot = 0
  *         for j in range(c):
  *             dot += p[i * c + j] * g[i * c + j]             # <<<<<<<<<<<<<<
@@ -8398,7 +8790,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
     }
 
 
-    /* "cedf/_loops.pxd":135
+    /* "cedf/_loops.pxd":134
  *         for j in range(c):
  *             dot += p[i * c + j] * g[i * c + j]
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8412,7 +8804,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":136
+      /* "cedf/_loops.pxd":135
  *             dot += p[i * c + j] * g[i * c + j]
  *         for j in range(c):
  *             k = i * c + j             # <<<<<<<<<<<<<<
@@ -8421,7 +8813,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
 */
       __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + __pyx_v_j);
 
-      /* "cedf/_loops.pxd":137
+      /* "cedf/_loops.pxd":136
  *         for j in range(c):
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + <floating>(p[k] * (g[k] - dot))             # <<<<<<<<<<<<<<
@@ -8442,7 +8834,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
   }
 
 
-  /* "cedf/_loops.pxd":127
+  /* "cedf/_loops.pxd":126
  * 
  * 
  * cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8470,7 +8862,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
   Py_ssize_t __pyx_t_6;
   double __pyx_t_7;
 
-  /* "cedf/_loops.pxd":131
+  /* "cedf/_loops.pxd":130
  *     cdef Py_ssize_t i, j, k
  *     cdef double dot
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8484,7 +8876,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":132
+    /* "cedf/_loops.pxd":131
  *     cdef double dot
  *     for i in range(n):
  *         dot = 0             # <<<<<<<<<<<<<<
@@ -8493,7 +8885,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
 */
     __pyx_v_dot = 0.0;
 
-    /* "cedf/_loops.pxd":133
+    /* "cedf/_loops.pxd":132
  *     for i in range(n):
  *         dot = 0
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8507,7 +8899,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":134
+      /* "cedf/_loops.pxd":133
  *         dot = 0
  *         for j in range(c):
  *             dot += p[i * c + j] * g[i * c + j]             # <<<<<<<<<<<<<<
@@ -8518,7 +8910,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
     }
 
 
-    /* "cedf/_loops.pxd":135
+    /* "cedf/_loops.pxd":134
  *         for j in range(c):
  *             dot += p[i * c + j] * g[i * c + j]
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8532,7 +8924,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":136
+      /* "cedf/_loops.pxd":135
  *             dot += p[i * c + j] * g[i * c + j]
  *         for j in range(c):
  *             k = i * c + j             # <<<<<<<<<<<<<<
@@ -8541,7 +8933,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
 */
       __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + __pyx_v_j);
 
-      /* "cedf/_loops.pxd":137
+      /* "cedf/_loops.pxd":136
  *         for j in range(c):
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + <floating>(p[k] * (g[k] - dot))             # <<<<<<<<<<<<<<
@@ -8562,7 +8954,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
   }
 
 
-  /* "cedf/_loops.pxd":127
+  /* "cedf/_loops.pxd":126
  * 
  * 
  * cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8577,7 +8969,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
 
 }
 
-/* "cedf/_loops.pxd":140
+/* "cedf/_loops.pxd":139
  * 
  * 
  * cdef inline void cross_entropy_forward(const floating* p, const int64_t* labels, floating* out,             # <<<<<<<<<<<<<<
@@ -8591,7 +8983,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_forwar
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":143
+  /* "cedf/_loops.pxd":142
  *                                        Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8605,7 +8997,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_forwar
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":144
+    /* "cedf/_loops.pxd":143
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         out[i] = <floating>(-log(p[i * c + labels[i]]))             # <<<<<<<<<<<<<<
@@ -8616,7 +9008,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_forwar
   }
 
 
-  /* "cedf/_loops.pxd":140
+  /* "cedf/_loops.pxd":139
  * 
  * 
  * cdef inline void cross_entropy_forward(const floating* p, const int64_t* labels, floating* out,             # <<<<<<<<<<<<<<
@@ -8634,7 +9026,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_forwar
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":143
+  /* "cedf/_loops.pxd":142
  *                                        Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8648,7 +9040,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_forwar
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":144
+    /* "cedf/_loops.pxd":143
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         out[i] = <floating>(-log(p[i * c + labels[i]]))             # <<<<<<<<<<<<<<
@@ -8659,7 +9051,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_forwar
   }
 
 
-  /* "cedf/_loops.pxd":140
+  /* "cedf/_loops.pxd":139
  * 
  * 
  * cdef inline void cross_entropy_forward(const floating* p, const int64_t* labels, floating* out,             # <<<<<<<<<<<<<<
@@ -8671,7 +9063,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_forwar
 
 }
 
-/* "cedf/_loops.pxd":147
+/* "cedf/_loops.pxd":146
  * 
  * 
  * cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels, const floating* g,             # <<<<<<<<<<<<<<
@@ -8688,7 +9080,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "cedf/_loops.pxd":150
+  /* "cedf/_loops.pxd":149
  *                                         floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i, k
  *     if not acc:             # <<<<<<<<<<<<<<
@@ -8700,7 +9092,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":151
+    /* "cedf/_loops.pxd":150
  *     cdef Py_ssize_t i, k
  *     if not acc:
  *         fill(gp, <floating>0, n * c)             # <<<<<<<<<<<<<<
@@ -8709,7 +9101,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
     __pyx_fuse_0__pyx_f_4cedf_6_loops_fill(__pyx_v_gp, ((float)0), (__pyx_v_n * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":150
+    /* "cedf/_loops.pxd":149
  *                                         floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i, k
  *     if not acc:             # <<<<<<<<<<<<<<
@@ -8718,7 +9110,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
   }
 
-  /* "cedf/_loops.pxd":152
+  /* "cedf/_loops.pxd":151
  *     if not acc:
  *         fill(gp, <floating>0, n * c)
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8732,7 +9124,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_i = __pyx_t_4;
 
-    /* "cedf/_loops.pxd":153
+    /* "cedf/_loops.pxd":152
  *         fill(gp, <floating>0, n * c)
  *     for i in range(n):
  *         k = i * c + labels[i]             # <<<<<<<<<<<<<<
@@ -8741,7 +9133,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
     __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + (__pyx_v_labels[__pyx_v_i]));
 
-    /* "cedf/_loops.pxd":154
+    /* "cedf/_loops.pxd":153
  *     for i in range(n):
  *         k = i * c + labels[i]
  *         gp[k] += <floating>(-g[i] / <double>p[k])             # <<<<<<<<<<<<<<
@@ -8754,7 +9146,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
   }
 
 
-  /* "cedf/_loops.pxd":147
+  /* "cedf/_loops.pxd":146
  * 
  * 
  * cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels, const floating* g,             # <<<<<<<<<<<<<<
@@ -8776,7 +9168,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "cedf/_loops.pxd":150
+  /* "cedf/_loops.pxd":149
  *                                         floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i, k
  *     if not acc:             # <<<<<<<<<<<<<<
@@ -8788,7 +9180,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":151
+    /* "cedf/_loops.pxd":150
  *     cdef Py_ssize_t i, k
  *     if not acc:
  *         fill(gp, <floating>0, n * c)             # <<<<<<<<<<<<<<
@@ -8797,7 +9189,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
     __pyx_fuse_1__pyx_f_4cedf_6_loops_fill(__pyx_v_gp, ((double)0), (__pyx_v_n * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":150
+    /* "cedf/_loops.pxd":149
  *                                         floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i, k
  *     if not acc:             # <<<<<<<<<<<<<<
@@ -8806,7 +9198,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
   }
 
-  /* "cedf/_loops.pxd":152
+  /* "cedf/_loops.pxd":151
  *     if not acc:
  *         fill(gp, <floating>0, n * c)
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8820,7 +9212,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_i = __pyx_t_4;
 
-    /* "cedf/_loops.pxd":153
+    /* "cedf/_loops.pxd":152
  *         fill(gp, <floating>0, n * c)
  *     for i in range(n):
  *         k = i * c + labels[i]             # <<<<<<<<<<<<<<
@@ -8829,7 +9221,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
     __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + (__pyx_v_labels[__pyx_v_i]));
 
-    /* "cedf/_loops.pxd":154
+    /* "cedf/_loops.pxd":153
  *     for i in range(n):
  *         k = i * c + labels[i]
  *         gp[k] += <floating>(-g[i] / <double>p[k])             # <<<<<<<<<<<<<<
@@ -8842,7 +9234,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
   }
 
 
-  /* "cedf/_loops.pxd":147
+  /* "cedf/_loops.pxd":146
  * 
  * 
  * cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels, const floating* g,             # <<<<<<<<<<<<<<
@@ -8855,7 +9247,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
 
 }
 
-/* "cedf/_loops.pxd":157
+/* "cedf/_loops.pxd":156
  * 
  * 
  * cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,             # <<<<<<<<<<<<<<
@@ -8876,7 +9268,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
   Py_ssize_t __pyx_t_6;
   float __pyx_t_7;
 
-  /* "cedf/_loops.pxd":164
+  /* "cedf/_loops.pxd":163
  *     cdef Py_ssize_t i, j, k
  *     cdef floating gi
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8890,7 +9282,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":165
+    /* "cedf/_loops.pxd":164
  *     cdef floating gi
  *     for i in range(n):
  *         gi = g[i]             # <<<<<<<<<<<<<<
@@ -8899,7 +9291,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
 */
     __pyx_v_gi = (__pyx_v_g[__pyx_v_i]);
 
-    /* "cedf/_loops.pxd":166
+    /* "cedf/_loops.pxd":165
  *     for i in range(n):
  *         gi = g[i]
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8913,7 +9305,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":167
+      /* "cedf/_loops.pxd":166
  *         gi = g[i]
  *         for j in range(c):
  *             k = i * c + j             # <<<<<<<<<<<<<<
@@ -8922,7 +9314,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
 */
       __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + __pyx_v_j);
 
-      /* "cedf/_loops.pxd":168
+      /* "cedf/_loops.pxd":167
  *         for j in range(c):
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + gi * p[k]             # <<<<<<<<<<<<<<
@@ -8941,7 +9333,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
     }
 
 
-    /* "cedf/_loops.pxd":169
+    /* "cedf/_loops.pxd":168
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + gi * p[k]
  *         gx[i * c + labels[i]] -= gi             # <<<<<<<<<<<<<<
@@ -8954,7 +9346,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
   }
 
 
-  /* "cedf/_loops.pxd":157
+  /* "cedf/_loops.pxd":156
  * 
  * 
  * cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,             # <<<<<<<<<<<<<<
@@ -8982,7 +9374,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
   Py_ssize_t __pyx_t_6;
   double __pyx_t_7;
 
-  /* "cedf/_loops.pxd":164
+  /* "cedf/_loops.pxd":163
  *     cdef Py_ssize_t i, j, k
  *     cdef floating gi
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8996,7 +9388,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":165
+    /* "cedf/_loops.pxd":164
  *     cdef floating gi
  *     for i in range(n):
  *         gi = g[i]             # <<<<<<<<<<<<<<
@@ -9005,7 +9397,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
 */
     __pyx_v_gi = (__pyx_v_g[__pyx_v_i]);
 
-    /* "cedf/_loops.pxd":166
+    /* "cedf/_loops.pxd":165
  *     for i in range(n):
  *         gi = g[i]
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -9019,7 +9411,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":167
+      /* "cedf/_loops.pxd":166
  *         gi = g[i]
  *         for j in range(c):
  *             k = i * c + j             # <<<<<<<<<<<<<<
@@ -9028,7 +9420,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
 */
       __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + __pyx_v_j);
 
-      /* "cedf/_loops.pxd":168
+      /* "cedf/_loops.pxd":167
  *         for j in range(c):
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + gi * p[k]             # <<<<<<<<<<<<<<
@@ -9047,7 +9439,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
     }
 
 
-    /* "cedf/_loops.pxd":169
+    /* "cedf/_loops.pxd":168
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + gi * p[k]
  *         gx[i * c + labels[i]] -= gi             # <<<<<<<<<<<<<<
@@ -9060,7 +9452,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
   }
 
 
-  /* "cedf/_loops.pxd":157
+  /* "cedf/_loops.pxd":156
  * 
  * 
  * cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,             # <<<<<<<<<<<<<<
@@ -9075,7 +9467,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
 
 }
 
-/* "cedf/_loops.pxd":172
+/* "cedf/_loops.pxd":171
  * 
  * 
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9089,7 +9481,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_forward(float co
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":174
+  /* "cedf/_loops.pxd":173
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9103,7 +9495,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_forward(float co
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":175
+    /* "cedf/_loops.pxd":174
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         out[i] = <floating>cedf_bce(p[i], y[i])             # <<<<<<<<<<<<<<
@@ -9114,7 +9506,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_forward(float co
   }
 
 
-  /* "cedf/_loops.pxd":172
+  /* "cedf/_loops.pxd":171
  * 
  * 
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9132,7 +9524,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_forward(double c
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":174
+  /* "cedf/_loops.pxd":173
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9146,7 +9538,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_forward(double c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":175
+    /* "cedf/_loops.pxd":174
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         out[i] = <floating>cedf_bce(p[i], y[i])             # <<<<<<<<<<<<<<
@@ -9157,7 +9549,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_forward(double c
   }
 
 
-  /* "cedf/_loops.pxd":172
+  /* "cedf/_loops.pxd":171
  * 
  * 
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9169,7 +9561,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_forward(double c
 
 }
 
-/* "cedf/_loops.pxd":178
+/* "cedf/_loops.pxd":177
  * 
  * 
  * cdef inline void bce_backward(const floating* p, const floating* y, const floating* g, floating* gp,             # <<<<<<<<<<<<<<
@@ -9184,7 +9576,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_backward(float c
   Py_ssize_t __pyx_t_3;
   float __pyx_t_4;
 
-  /* "cedf/_loops.pxd":181
+  /* "cedf/_loops.pxd":180
  *                               bint acc, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9198,7 +9590,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_backward(float c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":182
+    /* "cedf/_loops.pxd":181
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gp[i] = (gp[i] if acc else 0) + <floating>cedf_bce_grad(p[i], y[i], g[i])             # <<<<<<<<<<<<<<
@@ -9217,7 +9609,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_backward(float c
   }
 
 
-  /* "cedf/_loops.pxd":178
+  /* "cedf/_loops.pxd":177
  * 
  * 
  * cdef inline void bce_backward(const floating* p, const floating* y, const floating* g, floating* gp,             # <<<<<<<<<<<<<<
@@ -9236,7 +9628,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_backward(double 
   Py_ssize_t __pyx_t_3;
   double __pyx_t_4;
 
-  /* "cedf/_loops.pxd":181
+  /* "cedf/_loops.pxd":180
  *                               bint acc, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9250,7 +9642,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_backward(double 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":182
+    /* "cedf/_loops.pxd":181
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gp[i] = (gp[i] if acc else 0) + <floating>cedf_bce_grad(p[i], y[i], g[i])             # <<<<<<<<<<<<<<
@@ -9269,7 +9661,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_backward(double 
   }
 
 
-  /* "cedf/_loops.pxd":178
+  /* "cedf/_loops.pxd":177
  * 
  * 
  * cdef inline void bce_backward(const floating* p, const floating* y, const floating* g, floating* gp,             # <<<<<<<<<<<<<<
@@ -9281,7 +9673,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_backward(double 
 
 }
 
-/* "cedf/_loops.pxd":185
+/* "cedf/_loops.pxd":184
  * 
  * 
  * cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, const floating* g,             # <<<<<<<<<<<<<<
@@ -9296,7 +9688,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   Py_ssize_t __pyx_t_3;
   float __pyx_t_4;
 
-  /* "cedf/_loops.pxd":190
+  /* "cedf/_loops.pxd":189
  *     # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y.
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9310,7 +9702,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":191
+    /* "cedf/_loops.pxd":190
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])             # <<<<<<<<<<<<<<
@@ -9329,7 +9721,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   }
 
 
-  /* "cedf/_loops.pxd":185
+  /* "cedf/_loops.pxd":184
  * 
  * 
  * cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, const floating* g,             # <<<<<<<<<<<<<<
@@ -9348,7 +9740,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   Py_ssize_t __pyx_t_3;
   double __pyx_t_4;
 
-  /* "cedf/_loops.pxd":190
+  /* "cedf/_loops.pxd":189
  *     # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y.
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9362,7 +9754,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":191
+    /* "cedf/_loops.pxd":190
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])             # <<<<<<<<<<<<<<
@@ -9381,7 +9773,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   }
 
 
-  /* "cedf/_loops.pxd":185
+  /* "cedf/_loops.pxd":184
  * 
  * 
  * cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, const floating* g,             # <<<<<<<<<<<<<<
@@ -9393,7 +9785,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_bce_backward
 
 }
 
-/* "cedf/_loops.pxd":194
+/* "cedf/_loops.pxd":193
  * 
  * 
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9408,7 +9800,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sgd(float *__pyx_v_v
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "cedf/_loops.pxd":196
+  /* "cedf/_loops.pxd":195
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9421,7 +9813,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sgd(float *__pyx_v_v
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":197
+    /* "cedf/_loops.pxd":196
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         value[i] -= lr * grad[i]             # <<<<<<<<<<<<<<
@@ -9432,7 +9824,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sgd(float *__pyx_v_v
   }
 
 
-  /* "cedf/_loops.pxd":194
+  /* "cedf/_loops.pxd":193
  * 
  * 
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9451,7 +9843,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sgd(double *__pyx_v_
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "cedf/_loops.pxd":196
+  /* "cedf/_loops.pxd":195
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9464,7 +9856,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sgd(double *__pyx_v_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":197
+    /* "cedf/_loops.pxd":196
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         value[i] -= lr * grad[i]             # <<<<<<<<<<<<<<
@@ -9475,7 +9867,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sgd(double *__pyx_v_
   }
 
 
-  /* "cedf/_loops.pxd":194
+  /* "cedf/_loops.pxd":193
  * 
  * 
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -16474,8 +16866,8 @@ static int __Pyx_modinit_Function_import_code(__pyx_mstatetype *__pyx_mstate) {
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (unlikely(!__pyx_import_signature)) __PYX_ERR(0, 1, __pyx_L1_error)
     #endif
-    const char * __pyx_import_name = __pyx_import_signature + 548;
-    void (**const __pyx_import_pointers[])(void) = {(void (**)(void))&__pyx_f_5scipy_6linalg_11cython_blas_dgemm, (void (**)(void))&__pyx_f_5scipy_6linalg_11cython_blas_sgemm, (void (**)(void)) NULL};
+    const char * __pyx_import_name = __pyx_import_signature + 1066;
+    void (**const __pyx_import_pointers[])(void) = {(void (**)(void))&__pyx_f_5scipy_6linalg_11cython_blas_dgemm, (void (**)(void))&__pyx_f_5scipy_6linalg_11cython_blas_sgemm, (void (**)(void))&__pyx_f_5scipy_6linalg_11cython_blas_dgemv, (void (**)(void))&__pyx_f_5scipy_6linalg_11cython_blas_sgemv, (void (**)(void)) NULL};
     void (**const *__pyx_import_pointer)(void) = __pyx_import_pointers;
     const char *__pyx_import_current_signature = __pyx_import_signature;
     while (*__pyx_import_pointer) {
@@ -17147,30 +17539,30 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
     const struct { const unsigned int length: 8; } str_length_index[] = {{15},{1},{1},{29},{179},{8},{16},{7},{6},{2},{9},{50},{39},{34},{7},{25},{27},{7},{25},{27},{13},{11},{6},{20},{12},{8},{8},{12},{25},{8},{10},{8},{7},{14},{12},{11},{10},{22},{14},{12},{10},{17},{13},{12},{12},{19},{8},{5},{13},{5},{18},{4},{1},{5},{3},{7},{12},{12},{18},{5},{7},{6},{9},{6},{6},{7},{1},{5},{5},{2},{8},{4},{3},{2},{3},{5},{3},{3},{3},{4},{4},{10},{5},{5},{1},{5},{6},{12},{5},{6},{8}};
-    const struct { const unsigned int length: 10; } bytes_length_index[] = {{559},{9},{11},{55},{207},{30},{2},{245}};
+    const struct { const unsigned int length: 11; } bytes_length_index[] = {{1089},{9},{11},{55},{207},{30},{2},{245}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1165 bytes) */
-static const char cstring[] = "x\332\265TKo\0337\020\226\r5Q\363v\254 M\237T\235\324v\332\2505\240\326E[\264pb\027\250\0138\226\343\332n\020\204\240\226\\\211\321.)\221\\Y\352\013>\352\270\307=\352\270G\035u\324Q\307=\356\321?!?\241CIv\022\030=\030h\026\022g\310\3718\217ofw\311(\306\220\253H\325g\302,\027\177z\310\005\345\242\372\035\"\006\371R\033TB\224\203Ms)\364\2264\014\231\032\230\036uLM\n\3045\242\314\343\025\246\210a^\007i\243\270c\230\262 \201\2667\266\037\224\276-!\"(R\354\005s\214F:\2508\036\321\232i$]T\t\270g\270@\246\323`\272\210~qQG\006H0F\221\221\250\001\270\327/\230\032\023H3c\025\264H\204\220\206\030\310\013\303u\310y\0212U\020\204\267\230\275\3753\3614+\022J1\340\230\303\250\373%f\242\312\005+6:m\3125\251x\214\t\273V\035\256\047\032\025\022*rI\340\031\204\261b4p\030\306\210\006c\227B\212\007Pa\213\023\017\254\016\027\334`,\002\277\321)bG*V\364\341\036\047J\221\016r\t\367&ep\277!\225y\035\026\370\304\324\316 \246\324OE\3614\2743\346\032\343W\006\340@C\351\257L\333JV\025\361\247\342\354\325W\206\377\272Z\254\310@\320\223\215\n\304\016kx\304\332;m\370\257C[\361\026k\233\035\346b<\245\036\230\301\230Z\013<n \034+\253\047\001\340\231\020T\374\301\223\0164\343\307b\225\t\326n(\214}\302\205\005\370\222\006\336\030*\210?\221\354\320\n\350\020vj\314\251\353\300\237\354\024\323@\356D\237\006\260\252\235\234\211\026\210\006w\352\340m\312\323\344\264el[\255\313f@\274\223(\047\215=C\324\351\001k\333\r\260u\232\231~\255\2603,bl\2306\047tpm\373,\003\030m6\236\006\242;\302\341\262xz\252\2111\2522\346\274\022\270\360s\231\322vF\213\323\031\035\353\025\342\324\231\240\216\007\007@&6\2128\314\036:\236\324\314\221\242\305\224\241\343\227\207\301|\215\337\302\311T\271R\301\214M\371\346@\010ks\303|\355)\237iM\252L\203\305\316\244\254\313\206\226\207\202\251\206l(y\010\235\327\314s\301\037\205\"\247\257\202\256\021\010a\0136\246\006\240\240AA\0174;%\242E\274`\262\350C\305\307\234\267$\247h\311\251\021\205\356\177\201N$\027\346\254\230\266\022\177\255\035\336\350\340o\240^\342U\361\312\312\224\336\n|""\0000=\037\362\334\256\337v.\313\231\377\233\021}>\344\271]\277\355\\\2263\264\312|?\243\355z4\223f/u?\017\313V\271\327+\367\334x\355h\3468\373I\324L\320W\375\313\203\357\207\365\244\274\223f\347\303\325h\251W\350\255\244\331\213G\177\301\246\220\346\226\343\271\370~\177kXH\263\227\273+G3/s\231K\037X\303\\\230\017\017\242\335\336\3558\033o\366\351`q\230\037\356\217\326\223\355\203\344\340Y\362\254\232T\353I\335Ks7\302\213a3\272\020yq\301\272mu\367\303\215(\037\225\323\334\315\020\334\334\016\233\307\260\230h\265\267\030\337\212\235~\276\2777X\035\336\033\352\321\335\021O\366\237\047\317\235\304q\023\367E\362\242\2314\333I\373\357\227\231\314?3k\263 \326f7\254\330\230}l\305\343\331=+\366f\367gm\244f\232\273\236\\_\202\364\326\342\375\376\257\203\303!9~\363\244y\264v\234\273\326\245\341RT\210V\000\336\325\341\375h\263GzA\2745(\304\205$\373a\004\220\217#\362\362B\346\335\253\335G\335 \\\217f\322+W\273\007a9\275r#|\047,\207N4\007\204\\\2756\331\377\006\276JQ3\2751\037\226\240\254\225\350aD\322\374\235\350\275\336\\o)^\210\3131\355\337\355\223\276\031\224\006\255\341\356\350\375\344\311n\372\351B\257\324\373\243?g-\307S\360b<\017y\356\002!e\240\367\356\300\035\256\217.%;O\336\000O\3024\323\374G\300h\376V\232\273\334]\r\027ln\371\360\021\360\236\215\036\307\245\370\317\301\302\340\367!M6\237&O\201P\234^\271\t\205\256A\367\356\304\205x\265\2778\230\033|6\27484\243\322\250\371/\203\253\\*";
-    PyObject *data = __Pyx_DecompressString(cstring, 1165, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1179 bytes) */
+static const char cstring[] = "x\332\355TKo\0337\020\266\r5Q\363v\242 M\237T\235\324N\332\2505\240\326E[\264pb\027h\n8\226\343\306n\020\204\240\226\\\211\321.\271\"\271\262\324\027|\324q\217{\324q\217:\352\250\243\216{\334\243\177B~B\206\222\354$5z0\320\234\332\205\304\031r>\316\343\233\331]2\2121\344*R\363\2310\267J?\334\345\202rQ\373\006\021\203|\251\r*#\312\301\246\271\024zC\032\206L\035L\367:\246.\005\342\032Q\346\361*S\3040\257\203\264Q\3341LY\220@\233\353\233w\312_\227\021\021\024)\366\2149F#\035V\035\217h\3154\222.\252\206\3343\\ \323\t\230.\241\237\\\324\221!\022\214Qd$\n\000\367\352\005Sg\002if\254\202\026\211\020\322\020\003ya\270\0169/B\246\n\202\360\026\263\267\177$\236f%B)\006\034s\030u?\307L\324\270`\245\240\323\246\\\223\252\307\230\260k\315\341z\242Q!\241\"\227\204\236A\030+FC\207a\214h8v)\244\270\003\025\2668\361\300\352p\301\r\306\"\364\203N\t;R\261\222\017\3678Q\212t\220K\2707)\203\373\201T\346UX\350\023S?\206\230R?\025\245\243\360\316\230k\214_\032\200\003\r\245\2774m*YS\304\237\212\343W_\032\376\351j\251*CA\0177*\024[,\360\210\265w\332\360_\203\266\342\r\3266[\314\305xJ=0\2031\265\026x\334P8V\326\016\003\3003!\250\364\235\047\035h\306\367\245\032\023\254\035(\214}\302\205\005\370\222\206\336\030*\210?\221l\317\n\350\020v\352\314i\350\320\237\354\024\323@\356D\237\006\260\252\235\234\211\026\212\200;\r\3606\345ir\3322\266\255\326e3$\336a\224\303\306\036#\352\350\200\265\355\006\330:\312L\277R\3301\02616L\233C:\270\266}\226!\2146\033O\003\321\035\341pY::\325\304\030U\035s^\r]\370\271Li;\243\245\351\214\216\365*q\032LP\307\203\003 \023\033E\034f\017\035Oj\346H\321b\312\320\361\313\303`\276\306o\341d\252\\\251`\306\246|s \204\265\271a\276\366\224\317\264&5\246\301bgR6d\240\345\236`*\220\201\222{\320y\315<\027\374Q(r\372*\350:\201\020\266`c\352\000\n\003\nz\250\331\021\021-\342\205\223E\357)>\346\274%9EKN\235(t\3733t(\2710\307\305\264\225\370K\355\360\240\203\277\202z\211W\303\313\313Sz\253\360\001\300\364d\310\023\273~\323\271\334\232\371\267\031\321\047C\236\330\365\233\316\345""\357\214\374?\024\377\315)\2405\346\3733z\274Z\2755\326[\373\263Y\356L\367\323\250b\225\233\275J\317MV\367g\017r\037\305\315\024}\321?;\370v\330H+[Y\356J\264\022/\365\212\275\345,wz\377\017\330\024\263\374\255d>\271\335\337\030\026\263\334\331\356\362\376\354\363\374\314\231\367\254a>*D\273\361v\357Z\222K\356\367\351`qX\030\356\214\326\322\315\335t\367I\372\244\226\326\032i\303\313\362\227\242\323Q3>\025{I\321\272muw\242\365\270\020W\262\374\345\010\334\\\213\232\007\260\230x\245\267\230\\M\234~\241\377h\2602\2749\324\243\033#\236\356<M\237:\251\343\246\356\263\364Y3m\266\323\366\237\317gf\376\232]\235\003\261:\267n\305\372\334\003+\036\314=\262\342\321\334\316\234\215\324\314\362\027\323\213K\220\336j\262\323\377y\2607$\007\257\2374\367W\017\362\027\2724Z\212\213\3612\300\273:\272\035\337\357\221^\230l\014\212I1\315\275\037\003\344\303\230<?5\363\366\371\356\275n\030\255\305\263\331\271\363\335\335\250\222\235\273\024\275\025U\"\047\236\007B\316_\230\354\177\001_\345\270\231]\272\022\225\241\254\345\370nL\262\302\365\370\235\336|o)YH*\t\355\337\350\223\276\031\224\007\255\341\366\350\335\364\341v\366\361B\257\334\373\255?o-\007S\360br\005\362\334\006B*@\357\215\201;\\\033\235I\267\036\276\006\236\204if\205\017\200\321\302\325,\177\266\273\022-\330\334\n\321=\340=\027?H\312\311\357\203\205\301\257C\232\336\177\234>\006Bqv\3562\024\272\n\335\273\236\024\223\225\376\342`~\360\311\360\364\320\214\312\243\346\013\335N\025\275";
+    PyObject *data = __Pyx_DecompressString(cstring, 1179, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1489 bytes) */
-static const char cstring[] = "\377(tree fr\377agment).\377?Binding\377: at mos\277t 4 di\031\000s\377ionsNote\367 th\030\000Cyth\377on is de\377liberate\377ly stric\367ter!\001n PE\377P-484 an\377d reject\377s subcla\377sses of \377builtin \377types. I\377f you ne\177ed to p%\000\376%\tthen se\375t\200\000e \047ann/otat\225\000_<\000\261\000\265\047\247\000rb\000iv\242\000o\377 False.a\367dd_%\000eced\377f/_engin\377e.pyxdis\277ableen\002\001gwcis\004\003dno\317\000\377fault __\377reduce__\367 duN\002non-\336\337\000vial\033\000ci\377nit__num\377py._core\373.m5\000iarra\277y fail\301\003i\337mport\033\tumGath\021\016\364$\373$.v\006Mc\347\"__\017\007\201 s\370\000\373e_\023\005Progr\303am\000\004)\017\017\007#\025.b\357ound9\005run\377Replan__\327Pyx\001\000D\324@_N\377extRef__\334\364$\227 __d\026\001__\337_func\004\000_g\343et\226\003\021\000\233#.<l\373oc\212@>.gen\377expr__mayiX\000\005\000odulB\0027nam\002\003ewB\001\237@\377_checksuwm__\n\001res\222@\340\006\003Z\004!\001\266a\033\003unp\307ickK\000\274\204\0041\003vt<\343A\225\001qual^\005\321EL\323.\353Fex\311\001\352`_\222\005\371s\316\010\360.__tes\354\212`\211#is\213aout\374\352`\211basynci\363o.\242`\020\003satt\273rb\357\"buf\000\000f\227ers\240\204\001.\235\204\004\007\002b\377ackendcl\357ine_\257 tra\373ce\021\001close\377convertd\236\270\205\002enum\201\206\002\362cf\363or\341`\351$iind\377exitemsl\377rmessage\371s\207@\220\204\001okops\377ownerpop\367row\367@self}st\000setde\206\205\002\337shape\355btt\375h\"\000update\357use_\202\204\005val{ue\000\002swri\357\"\377void (ch\277ar *, \000\005i\303nt\013\001\000\004\007\004\334Ct_\3775scipy_6~\355\000alg_11\364\204\004?blas_dC\001\000\047\254*.,])\000\302\200Ms\351\200&s\360\351(\310\201\"\000.X1)\000dg\337emm\000s\002\001\200\001\177\330\004\n\210+\220Q\005\001\377%\240Q\240f\250A\200\377\001\340\004\037\230q\320 \3770\260\013\270;\300k\320\377QR\330\004\023\2207\230\377(\240!\2401\330\004\007\373\200|\n\000!\330\010)\250\377\021\250*\260N\300!\330\377\004\013\2101\200\001\360""\010\357\000\n\033\230\026\000\021\220\024\377\220X\230T\240\027\250\004\377\250J\260d\270\047\300\024\377\300W\310D\320PX\320\377X\\\320\\g\320gk\377\320kl\330\010\020\220\007\177\220q\230\006\230l\250@\000\377\007\200v\210W\220E\230\177\024\230Q\330\010\022\220]\000\377\027\220q\340\010\027\220t\377\2307\240\047\250\025\250c\377\260\024\260V\2707\300%\377\300s\310$\310i\320W\377^\320^c\320cf\320\377fj\320jq\320qx\377\320x}\360\000\000~\001\273A\002\004\000A\002E\003\001E\273\002O\n\001O\002V\021\001V\367\002W\002\275\001q\330\010\017\367\320\017(\234\000A\250W\260\277K\270w\300a\340\004\013q\377\200A\340\010\016\210d\220\337(\230!\2301,\000\210s\377\220*\230J\240a\240u\377\250N\270!\250!\320\004\373\034\230 \000\036\230a\360\006\377\000\t\r\210C\210u\220\377D\230\001\330\014\r\210X\377\220Q\330\014\020\220\005\220\337Q\220c\230\021\216 \r\016\372\n\003UI\0004\230q\330\020\367\023\2204\324\0001\230B\230\377a\330\024\031\230\030\240\021\377\240(\250#\250Q\250d\377\260$\260a\260t\2704\377\270v\300T\310\032\320S\377T\330\"#\2404\240z\353\260\021\026\001\340&\004\047\250\023\257\250A\250T\216 Q\334 $\377\270f\300D\310\n\320RyS \na\003q\330\024\035\317 \377\024\025\330\010\013\2107\220\335#\230\001\024\220C\365 \004\230\377O\2504\250{\270#\270\377Y\300d\320JZ\320Z^\316 _\330\014\022\346\000A\273@\377\031\250!\2507\260\047\270\377\021\270&\300\007\300t\310\0074\310q";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1489, 2233);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1506 bytes) */
+static const char cstring[] = "\377(tree fr\377agment).\377?Binding\377: at mos\277t 4 di\031\000s\377ionsNote\367 th\030\000Cyth\377on is de\377liberate\377ly stric\367ter!\001n PE\377P-484 an\377d reject\377s subcla\377sses of \377builtin \377types. I\377f you ne\177ed to p%\000\376%\tthen se\375t\200\000e \047ann/otat\225\000_<\000\261\000\265\047\247\000rb\000iv\242\000o\377 False.a\367dd_%\000eced\377f/_engin\377e.pyxdis\277ableen\002\001gwcis\004\003dno\317\000\377fault __\377reduce__\367 duN\002non-\336\337\000vial\033\000ci\377nit__num\377py._core\373.m5\000iarra\277y fail\301\003i\337mport\033\tumGath\021\016\364$\373$.v\006Mc\347\"__\017\007\201 s\370\000\373e_\023\005Progr\303am\000\004)\017\017\007#\025.b\357ound9\005run\377Replan__\327Pyx\001\000D\324@_N\377extRef__\334\364$\227 __d\026\001__\337_func\004\000_g\343et\226\003\021\000\233#.<l\373oc\212@>.gen\377expr__mayiX\000\005\000odulB\0027nam\002\003ewB\001\237@\377_checksuwm__\n\001res\222@\340\006\003Z\004!\001\266a\033\003unp\307ickK\000\274\204\0041\003vt<\343A\225\001qual^\005\321EL\323.\353Fex\311\001\352`_\222\005\371s\316\010\360.__tes\354\212`\211#is\213aout\374\352`\211basynci\363o.\242`\020\003satt\273rb\357\"buf\000\000f\227ers\240\204\001.\235\204\004\007\002b\377ackendcl\357ine_\257 tra\373ce\021\001close\377convertd\236\270\205\002enum\201\206\002\362cf\363or\341`\351$iind\377exitemsl\377rmessage\371s\207@\220\204\001okops\377ownerpop\367row\367@self}st\000setde\206\205\002\337shape\355btt\375h\"\000update\357use_\202\204\005val{ue\000\002swri\357\"\377void (ch\277ar *, \000\005i\303nt\013\001\000\004\007\004\334Ct_\3775scipy_6~\355\000alg_11\364\204\004?blas_dC\001\000\047\254*.,])\000\302\200Ms\351\200&s@\351(\310\201\"\000.X1\202-\223\201\377 \345\2040\376\304\201\277dgemm\000s\364\001\002\010\001v\007\002v\200\001\330\277\004\n\210+\220Q\005\001%\377\240Q\240f\250A\200\001\377\340\004\037\230q\320 0\377\260\013\270;\300k\320Q\377R\330\004\023\2207\230(\377\240!\2401\330\004\007\200\375|\n\000!\330\010)\250\021""\377\250*\260N\300!\330\004\377\013\2101\200\001\360\010\000\367\n\033\230\026\000\021\220\024\220\377X\230T\240\027\250\004\250\377J\260d\270\047\300\024\300\377W\310D\320PX\320X\377\\\320\\g\320gk\320\377kl\330\010\020\220\007\220\277q\230\006\230l\250@\000\007\377\200v\210W\220E\230\024\277\230Q\330\010\022\220]\000\027\377\220q\340\010\027\220t\230\3777\240\047\250\025\250c\260\377\024\260V\2707\300%\300\377s\310$\310i\320W^\377\320^c\320cf\320f\377j\320jq\320qx\320\377x}\360\000\000~\001A\335\002\004\000A\002E\003\001E\002\335O\n\001O\002V\021\001V\002\373W\002\275\001q\330\010\017\320\373\017(\234\000A\250W\260K\337\270w\300a\340\004\013q\200\377A\340\010\016\210d\220(\357\230!\2301,\000\210s\220\377*\230J\240a\240u\250\377N\270!\250!\320\004\034\375\230 \000\036\230a\360\006\000\377\t\r\210C\210u\220D\377\230\001\330\014\r\210X\220\377Q\330\014\020\220\005\220Qo\220c\230\021\216 \r\016\n\003\375UI\0004\230q\330\020\023\373\2204\324\0001\230B\230a\377\330\024\031\230\030\240\021\240\377(\250#\250Q\250d\260\377$\260a\260t\2704\270\377v\300T\310\032\320ST\377\330\"#\2404\240z\260\365\021\026\001\340&\004\047\250\023\250\327A\250T\216 Q\334 $\270\377f\300D\310\n\320RS\274 \na\003q\330\024\035\317 \024\377\025\330\010\013\2107\220#\356\230\001\024\220C\365 \004\230O\377\2504\250{\270#\270Y\177\300d\320JZ\320Z\316 \257_\330\014\022\346\000A\273@\031\377\250!\2507\260\047\270\021\377\270&\300\007\300t\3104\003\310q";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1506, 2763);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (2233 bytes) */
-static const char bytes[] = "(tree fragment).?Binding: at most 4 dimensionsNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecedf/_engine.pyxdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__numpy._core.multiarray failed to importnumpy._core.umath failed to importBindingBinding.__reduce_cython__Binding.__setstate_cython__ProgramProgram.__reduce_cython__Program.__setstate_cython__Program.boundProgram.runReplan__Pyx_PyDict_NextRef__annotate____dict____func____getstate____init__.<locals>.genexpr__main____module____name____new____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Binding__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___dict_is_coroutinearrayasyncio.coroutinesattrbboundbufbufferscedf._enginecedf.backendcline_in_tracebackcloseconvertdtypesenumeratefailedformatgenexpriindexitemslrmessagesnextnumokopsownerpoprowrunselfsendsetdefaultshapestatetthrowupdateuse_setstatevaluevalueswritablevoid (char *, char *, int *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *)\000void (char *, char *, int *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *)\000dgemm\000sgemm\200\001\330\004\n\210+\220Q\200\001\330\004%\240Q\240f\250A\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\021\220\024\220X\230T\240\027\250\004\250J\260d""\270\047\300\024\300W\310D\320PX\320X\\\320\\g\320gk\320kl\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2307\240\047\250\025\250c\260\024\260V\2707\300%\300s\310$\310i\320W^\320^c\320cf\320fj\320jq\320qx\320x}\360\000\000~\001A\002\360\000\000A\002E\002\360\000\000E\002O\002\360\000\000O\002V\002\360\000\000V\002W\002\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200A\340\010\016\210d\220(\230!\2301\330\010\017\210s\220*\230J\240a\240u\250N\270!\250!\320\004\034\230A\340\010\036\230a\360\006\000\t\r\210C\210u\220D\230\001\330\014\r\210X\220Q\330\014\020\220\005\220Q\220c\230\021\230!\330\r\016\330\014\020\220\005\220U\230!\2304\230q\330\020\023\2204\220t\2301\230B\230a\330\024\031\230\030\240\021\240(\250#\250Q\250d\260$\260a\260t\2704\270v\300T\310\032\320ST\330\"#\2404\240z\260\021\260$\260a\340\024\031\230\030\240\021\240\047\250\023\250A\250T\260\024\260Q\260d\270$\270f\300D\310\n\320RS\330\"#\2404\240z\260\021\260$\260a\330\020\023\2204\220q\330\024\035\230Q\330\024\025\330\010\013\2107\220#\220Q\330\014\024\220C\220q\230\004\230O\2504\250{\270#\270Y\300d\320JZ\320Z^\320^_\330\014\022\220*\230A\230T\240\031\250!\2507\260\047\270\021\270&\300\007\300t\3104\310q";
+    #else /* compression: none (2763 bytes) */
+static const char bytes[] = "(tree fragment).?Binding: at most 4 dimensionsNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecedf/_engine.pyxdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__numpy._core.multiarray failed to importnumpy._core.umath failed to importBindingBinding.__reduce_cython__Binding.__setstate_cython__ProgramProgram.__reduce_cython__Program.__setstate_cython__Program.boundProgram.runReplan__Pyx_PyDict_NextRef__annotate____dict____func____getstate____init__.<locals>.genexpr__main____module____name____new____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Binding__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___dict_is_coroutinearrayasyncio.coroutinesattrbboundbufbufferscedf._enginecedf.backendcline_in_tracebackcloseconvertdtypesenumeratefailedformatgenexpriindexitemslrmessagesnextnumokopsownerpoprowrunselfsendsetdefaultshapestatetthrowupdateuse_setstatevaluevalueswritablevoid (char *, char *, int *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *)\000void (char *, char *, int *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *)\000void (char *, int *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *, __pyx_t_5scipy_6linalg_11cython_blas_d *, __pyx_t_5scipy_6linalg_11cython_blas_d *, int *)\000void (char *, int *, int *, __pyx_t_5scipy_6linalg_11cython_bla""s_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *, __pyx_t_5scipy_6linalg_11cython_blas_s *, __pyx_t_5scipy_6linalg_11cython_blas_s *, int *)\000dgemm\000sgemm\000dgemv\000sgemv\200\001\330\004\n\210+\220Q\200\001\330\004%\240Q\240f\250A\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\021\220\024\220X\230T\240\027\250\004\250J\260d\270\047\300\024\300W\310D\320PX\320X\\\320\\g\320gk\320kl\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2307\240\047\250\025\250c\260\024\260V\2707\300%\300s\310$\310i\320W^\320^c\320cf\320fj\320jq\320qx\320x}\360\000\000~\001A\002\360\000\000A\002E\002\360\000\000E\002O\002\360\000\000O\002V\002\360\000\000V\002W\002\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200A\340\010\016\210d\220(\230!\2301\330\010\017\210s\220*\230J\240a\240u\250N\270!\250!\320\004\034\230A\340\010\036\230a\360\006\000\t\r\210C\210u\220D\230\001\330\014\r\210X\220Q\330\014\020\220\005\220Q\220c\230\021\230!\330\r\016\330\014\020\220\005\220U\230!\2304\230q\330\020\023\2204\220t\2301\230B\230a\330\024\031\230\030\240\021\240(\250#\250Q\250d\260$\260a\260t\2704\270v\300T\310\032\320ST\330\"#\2404\240z\260\021\260$\260a\340\024\031\230\030\240\021\240\047\250\023\250A\250T\260\024\260Q\260d\270$\270f\300D\310\n\320RS\330\"#\2404\240z\260\021\260$\260a\330\020\023\2204\220q\330\024\035\230Q\330\024\025\330\010\013\2107\220#\220Q\330\014\024\220C\220q\230\004\230O\2504\250{\270#\270Y\300d\320JZ\320Z^\320^_\330\014\022\220*\230A\230T\240\031\250!\2507\260\047\270\021\270&\300\007\300t\3104\310q";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED

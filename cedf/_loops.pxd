@@ -24,10 +24,10 @@ from libc.string cimport memcpy, memset
 from cedf._blas cimport gemm
 
 cdef extern from "pointwise.h" nogil:
-    float cedf_expf(float x)
-    double cedf_exp(double x)
-    float cedf_sigmoid_f32(float x)
-    double cedf_sigmoid_f64(double x)
+    void cedf_sigmoid_array_f32(const float* x, float* out, Py_ssize_t n)
+    void cedf_sigmoid_array_f64(const double* x, double* out, Py_ssize_t n)
+    void cedf_softmax_exp_f32(float* x, Py_ssize_t n)
+    void cedf_softmax_exp_f64(double* x, Py_ssize_t n)
     double cedf_bce(double p, double y)
     double cedf_bce_grad(double p, double y, double g)
     double CEDF_SOFTMAX_FLOOR
@@ -78,12 +78,11 @@ cdef inline void affine_backward(const floating* x, const floating* A, const flo
 
 
 cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if floating is float:
-            out[i] = cedf_sigmoid_f32(x[i])
-        else:
-            out[i] = cedf_sigmoid_f64(x[i])
+    # In C: a loop compiled per instruction set (see csrc/pointwise.h).
+    if floating is float:
+        cedf_sigmoid_array_f32(x, out, n)
+    else:
+        cedf_sigmoid_array_f64(x, out, n)
 
 
 cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,
@@ -95,8 +94,10 @@ cdef inline void sigmoid_backward(const floating* s, const floating* g, floating
 
 
 cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    # Three passes: shift each row by its max, exponentiate the whole buffer in
+    # one vectorised call, normalise each row.
     cdef Py_ssize_t i, j
-    cdef floating top, shifted
+    cdef floating top, scale
     cdef double total
     cdef const floating* row
     cdef floating* o
@@ -105,23 +106,21 @@ cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n,
         o = out + i * c
         top = row[0]
         for j in range(1, c):
-            if row[j] > top:
-                top = row[j]
-        # Three passes over the row, so that the one with the exponentials
-        # vectorises (a running sum would serialise it).
+            top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
         for j in range(c):
-            shifted = row[j] - top
-            if shifted < CEDF_SOFTMAX_FLOOR:
-                shifted = <floating>CEDF_SOFTMAX_FLOOR
-            if floating is float:
-                o[j] = cedf_expf(shifted)
-            else:
-                o[j] = cedf_exp(shifted)
+            o[j] = row[j] - top
+    if floating is float:
+        cedf_softmax_exp_f32(out, n * c)
+    else:
+        cedf_softmax_exp_f64(out, n * c)
+    for i in range(n):
+        o = out + i * c
         total = 0
         for j in range(c):
             total += o[j]
+        scale = <floating>(1 / total)
         for j in range(c):
-            o[j] = <floating>(o[j] / total)
+            o[j] *= scale
 
 
 cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,

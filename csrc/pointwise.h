@@ -12,6 +12,7 @@
 #define CEDF_POINTWISE_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -100,6 +101,49 @@ static inline double cedf_bce(double p, double y)
 static inline double cedf_bce_grad(double p, double y, double g)
 {
     return (y > 0.5) ? -g / p : g / (1.0 - p);
+}
+
+/*
+ * The exp-heavy loops as whole-array functions. With GCC on x86-64 Linux they
+ * are compiled twice, for the x86-64 baseline (SSE2) and for x86-64-v3 (AVX2 and
+ * FMA), and the loader picks one for the CPU it runs on (target_clones, an
+ * ifunc): measured here, sigmoid over 4096 floats went from 2.3 to 0.7 ns per
+ * element, over doubles from 9.0 to 1.8. No -march flag is needed, so the same
+ * wheel still runs on older CPUs. Elsewhere they are compiled once.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__)
+#define CEDF_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default"), unused))
+#else
+#define CEDF_MULTIVERSION __attribute__((unused))
+#endif
+
+CEDF_MULTIVERSION static void cedf_sigmoid_array_f32(const float *x, float *out, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = cedf_sigmoid_f32(x[i]);
+}
+
+CEDF_MULTIVERSION static void cedf_sigmoid_array_f64(const double *x, double *out, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = cedf_sigmoid_f64(x[i]);
+}
+
+/* x = exp(max(x, floor)) in place: the exponentials of max-shifted softmax
+ * logits, for all rows in one call (a call per row of ten classes cost more
+ * than its arithmetic). */
+CEDF_MULTIVERSION static void cedf_softmax_exp_f32(float *x, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float v = x[i] < (float)CEDF_SOFTMAX_FLOOR ? (float)CEDF_SOFTMAX_FLOOR : x[i];
+        x[i] = cedf_expf(v);
+    }
+}
+
+CEDF_MULTIVERSION static void cedf_softmax_exp_f64(double *x, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double v = x[i] < CEDF_SOFTMAX_FLOOR ? CEDF_SOFTMAX_FLOOR : x[i];
+        x[i] = cedf_exp(v);
+    }
 }
 
 #endif
