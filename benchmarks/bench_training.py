@@ -1,0 +1,69 @@
+"""Whole graphs: one training step, and forward alone, of each workload in workloads.py.
+
+A training step is ``Forward(); Backward(L); UpdateParameters()`` on a fixed
+batch. The contenders are named as in compare.py: "cedf" (compiled kernels),
+"cedf numpy" (cedf on its NumPy reference backend), and two reference points:
+"lecture" (the lecture's EDF in NumPy, `cedf.lecture`) and "floor" (only the
+matrix products a step cannot avoid, by NumPy's BLAS into ready buffers).
+`Memory` is the peak memory of 100 training steps of mlp_mnist.
+"""
+import numpy as np
+
+import cedf
+from cedf import lecture
+
+from .workloads import WORKLOADS, edf_forward, edf_step, floor_forward, floor_step
+
+CONTENDERS = ["cedf", "cedf numpy", "lecture", "floor"]
+DTYPES = ["float32", "float64"]
+
+
+def _make(what, contender, workload, dtype):
+    """The step or forward function (`what`) of `contender` on `workload`, warmed up."""
+    dtype = np.dtype(dtype).type
+    if contender == "floor":
+        fn = {"step": floor_step, "forward": floor_forward}[what](workload, dtype)
+    else:
+        edf = lecture if contender == "lecture" else cedf
+        cedf.set_backend("numpy" if contender == "cedf numpy" else "cython")
+        fn = {"step": edf_step, "forward": edf_forward}[what](edf, workload, dtype)
+    # cedf's first Forward runs node by node and compiles the graph's plan;
+    # later calls run the plan, which is what a training loop sees.
+    fn()
+    return fn
+
+
+class _Graph:
+    params = [list(WORKLOADS), CONTENDERS, DTYPES]
+    param_names = ["workload", "contender", "dtype"]
+    # mlp_large on NumPy takes ~50 ms a call: a few seconds per benchmark, well inside this.
+    timeout = 300
+
+
+class TrainingStep(_Graph):
+    def setup(self, workload, contender, dtype):
+        self.step = _make("step", contender, workload, dtype)
+
+    def time_step(self, *_):
+        self.step()
+
+
+class Forward(_Graph):
+    def setup(self, workload, contender, dtype):
+        self.forward = _make("forward", contender, workload, dtype)
+
+    def time_forward(self, *_):
+        self.forward()
+
+
+class Memory:
+    """cedf reuses its buffers from step to step, so 100 steps should peak no higher than one."""
+    params = [["cedf", "cedf numpy"], DTYPES]
+    param_names = ["contender", "dtype"]
+
+    def setup(self, contender, dtype):
+        self.step = _make("step", contender, "mlp_mnist", dtype)
+
+    def peakmem_100_steps(self, *_):
+        for _ in range(100):
+            self.step()
