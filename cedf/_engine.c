@@ -3538,6 +3538,8 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_fill(float *, float,
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_fill(double *, double, Py_ssize_t); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_forward(float const *, float const *, float const *, float *, int, int, int); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_forward(double const *, double const *, double const *, double *, int, int, int); /*proto*/
+static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_column_sums(float const *, float *, int, Py_ssize_t, Py_ssize_t); /*proto*/
+static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_column_sums(double const *, double *, int, Py_ssize_t, Py_ssize_t); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(float const *, float const *, float const *, float *, int, float *, int, float *, int, int, int, int); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(double const *, double const *, double const *, double *, int, double *, int, double *, int, int, int, int); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_forward(float const *, float *, Py_ssize_t); /*proto*/
@@ -7225,18 +7227,22 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_fill(double *__pyx_v
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_forward(float const *__pyx_v_x, float const *__pyx_v_A, float const *__pyx_v_b, float *__pyx_v_out, int __pyx_v_n, int __pyx_v_n_in, int __pyx_v_n_out) {
   Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_j;
   int __pyx_t_1;
   int __pyx_t_2;
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
   int __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  int __pyx_t_7;
+  int __pyx_t_8;
 
   /* "cedf/_loops.pxd":50
  *     # (beta = 1): one pass over `out` less than adding the bias afterwards.
- *     cdef Py_ssize_t i
+ *     cdef Py_ssize_t i, j
  *     for i in range(n):             # <<<<<<<<<<<<<<
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))
- *     if n > 0 and n_in > 0 and n_out > 0:
+ *         for j in range(n_out):
+ *             out[i * n_out + j] = b[j]
 */
 
   __pyx_t_1 = __pyx_v_n;
@@ -7246,54 +7252,70 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_forward(float
     __pyx_v_i = __pyx_t_3;
 
     /* "cedf/_loops.pxd":51
- *     cdef Py_ssize_t i
+ *     cdef Py_ssize_t i, j
  *     for i in range(n):
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))             # <<<<<<<<<<<<<<
+ *         for j in range(n_out):             # <<<<<<<<<<<<<<
+ *             out[i * n_out + j] = b[j]
+ *     if n > 0 and n_in > 0 and n_out > 0:
+*/
+
+    __pyx_t_4 = __pyx_v_n_out;
+    __pyx_t_5 = __pyx_t_4;
+
+    for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
+      __pyx_v_j = __pyx_t_6;
+
+      /* "cedf/_loops.pxd":52
+ *     for i in range(n):
+ *         for j in range(n_out):
+ *             out[i * n_out + j] = b[j]             # <<<<<<<<<<<<<<
  *     if n > 0 and n_in > 0 and n_out > 0:
  *         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)
 */
-    (void)(memcpy((__pyx_v_out + (__pyx_v_i * __pyx_v_n_out)), __pyx_v_b, (__pyx_v_n_out * (sizeof(float)))));
+      (__pyx_v_out[((__pyx_v_i * __pyx_v_n_out) + __pyx_v_j)]) = (__pyx_v_b[__pyx_v_j]);
+    }
+
   }
 
 
-  /* "cedf/_loops.pxd":52
- *     for i in range(n):
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))
+  /* "cedf/_loops.pxd":53
+ *         for j in range(n_out):
+ *             out[i * n_out + j] = b[j]
  *     if n > 0 and n_in > 0 and n_out > 0:             # <<<<<<<<<<<<<<
  *         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)
  * 
 */
-  __pyx_t_5 = (__pyx_v_n > 0);
+  __pyx_t_8 = (__pyx_v_n > 0);
 
-  if (__pyx_t_5) {
-
-  } else {
-
-    __pyx_t_4 = __pyx_t_5;
-
-    goto __pyx_L6_bool_binop_done;
-  }
-  __pyx_t_5 = (__pyx_v_n_in > 0);
-
-  if (__pyx_t_5) {
+  if (__pyx_t_8) {
 
   } else {
 
-    __pyx_t_4 = __pyx_t_5;
+    __pyx_t_7 = __pyx_t_8;
 
-    goto __pyx_L6_bool_binop_done;
+    goto __pyx_L8_bool_binop_done;
   }
-  __pyx_t_5 = (__pyx_v_n_out > 0);
+  __pyx_t_8 = (__pyx_v_n_in > 0);
+
+  if (__pyx_t_8) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_8;
+
+    goto __pyx_L8_bool_binop_done;
+  }
+  __pyx_t_8 = (__pyx_v_n_out > 0);
 
 
-  __pyx_t_4 = __pyx_t_5;
+  __pyx_t_7 = __pyx_t_8;
 
-  __pyx_L6_bool_binop_done:;
-  if (__pyx_t_4) {
+  __pyx_L8_bool_binop_done:;
+  if (__pyx_t_7) {
 
 
-    /* "cedf/_loops.pxd":53
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))
+    /* "cedf/_loops.pxd":54
+ *             out[i * n_out + j] = b[j]
  *     if n > 0 and n_in > 0 and n_out > 0:
  *         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)             # <<<<<<<<<<<<<<
  * 
@@ -7301,9 +7323,9 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_forward(float
 */
     __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(0, 0, __pyx_v_n, __pyx_v_n_out, __pyx_v_n_in, 1.0, __pyx_v_x, __pyx_v_n_in, __pyx_v_A, __pyx_v_n_out, 1.0, __pyx_v_out, __pyx_v_n_out);
 
-    /* "cedf/_loops.pxd":52
- *     for i in range(n):
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))
+    /* "cedf/_loops.pxd":53
+ *         for j in range(n_out):
+ *             out[i * n_out + j] = b[j]
  *     if n > 0 and n_in > 0 and n_out > 0:             # <<<<<<<<<<<<<<
  *         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)
  * 
@@ -7320,22 +7342,27 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_forward(float
 
   /* function exit code */
 
+
 }
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_forward(double const *__pyx_v_x, double const *__pyx_v_A, double const *__pyx_v_b, double *__pyx_v_out, int __pyx_v_n, int __pyx_v_n_in, int __pyx_v_n_out) {
   Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_j;
   int __pyx_t_1;
   int __pyx_t_2;
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
   int __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  int __pyx_t_7;
+  int __pyx_t_8;
 
   /* "cedf/_loops.pxd":50
  *     # (beta = 1): one pass over `out` less than adding the bias afterwards.
- *     cdef Py_ssize_t i
+ *     cdef Py_ssize_t i, j
  *     for i in range(n):             # <<<<<<<<<<<<<<
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))
- *     if n > 0 and n_in > 0 and n_out > 0:
+ *         for j in range(n_out):
+ *             out[i * n_out + j] = b[j]
 */
 
   __pyx_t_1 = __pyx_v_n;
@@ -7345,54 +7372,70 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_forward(doubl
     __pyx_v_i = __pyx_t_3;
 
     /* "cedf/_loops.pxd":51
- *     cdef Py_ssize_t i
+ *     cdef Py_ssize_t i, j
  *     for i in range(n):
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))             # <<<<<<<<<<<<<<
+ *         for j in range(n_out):             # <<<<<<<<<<<<<<
+ *             out[i * n_out + j] = b[j]
+ *     if n > 0 and n_in > 0 and n_out > 0:
+*/
+
+    __pyx_t_4 = __pyx_v_n_out;
+    __pyx_t_5 = __pyx_t_4;
+
+    for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
+      __pyx_v_j = __pyx_t_6;
+
+      /* "cedf/_loops.pxd":52
+ *     for i in range(n):
+ *         for j in range(n_out):
+ *             out[i * n_out + j] = b[j]             # <<<<<<<<<<<<<<
  *     if n > 0 and n_in > 0 and n_out > 0:
  *         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)
 */
-    (void)(memcpy((__pyx_v_out + (__pyx_v_i * __pyx_v_n_out)), __pyx_v_b, (__pyx_v_n_out * (sizeof(double)))));
+      (__pyx_v_out[((__pyx_v_i * __pyx_v_n_out) + __pyx_v_j)]) = (__pyx_v_b[__pyx_v_j]);
+    }
+
   }
 
 
-  /* "cedf/_loops.pxd":52
- *     for i in range(n):
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))
+  /* "cedf/_loops.pxd":53
+ *         for j in range(n_out):
+ *             out[i * n_out + j] = b[j]
  *     if n > 0 and n_in > 0 and n_out > 0:             # <<<<<<<<<<<<<<
  *         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)
  * 
 */
-  __pyx_t_5 = (__pyx_v_n > 0);
+  __pyx_t_8 = (__pyx_v_n > 0);
 
-  if (__pyx_t_5) {
-
-  } else {
-
-    __pyx_t_4 = __pyx_t_5;
-
-    goto __pyx_L6_bool_binop_done;
-  }
-  __pyx_t_5 = (__pyx_v_n_in > 0);
-
-  if (__pyx_t_5) {
+  if (__pyx_t_8) {
 
   } else {
 
-    __pyx_t_4 = __pyx_t_5;
+    __pyx_t_7 = __pyx_t_8;
 
-    goto __pyx_L6_bool_binop_done;
+    goto __pyx_L8_bool_binop_done;
   }
-  __pyx_t_5 = (__pyx_v_n_out > 0);
+  __pyx_t_8 = (__pyx_v_n_in > 0);
+
+  if (__pyx_t_8) {
+
+  } else {
+
+    __pyx_t_7 = __pyx_t_8;
+
+    goto __pyx_L8_bool_binop_done;
+  }
+  __pyx_t_8 = (__pyx_v_n_out > 0);
 
 
-  __pyx_t_4 = __pyx_t_5;
+  __pyx_t_7 = __pyx_t_8;
 
-  __pyx_L6_bool_binop_done:;
-  if (__pyx_t_4) {
+  __pyx_L8_bool_binop_done:;
+  if (__pyx_t_7) {
 
 
-    /* "cedf/_loops.pxd":53
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))
+    /* "cedf/_loops.pxd":54
+ *             out[i * n_out + j] = b[j]
  *     if n > 0 and n_in > 0 and n_out > 0:
  *         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)             # <<<<<<<<<<<<<<
  * 
@@ -7400,9 +7443,9 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_forward(doubl
 */
     __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(0, 0, __pyx_v_n, __pyx_v_n_out, __pyx_v_n_in, 1.0, __pyx_v_x, __pyx_v_n_in, __pyx_v_A, __pyx_v_n_out, 1.0, __pyx_v_out, __pyx_v_n_out);
 
-    /* "cedf/_loops.pxd":52
- *     for i in range(n):
- *         memcpy(out + i * n_out, b, n_out * sizeof(floating))
+    /* "cedf/_loops.pxd":53
+ *         for j in range(n_out):
+ *             out[i * n_out + j] = b[j]
  *     if n > 0 and n_in > 0 and n_out > 0:             # <<<<<<<<<<<<<<
  *         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)
  * 
@@ -7419,9 +7462,478 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_forward(doubl
 
   /* function exit code */
 
+
 }
 
-/* "cedf/_loops.pxd":56
+/* "cedf/_loops.pxd":57
+ * 
+ * 
+ * cdef inline void column_sums(const floating* g, floating* out, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """out (+)= the sums of the c columns of g (n x c): a bias gradient."""
+ *     cdef Py_ssize_t i, j
+*/
+
+static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_column_sums(float const *__pyx_v_g, float *__pyx_v_out, int __pyx_v_acc, Py_ssize_t __pyx_v_n, Py_ssize_t __pyx_v_c) {
+  Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_j;
+  float __pyx_v_s[8];
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  long __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  Py_ssize_t __pyx_t_9;
+
+  /* "cedf/_loops.pxd":61
+ *     cdef Py_ssize_t i, j
+ *     cdef floating s[8]
+ *     if not acc:             # <<<<<<<<<<<<<<
+ *         fill(out, <floating>0, c)
+ *     if c == 1:
+*/
+  __pyx_t_1 = (!__pyx_v_acc);
+
+  if (__pyx_t_1) {
+
+
+    /* "cedf/_loops.pxd":62
+ *     cdef floating s[8]
+ *     if not acc:
+ *         fill(out, <floating>0, c)             # <<<<<<<<<<<<<<
+ *     if c == 1:
+ *         # One long sum: eight partial sums, so that the additions need not wait
+*/
+    __pyx_fuse_0__pyx_f_4cedf_6_loops_fill(__pyx_v_out, ((float)0), __pyx_v_c);
+
+    /* "cedf/_loops.pxd":61
+ *     cdef Py_ssize_t i, j
+ *     cdef floating s[8]
+ *     if not acc:             # <<<<<<<<<<<<<<
+ *         fill(out, <floating>0, c)
+ *     if c == 1:
+*/
+  }
+
+  /* "cedf/_loops.pxd":63
+ *     if not acc:
+ *         fill(out, <floating>0, c)
+ *     if c == 1:             # <<<<<<<<<<<<<<
+ *         # One long sum: eight partial sums, so that the additions need not wait
+ *         # for each other (and vectorise), instead of one serial chain.
+*/
+  __pyx_t_1 = (__pyx_v_c == 1);
+
+  if (__pyx_t_1) {
+
+
+    /* "cedf/_loops.pxd":66
+ *         # One long sum: eight partial sums, so that the additions need not wait
+ *         # for each other (and vectorise), instead of one serial chain.
+ *         for j in range(8):             # <<<<<<<<<<<<<<
+ *             s[j] = 0
+ *         for i in range(0, n - n % 8, 8):
+*/
+    for (__pyx_t_2 = 0; __pyx_t_2 < 8; __pyx_t_2+=1) {
+      __pyx_v_j = __pyx_t_2;
+
+      /* "cedf/_loops.pxd":67
+ *         # for each other (and vectorise), instead of one serial chain.
+ *         for j in range(8):
+ *             s[j] = 0             # <<<<<<<<<<<<<<
+ *         for i in range(0, n - n % 8, 8):
+ *             for j in range(8):
+*/
+      (__pyx_v_s[__pyx_v_j]) = 0.0;
+    }
+
+    /* "cedf/_loops.pxd":68
+ *         for j in range(8):
+ *             s[j] = 0
+ *         for i in range(0, n - n % 8, 8):             # <<<<<<<<<<<<<<
+ *             for j in range(8):
+ *                 s[j] += g[i + j]
+*/
+
+    __pyx_t_2 = (__pyx_v_n - (__pyx_v_n % 8));
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=8) {
+      __pyx_v_i = __pyx_t_4;
+
+      /* "cedf/_loops.pxd":69
+ *             s[j] = 0
+ *         for i in range(0, n - n % 8, 8):
+ *             for j in range(8):             # <<<<<<<<<<<<<<
+ *                 s[j] += g[i + j]
+ *         for i in range(n - n % 8, n):
+*/
+      for (__pyx_t_5 = 0; __pyx_t_5 < 8; __pyx_t_5+=1) {
+        __pyx_v_j = __pyx_t_5;
+
+        /* "cedf/_loops.pxd":70
+ *         for i in range(0, n - n % 8, 8):
+ *             for j in range(8):
+ *                 s[j] += g[i + j]             # <<<<<<<<<<<<<<
+ *         for i in range(n - n % 8, n):
+ *             s[0] += g[i]
+*/
+
+        __pyx_t_6 = __pyx_v_j;
+        (__pyx_v_s[__pyx_t_6]) = ((__pyx_v_s[__pyx_t_6]) + (__pyx_v_g[(__pyx_v_i + __pyx_v_j)]));
+      }
+    }
+
+
+    /* "cedf/_loops.pxd":71
+ *             for j in range(8):
+ *                 s[j] += g[i + j]
+ *         for i in range(n - n % 8, n):             # <<<<<<<<<<<<<<
+ *             s[0] += g[i]
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+*/
+
+    __pyx_t_2 = __pyx_v_n;
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = (__pyx_v_n - (__pyx_v_n % 8)); __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_i = __pyx_t_4;
+
+      /* "cedf/_loops.pxd":72
+ *                 s[j] += g[i + j]
+ *         for i in range(n - n % 8, n):
+ *             s[0] += g[i]             # <<<<<<<<<<<<<<
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+ *         return
+*/
+
+      __pyx_t_7 = 0;
+      (__pyx_v_s[__pyx_t_7]) = ((__pyx_v_s[__pyx_t_7]) + (__pyx_v_g[__pyx_v_i]));
+    }
+
+
+    /* "cedf/_loops.pxd":73
+ *         for i in range(n - n % 8, n):
+ *             s[0] += g[i]
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))             # <<<<<<<<<<<<<<
+ *         return
+ *     for i in range(n):
+*/
+
+    __pyx_t_7 = 0;
+    (__pyx_v_out[__pyx_t_7]) = ((__pyx_v_out[__pyx_t_7]) + ((((__pyx_v_s[0]) + (__pyx_v_s[1])) + ((__pyx_v_s[2]) + (__pyx_v_s[3]))) + (((__pyx_v_s[4]) + (__pyx_v_s[5])) + ((__pyx_v_s[6]) + (__pyx_v_s[7])))));
+
+    /* "cedf/_loops.pxd":74
+ *             s[0] += g[i]
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+ *         return             # <<<<<<<<<<<<<<
+ *     for i in range(n):
+ *         for j in range(c):
+*/
+    {
+    }
+    goto __pyx_L0;
+
+    /* "cedf/_loops.pxd":63
+ *     if not acc:
+ *         fill(out, <floating>0, c)
+ *     if c == 1:             # <<<<<<<<<<<<<<
+ *         # One long sum: eight partial sums, so that the additions need not wait
+ *         # for each other (and vectorise), instead of one serial chain.
+*/
+  }
+
+  /* "cedf/_loops.pxd":75
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+ *         return
+ *     for i in range(n):             # <<<<<<<<<<<<<<
+ *         for j in range(c):
+ *             out[j] += g[i * c + j]
+*/
+
+  __pyx_t_2 = __pyx_v_n;
+  __pyx_t_3 = __pyx_t_2;
+
+  for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+    __pyx_v_i = __pyx_t_4;
+
+    /* "cedf/_loops.pxd":76
+ *         return
+ *     for i in range(n):
+ *         for j in range(c):             # <<<<<<<<<<<<<<
+ *             out[j] += g[i * c + j]
+ * 
+*/
+
+    __pyx_t_5 = __pyx_v_c;
+    __pyx_t_6 = __pyx_t_5;
+
+    for (__pyx_t_8 = 0; __pyx_t_8 < __pyx_t_6; __pyx_t_8+=1) {
+      __pyx_v_j = __pyx_t_8;
+
+      /* "cedf/_loops.pxd":77
+ *     for i in range(n):
+ *         for j in range(c):
+ *             out[j] += g[i * c + j]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+
+      __pyx_t_9 = __pyx_v_j;
+      (__pyx_v_out[__pyx_t_9]) = ((__pyx_v_out[__pyx_t_9]) + (__pyx_v_g[((__pyx_v_i * __pyx_v_c) + __pyx_v_j)]));
+    }
+
+  }
+
+
+  /* "cedf/_loops.pxd":57
+ * 
+ * 
+ * cdef inline void column_sums(const floating* g, floating* out, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """out (+)= the sums of the c columns of g (n x c): a bias gradient."""
+ *     cdef Py_ssize_t i, j
+*/
+
+  /* function exit code */
+  __pyx_L0:;
+
+
+
+}
+
+static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_column_sums(double const *__pyx_v_g, double *__pyx_v_out, int __pyx_v_acc, Py_ssize_t __pyx_v_n, Py_ssize_t __pyx_v_c) {
+  Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_j;
+  double __pyx_v_s[8];
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  long __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  Py_ssize_t __pyx_t_9;
+
+  /* "cedf/_loops.pxd":61
+ *     cdef Py_ssize_t i, j
+ *     cdef floating s[8]
+ *     if not acc:             # <<<<<<<<<<<<<<
+ *         fill(out, <floating>0, c)
+ *     if c == 1:
+*/
+  __pyx_t_1 = (!__pyx_v_acc);
+
+  if (__pyx_t_1) {
+
+
+    /* "cedf/_loops.pxd":62
+ *     cdef floating s[8]
+ *     if not acc:
+ *         fill(out, <floating>0, c)             # <<<<<<<<<<<<<<
+ *     if c == 1:
+ *         # One long sum: eight partial sums, so that the additions need not wait
+*/
+    __pyx_fuse_1__pyx_f_4cedf_6_loops_fill(__pyx_v_out, ((double)0), __pyx_v_c);
+
+    /* "cedf/_loops.pxd":61
+ *     cdef Py_ssize_t i, j
+ *     cdef floating s[8]
+ *     if not acc:             # <<<<<<<<<<<<<<
+ *         fill(out, <floating>0, c)
+ *     if c == 1:
+*/
+  }
+
+  /* "cedf/_loops.pxd":63
+ *     if not acc:
+ *         fill(out, <floating>0, c)
+ *     if c == 1:             # <<<<<<<<<<<<<<
+ *         # One long sum: eight partial sums, so that the additions need not wait
+ *         # for each other (and vectorise), instead of one serial chain.
+*/
+  __pyx_t_1 = (__pyx_v_c == 1);
+
+  if (__pyx_t_1) {
+
+
+    /* "cedf/_loops.pxd":66
+ *         # One long sum: eight partial sums, so that the additions need not wait
+ *         # for each other (and vectorise), instead of one serial chain.
+ *         for j in range(8):             # <<<<<<<<<<<<<<
+ *             s[j] = 0
+ *         for i in range(0, n - n % 8, 8):
+*/
+    for (__pyx_t_2 = 0; __pyx_t_2 < 8; __pyx_t_2+=1) {
+      __pyx_v_j = __pyx_t_2;
+
+      /* "cedf/_loops.pxd":67
+ *         # for each other (and vectorise), instead of one serial chain.
+ *         for j in range(8):
+ *             s[j] = 0             # <<<<<<<<<<<<<<
+ *         for i in range(0, n - n % 8, 8):
+ *             for j in range(8):
+*/
+      (__pyx_v_s[__pyx_v_j]) = 0.0;
+    }
+
+    /* "cedf/_loops.pxd":68
+ *         for j in range(8):
+ *             s[j] = 0
+ *         for i in range(0, n - n % 8, 8):             # <<<<<<<<<<<<<<
+ *             for j in range(8):
+ *                 s[j] += g[i + j]
+*/
+
+    __pyx_t_2 = (__pyx_v_n - (__pyx_v_n % 8));
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=8) {
+      __pyx_v_i = __pyx_t_4;
+
+      /* "cedf/_loops.pxd":69
+ *             s[j] = 0
+ *         for i in range(0, n - n % 8, 8):
+ *             for j in range(8):             # <<<<<<<<<<<<<<
+ *                 s[j] += g[i + j]
+ *         for i in range(n - n % 8, n):
+*/
+      for (__pyx_t_5 = 0; __pyx_t_5 < 8; __pyx_t_5+=1) {
+        __pyx_v_j = __pyx_t_5;
+
+        /* "cedf/_loops.pxd":70
+ *         for i in range(0, n - n % 8, 8):
+ *             for j in range(8):
+ *                 s[j] += g[i + j]             # <<<<<<<<<<<<<<
+ *         for i in range(n - n % 8, n):
+ *             s[0] += g[i]
+*/
+
+        __pyx_t_6 = __pyx_v_j;
+        (__pyx_v_s[__pyx_t_6]) = ((__pyx_v_s[__pyx_t_6]) + (__pyx_v_g[(__pyx_v_i + __pyx_v_j)]));
+      }
+    }
+
+
+    /* "cedf/_loops.pxd":71
+ *             for j in range(8):
+ *                 s[j] += g[i + j]
+ *         for i in range(n - n % 8, n):             # <<<<<<<<<<<<<<
+ *             s[0] += g[i]
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+*/
+
+    __pyx_t_2 = __pyx_v_n;
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = (__pyx_v_n - (__pyx_v_n % 8)); __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_i = __pyx_t_4;
+
+      /* "cedf/_loops.pxd":72
+ *                 s[j] += g[i + j]
+ *         for i in range(n - n % 8, n):
+ *             s[0] += g[i]             # <<<<<<<<<<<<<<
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+ *         return
+*/
+
+      __pyx_t_7 = 0;
+      (__pyx_v_s[__pyx_t_7]) = ((__pyx_v_s[__pyx_t_7]) + (__pyx_v_g[__pyx_v_i]));
+    }
+
+
+    /* "cedf/_loops.pxd":73
+ *         for i in range(n - n % 8, n):
+ *             s[0] += g[i]
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))             # <<<<<<<<<<<<<<
+ *         return
+ *     for i in range(n):
+*/
+
+    __pyx_t_7 = 0;
+    (__pyx_v_out[__pyx_t_7]) = ((__pyx_v_out[__pyx_t_7]) + ((((__pyx_v_s[0]) + (__pyx_v_s[1])) + ((__pyx_v_s[2]) + (__pyx_v_s[3]))) + (((__pyx_v_s[4]) + (__pyx_v_s[5])) + ((__pyx_v_s[6]) + (__pyx_v_s[7])))));
+
+    /* "cedf/_loops.pxd":74
+ *             s[0] += g[i]
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+ *         return             # <<<<<<<<<<<<<<
+ *     for i in range(n):
+ *         for j in range(c):
+*/
+    {
+    }
+    goto __pyx_L0;
+
+    /* "cedf/_loops.pxd":63
+ *     if not acc:
+ *         fill(out, <floating>0, c)
+ *     if c == 1:             # <<<<<<<<<<<<<<
+ *         # One long sum: eight partial sums, so that the additions need not wait
+ *         # for each other (and vectorise), instead of one serial chain.
+*/
+  }
+
+  /* "cedf/_loops.pxd":75
+ *         out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+ *         return
+ *     for i in range(n):             # <<<<<<<<<<<<<<
+ *         for j in range(c):
+ *             out[j] += g[i * c + j]
+*/
+
+  __pyx_t_2 = __pyx_v_n;
+  __pyx_t_3 = __pyx_t_2;
+
+  for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+    __pyx_v_i = __pyx_t_4;
+
+    /* "cedf/_loops.pxd":76
+ *         return
+ *     for i in range(n):
+ *         for j in range(c):             # <<<<<<<<<<<<<<
+ *             out[j] += g[i * c + j]
+ * 
+*/
+
+    __pyx_t_5 = __pyx_v_c;
+    __pyx_t_6 = __pyx_t_5;
+
+    for (__pyx_t_8 = 0; __pyx_t_8 < __pyx_t_6; __pyx_t_8+=1) {
+      __pyx_v_j = __pyx_t_8;
+
+      /* "cedf/_loops.pxd":77
+ *     for i in range(n):
+ *         for j in range(c):
+ *             out[j] += g[i * c + j]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+
+      __pyx_t_9 = __pyx_v_j;
+      (__pyx_v_out[__pyx_t_9]) = ((__pyx_v_out[__pyx_t_9]) + (__pyx_v_g[((__pyx_v_i * __pyx_v_c) + __pyx_v_j)]));
+    }
+
+  }
+
+
+  /* "cedf/_loops.pxd":57
+ * 
+ * 
+ * cdef inline void column_sums(const floating* g, floating* out, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """out (+)= the sums of the c columns of g (n x c): a bias gradient."""
+ *     cdef Py_ssize_t i, j
+*/
+
+  /* function exit code */
+  __pyx_L0:;
+
+
+
+}
+
+/* "cedf/_loops.pxd":80
  * 
  * 
  * cdef inline void affine_backward(const floating* x, const floating* A, const floating* g,             # <<<<<<<<<<<<<<
@@ -7430,22 +7942,13 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_forward(doubl
 */
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(float const *__pyx_v_x, float const *__pyx_v_A, float const *__pyx_v_g, float *__pyx_v_gx, int __pyx_v_acc_x, float *__pyx_v_gA, int __pyx_v_acc_A, float *__pyx_v_gb, int __pyx_v_acc_b, int __pyx_v_n, int __pyx_v_n_in, int __pyx_v_n_out) {
-  Py_ssize_t __pyx_v_i;
-  Py_ssize_t __pyx_v_j;
   int __pyx_v_nonempty;
   int __pyx_t_1;
   int __pyx_t_2;
-  int __pyx_t_3;
-  int __pyx_t_4;
-  Py_ssize_t __pyx_t_5;
-  int __pyx_t_6;
-  int __pyx_t_7;
-  Py_ssize_t __pyx_t_8;
-  Py_ssize_t __pyx_t_9;
 
-  /* "cedf/_loops.pxd":61
+  /* "cedf/_loops.pxd":84
+ *                                  floating* gb, bint acc_b,
  *                                  int n, int n_in, int n_out) noexcept nogil:
- *     cdef Py_ssize_t i, j
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0             # <<<<<<<<<<<<<<
  *     if gx != NULL:
  *         if nonempty:   # gx (+)= g @ A^T
@@ -7478,8 +7981,8 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
   __pyx_L3_bool_binop_done:;
   __pyx_v_nonempty = __pyx_t_1;
 
-  /* "cedf/_loops.pxd":62
- *     cdef Py_ssize_t i, j
+  /* "cedf/_loops.pxd":85
+ *                                  int n, int n_in, int n_out) noexcept nogil:
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
  *     if gx != NULL:             # <<<<<<<<<<<<<<
  *         if nonempty:   # gx (+)= g @ A^T
@@ -7490,7 +7993,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":63
+    /* "cedf/_loops.pxd":86
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
  *     if gx != NULL:
  *         if nonempty:   # gx (+)= g @ A^T             # <<<<<<<<<<<<<<
@@ -7499,7 +8002,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
 */
     if (__pyx_v_nonempty) {
 
-      /* "cedf/_loops.pxd":64
+      /* "cedf/_loops.pxd":87
  *     if gx != NULL:
  *         if nonempty:   # gx (+)= g @ A^T
  *             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)             # <<<<<<<<<<<<<<
@@ -7508,7 +8011,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
 */
       __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(0, 1, __pyx_v_n, __pyx_v_n_in, __pyx_v_n_out, 1.0, __pyx_v_g, __pyx_v_n_out, __pyx_v_A, __pyx_v_n_out, __pyx_v_acc_x, __pyx_v_gx, __pyx_v_n_in);
 
-      /* "cedf/_loops.pxd":63
+      /* "cedf/_loops.pxd":86
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
  *     if gx != NULL:
  *         if nonempty:   # gx (+)= g @ A^T             # <<<<<<<<<<<<<<
@@ -7518,7 +8021,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
       goto __pyx_L7;
     }
 
-    /* "cedf/_loops.pxd":65
+    /* "cedf/_loops.pxd":88
  *         if nonempty:   # gx (+)= g @ A^T
  *             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)
  *         elif not acc_x:             # <<<<<<<<<<<<<<
@@ -7530,7 +8033,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
     if (__pyx_t_1) {
 
 
-      /* "cedf/_loops.pxd":66
+      /* "cedf/_loops.pxd":89
  *             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)
  *         elif not acc_x:
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)             # <<<<<<<<<<<<<<
@@ -7539,7 +8042,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
 */
       __pyx_fuse_0__pyx_f_4cedf_6_loops_fill(__pyx_v_gx, ((float)0), (((Py_ssize_t)__pyx_v_n) * __pyx_v_n_in));
 
-      /* "cedf/_loops.pxd":65
+      /* "cedf/_loops.pxd":88
  *         if nonempty:   # gx (+)= g @ A^T
  *             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)
  *         elif not acc_x:             # <<<<<<<<<<<<<<
@@ -7549,8 +8052,8 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
     }
     __pyx_L7:;
 
-    /* "cedf/_loops.pxd":62
- *     cdef Py_ssize_t i, j
+    /* "cedf/_loops.pxd":85
+ *                                  int n, int n_in, int n_out) noexcept nogil:
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
  *     if gx != NULL:             # <<<<<<<<<<<<<<
  *         if nonempty:   # gx (+)= g @ A^T
@@ -7558,7 +8061,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
 */
   }
 
-  /* "cedf/_loops.pxd":67
+  /* "cedf/_loops.pxd":90
  *         elif not acc_x:
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
  *     if gA != NULL:             # <<<<<<<<<<<<<<
@@ -7570,7 +8073,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":68
+    /* "cedf/_loops.pxd":91
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
  *     if gA != NULL:
  *         if nonempty:   # gA (+)= x^T @ g             # <<<<<<<<<<<<<<
@@ -7579,7 +8082,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
 */
     if (__pyx_v_nonempty) {
 
-      /* "cedf/_loops.pxd":69
+      /* "cedf/_loops.pxd":92
  *     if gA != NULL:
  *         if nonempty:   # gA (+)= x^T @ g
  *             gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)             # <<<<<<<<<<<<<<
@@ -7588,7 +8091,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
 */
       __pyx_fuse_0__pyx_f_4cedf_5_blas_gemm(1, 0, __pyx_v_n_in, __pyx_v_n_out, __pyx_v_n, 1.0, __pyx_v_x, __pyx_v_n_in, __pyx_v_g, __pyx_v_n_out, __pyx_v_acc_A, __pyx_v_gA, __pyx_v_n_out);
 
-      /* "cedf/_loops.pxd":68
+      /* "cedf/_loops.pxd":91
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
  *     if gA != NULL:
  *         if nonempty:   # gA (+)= x^T @ g             # <<<<<<<<<<<<<<
@@ -7598,7 +8101,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
       goto __pyx_L9;
     }
 
-    /* "cedf/_loops.pxd":70
+    /* "cedf/_loops.pxd":93
  *         if nonempty:   # gA (+)= x^T @ g
  *             gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)
  *         elif not acc_A:             # <<<<<<<<<<<<<<
@@ -7610,16 +8113,16 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
     if (__pyx_t_1) {
 
 
-      /* "cedf/_loops.pxd":71
+      /* "cedf/_loops.pxd":94
  *             gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)
  *         elif not acc_A:
  *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)             # <<<<<<<<<<<<<<
  *     if gb != NULL:
- *         if not acc_b:
+ *         column_sums(g, gb, acc_b, n, n_out)
 */
       __pyx_fuse_0__pyx_f_4cedf_6_loops_fill(__pyx_v_gA, ((float)0), (((Py_ssize_t)__pyx_v_n_in) * __pyx_v_n_out));
 
-      /* "cedf/_loops.pxd":70
+      /* "cedf/_loops.pxd":93
  *         if nonempty:   # gA (+)= x^T @ g
  *             gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)
  *         elif not acc_A:             # <<<<<<<<<<<<<<
@@ -7629,7 +8132,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
     }
     __pyx_L9:;
 
-    /* "cedf/_loops.pxd":67
+    /* "cedf/_loops.pxd":90
  *         elif not acc_x:
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
  *     if gA != NULL:             # <<<<<<<<<<<<<<
@@ -7638,101 +8141,37 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
 */
   }
 
-  /* "cedf/_loops.pxd":72
+  /* "cedf/_loops.pxd":95
  *         elif not acc_A:
  *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
  *     if gb != NULL:             # <<<<<<<<<<<<<<
- *         if not acc_b:
- *             fill(gb, <floating>0, n_out)
+ *         column_sums(g, gb, acc_b, n, n_out)
+ * 
 */
   __pyx_t_1 = (__pyx_v_gb != NULL);
 
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":73
+    /* "cedf/_loops.pxd":96
  *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
  *     if gb != NULL:
- *         if not acc_b:             # <<<<<<<<<<<<<<
- *             fill(gb, <floating>0, n_out)
- *         for i in range(n):
-*/
-    __pyx_t_1 = (!__pyx_v_acc_b);
-
-    if (__pyx_t_1) {
-
-
-      /* "cedf/_loops.pxd":74
- *     if gb != NULL:
- *         if not acc_b:
- *             fill(gb, <floating>0, n_out)             # <<<<<<<<<<<<<<
- *         for i in range(n):
- *             for j in range(n_out):
-*/
-      __pyx_fuse_0__pyx_f_4cedf_6_loops_fill(__pyx_v_gb, ((float)0), __pyx_v_n_out);
-
-      /* "cedf/_loops.pxd":73
- *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
- *     if gb != NULL:
- *         if not acc_b:             # <<<<<<<<<<<<<<
- *             fill(gb, <floating>0, n_out)
- *         for i in range(n):
-*/
-    }
-
-    /* "cedf/_loops.pxd":75
- *         if not acc_b:
- *             fill(gb, <floating>0, n_out)
- *         for i in range(n):             # <<<<<<<<<<<<<<
- *             for j in range(n_out):
- *                 gb[j] += g[i * n_out + j]
-*/
-
-    __pyx_t_3 = __pyx_v_n;
-    __pyx_t_4 = __pyx_t_3;
-
-    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
-      __pyx_v_i = __pyx_t_5;
-
-      /* "cedf/_loops.pxd":76
- *             fill(gb, <floating>0, n_out)
- *         for i in range(n):
- *             for j in range(n_out):             # <<<<<<<<<<<<<<
- *                 gb[j] += g[i * n_out + j]
- * 
-*/
-
-      __pyx_t_6 = __pyx_v_n_out;
-      __pyx_t_7 = __pyx_t_6;
-
-      for (__pyx_t_8 = 0; __pyx_t_8 < __pyx_t_7; __pyx_t_8+=1) {
-        __pyx_v_j = __pyx_t_8;
-
-        /* "cedf/_loops.pxd":77
- *         for i in range(n):
- *             for j in range(n_out):
- *                 gb[j] += g[i * n_out + j]             # <<<<<<<<<<<<<<
+ *         column_sums(g, gb, acc_b, n, n_out)             # <<<<<<<<<<<<<<
  * 
  * 
 */
+    __pyx_fuse_0__pyx_f_4cedf_6_loops_column_sums(__pyx_v_g, __pyx_v_gb, __pyx_v_acc_b, __pyx_v_n, __pyx_v_n_out);
 
-        __pyx_t_9 = __pyx_v_j;
-        (__pyx_v_gb[__pyx_t_9]) = ((__pyx_v_gb[__pyx_t_9]) + (__pyx_v_g[((__pyx_v_i * __pyx_v_n_out) + __pyx_v_j)]));
-      }
-
-    }
-
-
-    /* "cedf/_loops.pxd":72
+    /* "cedf/_loops.pxd":95
  *         elif not acc_A:
  *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
  *     if gb != NULL:             # <<<<<<<<<<<<<<
- *         if not acc_b:
- *             fill(gb, <floating>0, n_out)
+ *         column_sums(g, gb, acc_b, n, n_out)
+ * 
 */
   }
 
-  /* "cedf/_loops.pxd":56
+  /* "cedf/_loops.pxd":80
  * 
  * 
  * cdef inline void affine_backward(const floating* x, const floating* A, const floating* g,             # <<<<<<<<<<<<<<
@@ -7742,27 +8181,16 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_affine_backward(floa
 
   /* function exit code */
 
-
-
 }
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(double const *__pyx_v_x, double const *__pyx_v_A, double const *__pyx_v_g, double *__pyx_v_gx, int __pyx_v_acc_x, double *__pyx_v_gA, int __pyx_v_acc_A, double *__pyx_v_gb, int __pyx_v_acc_b, int __pyx_v_n, int __pyx_v_n_in, int __pyx_v_n_out) {
-  Py_ssize_t __pyx_v_i;
-  Py_ssize_t __pyx_v_j;
   int __pyx_v_nonempty;
   int __pyx_t_1;
   int __pyx_t_2;
-  int __pyx_t_3;
-  int __pyx_t_4;
-  Py_ssize_t __pyx_t_5;
-  int __pyx_t_6;
-  int __pyx_t_7;
-  Py_ssize_t __pyx_t_8;
-  Py_ssize_t __pyx_t_9;
 
-  /* "cedf/_loops.pxd":61
+  /* "cedf/_loops.pxd":84
+ *                                  floating* gb, bint acc_b,
  *                                  int n, int n_in, int n_out) noexcept nogil:
- *     cdef Py_ssize_t i, j
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0             # <<<<<<<<<<<<<<
  *     if gx != NULL:
  *         if nonempty:   # gx (+)= g @ A^T
@@ -7795,8 +8223,8 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
   __pyx_L3_bool_binop_done:;
   __pyx_v_nonempty = __pyx_t_1;
 
-  /* "cedf/_loops.pxd":62
- *     cdef Py_ssize_t i, j
+  /* "cedf/_loops.pxd":85
+ *                                  int n, int n_in, int n_out) noexcept nogil:
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
  *     if gx != NULL:             # <<<<<<<<<<<<<<
  *         if nonempty:   # gx (+)= g @ A^T
@@ -7807,7 +8235,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":63
+    /* "cedf/_loops.pxd":86
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
  *     if gx != NULL:
  *         if nonempty:   # gx (+)= g @ A^T             # <<<<<<<<<<<<<<
@@ -7816,7 +8244,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 */
     if (__pyx_v_nonempty) {
 
-      /* "cedf/_loops.pxd":64
+      /* "cedf/_loops.pxd":87
  *     if gx != NULL:
  *         if nonempty:   # gx (+)= g @ A^T
  *             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)             # <<<<<<<<<<<<<<
@@ -7825,7 +8253,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 */
       __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(0, 1, __pyx_v_n, __pyx_v_n_in, __pyx_v_n_out, 1.0, __pyx_v_g, __pyx_v_n_out, __pyx_v_A, __pyx_v_n_out, __pyx_v_acc_x, __pyx_v_gx, __pyx_v_n_in);
 
-      /* "cedf/_loops.pxd":63
+      /* "cedf/_loops.pxd":86
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
  *     if gx != NULL:
  *         if nonempty:   # gx (+)= g @ A^T             # <<<<<<<<<<<<<<
@@ -7835,7 +8263,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
       goto __pyx_L7;
     }
 
-    /* "cedf/_loops.pxd":65
+    /* "cedf/_loops.pxd":88
  *         if nonempty:   # gx (+)= g @ A^T
  *             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)
  *         elif not acc_x:             # <<<<<<<<<<<<<<
@@ -7847,7 +8275,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
     if (__pyx_t_1) {
 
 
-      /* "cedf/_loops.pxd":66
+      /* "cedf/_loops.pxd":89
  *             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)
  *         elif not acc_x:
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)             # <<<<<<<<<<<<<<
@@ -7856,7 +8284,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 */
       __pyx_fuse_1__pyx_f_4cedf_6_loops_fill(__pyx_v_gx, ((double)0), (((Py_ssize_t)__pyx_v_n) * __pyx_v_n_in));
 
-      /* "cedf/_loops.pxd":65
+      /* "cedf/_loops.pxd":88
  *         if nonempty:   # gx (+)= g @ A^T
  *             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)
  *         elif not acc_x:             # <<<<<<<<<<<<<<
@@ -7866,8 +8294,8 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
     }
     __pyx_L7:;
 
-    /* "cedf/_loops.pxd":62
- *     cdef Py_ssize_t i, j
+    /* "cedf/_loops.pxd":85
+ *                                  int n, int n_in, int n_out) noexcept nogil:
  *     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
  *     if gx != NULL:             # <<<<<<<<<<<<<<
  *         if nonempty:   # gx (+)= g @ A^T
@@ -7875,7 +8303,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 */
   }
 
-  /* "cedf/_loops.pxd":67
+  /* "cedf/_loops.pxd":90
  *         elif not acc_x:
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
  *     if gA != NULL:             # <<<<<<<<<<<<<<
@@ -7887,7 +8315,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":68
+    /* "cedf/_loops.pxd":91
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
  *     if gA != NULL:
  *         if nonempty:   # gA (+)= x^T @ g             # <<<<<<<<<<<<<<
@@ -7896,7 +8324,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 */
     if (__pyx_v_nonempty) {
 
-      /* "cedf/_loops.pxd":69
+      /* "cedf/_loops.pxd":92
  *     if gA != NULL:
  *         if nonempty:   # gA (+)= x^T @ g
  *             gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)             # <<<<<<<<<<<<<<
@@ -7905,7 +8333,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 */
       __pyx_fuse_1__pyx_f_4cedf_5_blas_gemm(1, 0, __pyx_v_n_in, __pyx_v_n_out, __pyx_v_n, 1.0, __pyx_v_x, __pyx_v_n_in, __pyx_v_g, __pyx_v_n_out, __pyx_v_acc_A, __pyx_v_gA, __pyx_v_n_out);
 
-      /* "cedf/_loops.pxd":68
+      /* "cedf/_loops.pxd":91
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
  *     if gA != NULL:
  *         if nonempty:   # gA (+)= x^T @ g             # <<<<<<<<<<<<<<
@@ -7915,7 +8343,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
       goto __pyx_L9;
     }
 
-    /* "cedf/_loops.pxd":70
+    /* "cedf/_loops.pxd":93
  *         if nonempty:   # gA (+)= x^T @ g
  *             gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)
  *         elif not acc_A:             # <<<<<<<<<<<<<<
@@ -7927,16 +8355,16 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
     if (__pyx_t_1) {
 
 
-      /* "cedf/_loops.pxd":71
+      /* "cedf/_loops.pxd":94
  *             gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)
  *         elif not acc_A:
  *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)             # <<<<<<<<<<<<<<
  *     if gb != NULL:
- *         if not acc_b:
+ *         column_sums(g, gb, acc_b, n, n_out)
 */
       __pyx_fuse_1__pyx_f_4cedf_6_loops_fill(__pyx_v_gA, ((double)0), (((Py_ssize_t)__pyx_v_n_in) * __pyx_v_n_out));
 
-      /* "cedf/_loops.pxd":70
+      /* "cedf/_loops.pxd":93
  *         if nonempty:   # gA (+)= x^T @ g
  *             gemm(True, False, n_in, n_out, n, 1, x, n_in, g, n_out, acc_A, gA, n_out)
  *         elif not acc_A:             # <<<<<<<<<<<<<<
@@ -7946,7 +8374,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
     }
     __pyx_L9:;
 
-    /* "cedf/_loops.pxd":67
+    /* "cedf/_loops.pxd":90
  *         elif not acc_x:
  *             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
  *     if gA != NULL:             # <<<<<<<<<<<<<<
@@ -7955,101 +8383,37 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 */
   }
 
-  /* "cedf/_loops.pxd":72
+  /* "cedf/_loops.pxd":95
  *         elif not acc_A:
  *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
  *     if gb != NULL:             # <<<<<<<<<<<<<<
- *         if not acc_b:
- *             fill(gb, <floating>0, n_out)
+ *         column_sums(g, gb, acc_b, n, n_out)
+ * 
 */
   __pyx_t_1 = (__pyx_v_gb != NULL);
 
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":73
+    /* "cedf/_loops.pxd":96
  *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
  *     if gb != NULL:
- *         if not acc_b:             # <<<<<<<<<<<<<<
- *             fill(gb, <floating>0, n_out)
- *         for i in range(n):
-*/
-    __pyx_t_1 = (!__pyx_v_acc_b);
-
-    if (__pyx_t_1) {
-
-
-      /* "cedf/_loops.pxd":74
- *     if gb != NULL:
- *         if not acc_b:
- *             fill(gb, <floating>0, n_out)             # <<<<<<<<<<<<<<
- *         for i in range(n):
- *             for j in range(n_out):
-*/
-      __pyx_fuse_1__pyx_f_4cedf_6_loops_fill(__pyx_v_gb, ((double)0), __pyx_v_n_out);
-
-      /* "cedf/_loops.pxd":73
- *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
- *     if gb != NULL:
- *         if not acc_b:             # <<<<<<<<<<<<<<
- *             fill(gb, <floating>0, n_out)
- *         for i in range(n):
-*/
-    }
-
-    /* "cedf/_loops.pxd":75
- *         if not acc_b:
- *             fill(gb, <floating>0, n_out)
- *         for i in range(n):             # <<<<<<<<<<<<<<
- *             for j in range(n_out):
- *                 gb[j] += g[i * n_out + j]
-*/
-
-    __pyx_t_3 = __pyx_v_n;
-    __pyx_t_4 = __pyx_t_3;
-
-    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
-      __pyx_v_i = __pyx_t_5;
-
-      /* "cedf/_loops.pxd":76
- *             fill(gb, <floating>0, n_out)
- *         for i in range(n):
- *             for j in range(n_out):             # <<<<<<<<<<<<<<
- *                 gb[j] += g[i * n_out + j]
- * 
-*/
-
-      __pyx_t_6 = __pyx_v_n_out;
-      __pyx_t_7 = __pyx_t_6;
-
-      for (__pyx_t_8 = 0; __pyx_t_8 < __pyx_t_7; __pyx_t_8+=1) {
-        __pyx_v_j = __pyx_t_8;
-
-        /* "cedf/_loops.pxd":77
- *         for i in range(n):
- *             for j in range(n_out):
- *                 gb[j] += g[i * n_out + j]             # <<<<<<<<<<<<<<
+ *         column_sums(g, gb, acc_b, n, n_out)             # <<<<<<<<<<<<<<
  * 
  * 
 */
+    __pyx_fuse_1__pyx_f_4cedf_6_loops_column_sums(__pyx_v_g, __pyx_v_gb, __pyx_v_acc_b, __pyx_v_n, __pyx_v_n_out);
 
-        __pyx_t_9 = __pyx_v_j;
-        (__pyx_v_gb[__pyx_t_9]) = ((__pyx_v_gb[__pyx_t_9]) + (__pyx_v_g[((__pyx_v_i * __pyx_v_n_out) + __pyx_v_j)]));
-      }
-
-    }
-
-
-    /* "cedf/_loops.pxd":72
+    /* "cedf/_loops.pxd":95
  *         elif not acc_A:
  *             fill(gA, <floating>0, <Py_ssize_t>n_in * n_out)
  *     if gb != NULL:             # <<<<<<<<<<<<<<
- *         if not acc_b:
- *             fill(gb, <floating>0, n_out)
+ *         column_sums(g, gb, acc_b, n, n_out)
+ * 
 */
   }
 
-  /* "cedf/_loops.pxd":56
+  /* "cedf/_loops.pxd":80
  * 
  * 
  * cdef inline void affine_backward(const floating* x, const floating* A, const floating* g,             # <<<<<<<<<<<<<<
@@ -8059,11 +8423,9 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 
   /* function exit code */
 
-
-
 }
 
-/* "cedf/_loops.pxd":80
+/* "cedf/_loops.pxd":99
  * 
  * 
  * cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8073,7 +8435,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_affine_backward(doub
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_forward(float const *__pyx_v_x, float *__pyx_v_out, Py_ssize_t __pyx_v_n) {
 
-  /* "cedf/_loops.pxd":83
+  /* "cedf/_loops.pxd":102
  *     # In C: a loop compiled per instruction set (see csrc/pointwise.h).
  *     if floating is float:
  *         cedf_sigmoid_array_f32(x, out, n)             # <<<<<<<<<<<<<<
@@ -8082,7 +8444,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_forward(floa
 */
   cedf_sigmoid_array_f32(__pyx_v_x, __pyx_v_out, __pyx_v_n);
 
-  /* "cedf/_loops.pxd":80
+  /* "cedf/_loops.pxd":99
  * 
  * 
  * cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8095,7 +8457,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_forward(floa
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_forward(double const *__pyx_v_x, double *__pyx_v_out, Py_ssize_t __pyx_v_n) {
 
-  /* "cedf/_loops.pxd":85
+  /* "cedf/_loops.pxd":104
  *         cedf_sigmoid_array_f32(x, out, n)
  *     else:
  *         cedf_sigmoid_array_f64(x, out, n)             # <<<<<<<<<<<<<<
@@ -8104,7 +8466,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_forward(doub
 */
   cedf_sigmoid_array_f64(__pyx_v_x, __pyx_v_out, __pyx_v_n);
 
-  /* "cedf/_loops.pxd":80
+  /* "cedf/_loops.pxd":99
  * 
  * 
  * cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8115,7 +8477,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_forward(doub
   /* function exit code */
 }
 
-/* "cedf/_loops.pxd":88
+/* "cedf/_loops.pxd":107
  * 
  * 
  * cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8130,7 +8492,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_backward(flo
   Py_ssize_t __pyx_t_3;
   float __pyx_t_4;
 
-  /* "cedf/_loops.pxd":92
+  /* "cedf/_loops.pxd":111
  *     # The lecture's local gradient s (1 - s), written in terms of the output.
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8144,7 +8506,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_backward(flo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":93
+    /* "cedf/_loops.pxd":112
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (1 - s[i])             # <<<<<<<<<<<<<<
@@ -8163,7 +8525,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_backward(flo
   }
 
 
-  /* "cedf/_loops.pxd":88
+  /* "cedf/_loops.pxd":107
  * 
  * 
  * cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8182,7 +8544,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_backward(dou
   Py_ssize_t __pyx_t_3;
   double __pyx_t_4;
 
-  /* "cedf/_loops.pxd":92
+  /* "cedf/_loops.pxd":111
  *     # The lecture's local gradient s (1 - s), written in terms of the output.
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8196,7 +8558,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_backward(dou
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":93
+    /* "cedf/_loops.pxd":112
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (1 - s[i])             # <<<<<<<<<<<<<<
@@ -8215,7 +8577,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_backward(dou
   }
 
 
-  /* "cedf/_loops.pxd":88
+  /* "cedf/_loops.pxd":107
  * 
  * 
  * cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8227,7 +8589,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_backward(dou
 
 }
 
-/* "cedf/_loops.pxd":96
+/* "cedf/_loops.pxd":115
  * 
  * 
  * cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8253,7 +8615,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
   int __pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "cedf/_loops.pxd":104
+  /* "cedf/_loops.pxd":123
  *     cdef const floating* row
  *     cdef floating* o
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8267,7 +8629,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":105
+    /* "cedf/_loops.pxd":124
  *     cdef floating* o
  *     for i in range(n):
  *         row = x + i * c             # <<<<<<<<<<<<<<
@@ -8276,7 +8638,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
     __pyx_v_row = (__pyx_v_x + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":106
+    /* "cedf/_loops.pxd":125
  *     for i in range(n):
  *         row = x + i * c
  *         o = out + i * c             # <<<<<<<<<<<<<<
@@ -8285,7 +8647,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
     __pyx_v_o = (__pyx_v_out + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":107
+    /* "cedf/_loops.pxd":126
  *         row = x + i * c
  *         o = out + i * c
  *         top = row[0]             # <<<<<<<<<<<<<<
@@ -8294,7 +8656,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
     __pyx_v_top = (__pyx_v_row[0]);
 
-    /* "cedf/_loops.pxd":108
+    /* "cedf/_loops.pxd":127
  *         o = out + i * c
  *         top = row[0]
  *         for j in range(1, c):             # <<<<<<<<<<<<<<
@@ -8308,7 +8670,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     for (__pyx_t_6 = 1; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":109
+      /* "cedf/_loops.pxd":128
  *         top = row[0]
  *         for j in range(1, c):
  *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict             # <<<<<<<<<<<<<<
@@ -8329,7 +8691,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     }
 
 
-    /* "cedf/_loops.pxd":110
+    /* "cedf/_loops.pxd":129
  *         for j in range(1, c):
  *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8343,7 +8705,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":111
+      /* "cedf/_loops.pxd":130
  *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
  *         for j in range(c):
  *             o[j] = row[j] - top             # <<<<<<<<<<<<<<
@@ -8356,7 +8718,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
   }
 
 
-  /* "cedf/_loops.pxd":113
+  /* "cedf/_loops.pxd":132
  *             o[j] = row[j] - top
  *     if floating is float:
  *         cedf_softmax_exp_f32(out, n * c)             # <<<<<<<<<<<<<<
@@ -8365,7 +8727,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
   cedf_softmax_exp_f32(__pyx_v_out, (__pyx_v_n * __pyx_v_c));
 
-  /* "cedf/_loops.pxd":116
+  /* "cedf/_loops.pxd":135
  *     else:
  *         cedf_softmax_exp_f64(out, n * c)
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8379,7 +8741,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":117
+    /* "cedf/_loops.pxd":136
  *         cedf_softmax_exp_f64(out, n * c)
  *     for i in range(n):
  *         o = out + i * c             # <<<<<<<<<<<<<<
@@ -8388,7 +8750,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
     __pyx_v_o = (__pyx_v_out + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":118
+    /* "cedf/_loops.pxd":137
  *     for i in range(n):
  *         o = out + i * c
  *         total = 0             # <<<<<<<<<<<<<<
@@ -8397,7 +8759,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
     __pyx_v_total = 0.0;
 
-    /* "cedf/_loops.pxd":119
+    /* "cedf/_loops.pxd":138
  *         o = out + i * c
  *         total = 0
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8411,7 +8773,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":120
+      /* "cedf/_loops.pxd":139
  *         total = 0
  *         for j in range(c):
  *             total += o[j]             # <<<<<<<<<<<<<<
@@ -8422,7 +8784,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     }
 
 
-    /* "cedf/_loops.pxd":121
+    /* "cedf/_loops.pxd":140
  *         for j in range(c):
  *             total += o[j]
  *         scale = <floating>(1 / total)             # <<<<<<<<<<<<<<
@@ -8431,7 +8793,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
 */
     __pyx_v_scale = ((float)(1.0 / __pyx_v_total));
 
-    /* "cedf/_loops.pxd":122
+    /* "cedf/_loops.pxd":141
  *             total += o[j]
  *         scale = <floating>(1 / total)
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8445,7 +8807,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":123
+      /* "cedf/_loops.pxd":142
  *         scale = <floating>(1 / total)
  *         for j in range(c):
  *             o[j] *= scale             # <<<<<<<<<<<<<<
@@ -8460,7 +8822,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_forward(floa
   }
 
 
-  /* "cedf/_loops.pxd":96
+  /* "cedf/_loops.pxd":115
  * 
  * 
  * cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8496,7 +8858,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
   int __pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "cedf/_loops.pxd":104
+  /* "cedf/_loops.pxd":123
  *     cdef const floating* row
  *     cdef floating* o
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8510,7 +8872,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":105
+    /* "cedf/_loops.pxd":124
  *     cdef floating* o
  *     for i in range(n):
  *         row = x + i * c             # <<<<<<<<<<<<<<
@@ -8519,7 +8881,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
     __pyx_v_row = (__pyx_v_x + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":106
+    /* "cedf/_loops.pxd":125
  *     for i in range(n):
  *         row = x + i * c
  *         o = out + i * c             # <<<<<<<<<<<<<<
@@ -8528,7 +8890,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
     __pyx_v_o = (__pyx_v_out + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":107
+    /* "cedf/_loops.pxd":126
  *         row = x + i * c
  *         o = out + i * c
  *         top = row[0]             # <<<<<<<<<<<<<<
@@ -8537,7 +8899,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
     __pyx_v_top = (__pyx_v_row[0]);
 
-    /* "cedf/_loops.pxd":108
+    /* "cedf/_loops.pxd":127
  *         o = out + i * c
  *         top = row[0]
  *         for j in range(1, c):             # <<<<<<<<<<<<<<
@@ -8551,7 +8913,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     for (__pyx_t_6 = 1; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":109
+      /* "cedf/_loops.pxd":128
  *         top = row[0]
  *         for j in range(1, c):
  *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict             # <<<<<<<<<<<<<<
@@ -8572,7 +8934,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     }
 
 
-    /* "cedf/_loops.pxd":110
+    /* "cedf/_loops.pxd":129
  *         for j in range(1, c):
  *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8586,7 +8948,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":111
+      /* "cedf/_loops.pxd":130
  *             top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
  *         for j in range(c):
  *             o[j] = row[j] - top             # <<<<<<<<<<<<<<
@@ -8599,7 +8961,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
   }
 
 
-  /* "cedf/_loops.pxd":115
+  /* "cedf/_loops.pxd":134
  *         cedf_softmax_exp_f32(out, n * c)
  *     else:
  *         cedf_softmax_exp_f64(out, n * c)             # <<<<<<<<<<<<<<
@@ -8608,7 +8970,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
   cedf_softmax_exp_f64(__pyx_v_out, (__pyx_v_n * __pyx_v_c));
 
-  /* "cedf/_loops.pxd":116
+  /* "cedf/_loops.pxd":135
  *     else:
  *         cedf_softmax_exp_f64(out, n * c)
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8622,7 +8984,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":117
+    /* "cedf/_loops.pxd":136
  *         cedf_softmax_exp_f64(out, n * c)
  *     for i in range(n):
  *         o = out + i * c             # <<<<<<<<<<<<<<
@@ -8631,7 +8993,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
     __pyx_v_o = (__pyx_v_out + (__pyx_v_i * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":118
+    /* "cedf/_loops.pxd":137
  *     for i in range(n):
  *         o = out + i * c
  *         total = 0             # <<<<<<<<<<<<<<
@@ -8640,7 +9002,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
     __pyx_v_total = 0.0;
 
-    /* "cedf/_loops.pxd":119
+    /* "cedf/_loops.pxd":138
  *         o = out + i * c
  *         total = 0
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8654,7 +9016,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":120
+      /* "cedf/_loops.pxd":139
  *         total = 0
  *         for j in range(c):
  *             total += o[j]             # <<<<<<<<<<<<<<
@@ -8665,7 +9027,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     }
 
 
-    /* "cedf/_loops.pxd":121
+    /* "cedf/_loops.pxd":140
  *         for j in range(c):
  *             total += o[j]
  *         scale = <floating>(1 / total)             # <<<<<<<<<<<<<<
@@ -8674,7 +9036,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 */
     __pyx_v_scale = ((double)(1.0 / __pyx_v_total));
 
-    /* "cedf/_loops.pxd":122
+    /* "cedf/_loops.pxd":141
  *             total += o[j]
  *         scale = <floating>(1 / total)
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8688,7 +9050,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":123
+      /* "cedf/_loops.pxd":142
  *         scale = <floating>(1 / total)
  *         for j in range(c):
  *             o[j] *= scale             # <<<<<<<<<<<<<<
@@ -8703,7 +9065,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
   }
 
 
-  /* "cedf/_loops.pxd":96
+  /* "cedf/_loops.pxd":115
  * 
  * 
  * cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8721,7 +9083,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_forward(doub
 
 }
 
-/* "cedf/_loops.pxd":126
+/* "cedf/_loops.pxd":145
  * 
  * 
  * cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8742,7 +9104,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
   Py_ssize_t __pyx_t_6;
   float __pyx_t_7;
 
-  /* "cedf/_loops.pxd":130
+  /* "cedf/_loops.pxd":149
  *     cdef Py_ssize_t i, j, k
  *     cdef double dot
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8756,7 +9118,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":131
+    /* "cedf/_loops.pxd":150
  *     cdef double dot
  *     for i in range(n):
  *         dot = 0             # <<<<<<<<<<<<<<
@@ -8765,7 +9127,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
 */
     __pyx_v_dot = 0.0;
 
-    /* "cedf/_loops.pxd":132
+    /* "cedf/_loops.pxd":151
  *     for i in range(n):
  *         dot = 0
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8779,7 +9141,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":133
+      /* "cedf/_loops.pxd":152
  *         dot = 0
  *         for j in range(c):
  *             dot += p[i * c + j] * g[i * c + j]             # <<<<<<<<<<<<<<
@@ -8790,7 +9152,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
     }
 
 
-    /* "cedf/_loops.pxd":134
+    /* "cedf/_loops.pxd":153
  *         for j in range(c):
  *             dot += p[i * c + j] * g[i * c + j]
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8804,7 +9166,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":135
+      /* "cedf/_loops.pxd":154
  *             dot += p[i * c + j] * g[i * c + j]
  *         for j in range(c):
  *             k = i * c + j             # <<<<<<<<<<<<<<
@@ -8813,7 +9175,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
 */
       __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + __pyx_v_j);
 
-      /* "cedf/_loops.pxd":136
+      /* "cedf/_loops.pxd":155
  *         for j in range(c):
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + <floating>(p[k] * (g[k] - dot))             # <<<<<<<<<<<<<<
@@ -8834,7 +9196,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_backward(flo
   }
 
 
-  /* "cedf/_loops.pxd":126
+  /* "cedf/_loops.pxd":145
  * 
  * 
  * cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8862,7 +9224,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
   Py_ssize_t __pyx_t_6;
   double __pyx_t_7;
 
-  /* "cedf/_loops.pxd":130
+  /* "cedf/_loops.pxd":149
  *     cdef Py_ssize_t i, j, k
  *     cdef double dot
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8876,7 +9238,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":131
+    /* "cedf/_loops.pxd":150
  *     cdef double dot
  *     for i in range(n):
  *         dot = 0             # <<<<<<<<<<<<<<
@@ -8885,7 +9247,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
 */
     __pyx_v_dot = 0.0;
 
-    /* "cedf/_loops.pxd":132
+    /* "cedf/_loops.pxd":151
  *     for i in range(n):
  *         dot = 0
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8899,7 +9261,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":133
+      /* "cedf/_loops.pxd":152
  *         dot = 0
  *         for j in range(c):
  *             dot += p[i * c + j] * g[i * c + j]             # <<<<<<<<<<<<<<
@@ -8910,7 +9272,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
     }
 
 
-    /* "cedf/_loops.pxd":134
+    /* "cedf/_loops.pxd":153
  *         for j in range(c):
  *             dot += p[i * c + j] * g[i * c + j]
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -8924,7 +9286,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":135
+      /* "cedf/_loops.pxd":154
  *             dot += p[i * c + j] * g[i * c + j]
  *         for j in range(c):
  *             k = i * c + j             # <<<<<<<<<<<<<<
@@ -8933,7 +9295,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
 */
       __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + __pyx_v_j);
 
-      /* "cedf/_loops.pxd":136
+      /* "cedf/_loops.pxd":155
  *         for j in range(c):
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + <floating>(p[k] * (g[k] - dot))             # <<<<<<<<<<<<<<
@@ -8954,7 +9316,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
   }
 
 
-  /* "cedf/_loops.pxd":126
+  /* "cedf/_loops.pxd":145
  * 
  * 
  * cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,             # <<<<<<<<<<<<<<
@@ -8969,7 +9331,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_backward(dou
 
 }
 
-/* "cedf/_loops.pxd":139
+/* "cedf/_loops.pxd":158
  * 
  * 
  * cdef inline void cross_entropy_forward(const floating* p, const int64_t* labels, floating* out,             # <<<<<<<<<<<<<<
@@ -8983,7 +9345,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_forwar
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":142
+  /* "cedf/_loops.pxd":161
  *                                        Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -8997,7 +9359,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_forwar
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":143
+    /* "cedf/_loops.pxd":162
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         out[i] = <floating>(-log(p[i * c + labels[i]]))             # <<<<<<<<<<<<<<
@@ -9008,7 +9370,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_forwar
   }
 
 
-  /* "cedf/_loops.pxd":139
+  /* "cedf/_loops.pxd":158
  * 
  * 
  * cdef inline void cross_entropy_forward(const floating* p, const int64_t* labels, floating* out,             # <<<<<<<<<<<<<<
@@ -9026,7 +9388,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_forwar
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":142
+  /* "cedf/_loops.pxd":161
  *                                        Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9040,7 +9402,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_forwar
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":143
+    /* "cedf/_loops.pxd":162
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         out[i] = <floating>(-log(p[i * c + labels[i]]))             # <<<<<<<<<<<<<<
@@ -9051,7 +9413,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_forwar
   }
 
 
-  /* "cedf/_loops.pxd":139
+  /* "cedf/_loops.pxd":158
  * 
  * 
  * cdef inline void cross_entropy_forward(const floating* p, const int64_t* labels, floating* out,             # <<<<<<<<<<<<<<
@@ -9063,7 +9425,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_forwar
 
 }
 
-/* "cedf/_loops.pxd":146
+/* "cedf/_loops.pxd":165
  * 
  * 
  * cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels, const floating* g,             # <<<<<<<<<<<<<<
@@ -9080,7 +9442,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "cedf/_loops.pxd":149
+  /* "cedf/_loops.pxd":168
  *                                         floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i, k
  *     if not acc:             # <<<<<<<<<<<<<<
@@ -9092,7 +9454,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":150
+    /* "cedf/_loops.pxd":169
  *     cdef Py_ssize_t i, k
  *     if not acc:
  *         fill(gp, <floating>0, n * c)             # <<<<<<<<<<<<<<
@@ -9101,7 +9463,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
     __pyx_fuse_0__pyx_f_4cedf_6_loops_fill(__pyx_v_gp, ((float)0), (__pyx_v_n * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":149
+    /* "cedf/_loops.pxd":168
  *                                         floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i, k
  *     if not acc:             # <<<<<<<<<<<<<<
@@ -9110,7 +9472,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
   }
 
-  /* "cedf/_loops.pxd":151
+  /* "cedf/_loops.pxd":170
  *     if not acc:
  *         fill(gp, <floating>0, n * c)
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9124,7 +9486,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_i = __pyx_t_4;
 
-    /* "cedf/_loops.pxd":152
+    /* "cedf/_loops.pxd":171
  *         fill(gp, <floating>0, n * c)
  *     for i in range(n):
  *         k = i * c + labels[i]             # <<<<<<<<<<<<<<
@@ -9133,7 +9495,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
     __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + (__pyx_v_labels[__pyx_v_i]));
 
-    /* "cedf/_loops.pxd":153
+    /* "cedf/_loops.pxd":172
  *     for i in range(n):
  *         k = i * c + labels[i]
  *         gp[k] += <floating>(-g[i] / <double>p[k])             # <<<<<<<<<<<<<<
@@ -9146,7 +9508,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_cross_entropy_backwa
   }
 
 
-  /* "cedf/_loops.pxd":146
+  /* "cedf/_loops.pxd":165
  * 
  * 
  * cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels, const floating* g,             # <<<<<<<<<<<<<<
@@ -9168,7 +9530,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "cedf/_loops.pxd":149
+  /* "cedf/_loops.pxd":168
  *                                         floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i, k
  *     if not acc:             # <<<<<<<<<<<<<<
@@ -9180,7 +9542,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
   if (__pyx_t_1) {
 
 
-    /* "cedf/_loops.pxd":150
+    /* "cedf/_loops.pxd":169
  *     cdef Py_ssize_t i, k
  *     if not acc:
  *         fill(gp, <floating>0, n * c)             # <<<<<<<<<<<<<<
@@ -9189,7 +9551,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
     __pyx_fuse_1__pyx_f_4cedf_6_loops_fill(__pyx_v_gp, ((double)0), (__pyx_v_n * __pyx_v_c));
 
-    /* "cedf/_loops.pxd":149
+    /* "cedf/_loops.pxd":168
  *                                         floating* gp, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
  *     cdef Py_ssize_t i, k
  *     if not acc:             # <<<<<<<<<<<<<<
@@ -9198,7 +9560,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
   }
 
-  /* "cedf/_loops.pxd":151
+  /* "cedf/_loops.pxd":170
  *     if not acc:
  *         fill(gp, <floating>0, n * c)
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9212,7 +9574,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_i = __pyx_t_4;
 
-    /* "cedf/_loops.pxd":152
+    /* "cedf/_loops.pxd":171
  *         fill(gp, <floating>0, n * c)
  *     for i in range(n):
  *         k = i * c + labels[i]             # <<<<<<<<<<<<<<
@@ -9221,7 +9583,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
 */
     __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + (__pyx_v_labels[__pyx_v_i]));
 
-    /* "cedf/_loops.pxd":153
+    /* "cedf/_loops.pxd":172
  *     for i in range(n):
  *         k = i * c + labels[i]
  *         gp[k] += <floating>(-g[i] / <double>p[k])             # <<<<<<<<<<<<<<
@@ -9234,7 +9596,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
   }
 
 
-  /* "cedf/_loops.pxd":146
+  /* "cedf/_loops.pxd":165
  * 
  * 
  * cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels, const floating* g,             # <<<<<<<<<<<<<<
@@ -9247,7 +9609,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_cross_entropy_backwa
 
 }
 
-/* "cedf/_loops.pxd":156
+/* "cedf/_loops.pxd":175
  * 
  * 
  * cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,             # <<<<<<<<<<<<<<
@@ -9268,7 +9630,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
   Py_ssize_t __pyx_t_6;
   float __pyx_t_7;
 
-  /* "cedf/_loops.pxd":163
+  /* "cedf/_loops.pxd":182
  *     cdef Py_ssize_t i, j, k
  *     cdef floating gi
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9282,7 +9644,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":164
+    /* "cedf/_loops.pxd":183
  *     cdef floating gi
  *     for i in range(n):
  *         gi = g[i]             # <<<<<<<<<<<<<<
@@ -9291,7 +9653,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
 */
     __pyx_v_gi = (__pyx_v_g[__pyx_v_i]);
 
-    /* "cedf/_loops.pxd":165
+    /* "cedf/_loops.pxd":184
  *     for i in range(n):
  *         gi = g[i]
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -9305,7 +9667,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":166
+      /* "cedf/_loops.pxd":185
  *         gi = g[i]
  *         for j in range(c):
  *             k = i * c + j             # <<<<<<<<<<<<<<
@@ -9314,7 +9676,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
 */
       __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + __pyx_v_j);
 
-      /* "cedf/_loops.pxd":167
+      /* "cedf/_loops.pxd":186
  *         for j in range(c):
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + gi * p[k]             # <<<<<<<<<<<<<<
@@ -9333,7 +9695,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
     }
 
 
-    /* "cedf/_loops.pxd":168
+    /* "cedf/_loops.pxd":187
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + gi * p[k]
  *         gx[i * c + labels[i]] -= gi             # <<<<<<<<<<<<<<
@@ -9346,7 +9708,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_softmax_cross_entrop
   }
 
 
-  /* "cedf/_loops.pxd":156
+  /* "cedf/_loops.pxd":175
  * 
  * 
  * cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,             # <<<<<<<<<<<<<<
@@ -9374,7 +9736,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
   Py_ssize_t __pyx_t_6;
   double __pyx_t_7;
 
-  /* "cedf/_loops.pxd":163
+  /* "cedf/_loops.pxd":182
  *     cdef Py_ssize_t i, j, k
  *     cdef floating gi
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9388,7 +9750,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":164
+    /* "cedf/_loops.pxd":183
  *     cdef floating gi
  *     for i in range(n):
  *         gi = g[i]             # <<<<<<<<<<<<<<
@@ -9397,7 +9759,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
 */
     __pyx_v_gi = (__pyx_v_g[__pyx_v_i]);
 
-    /* "cedf/_loops.pxd":165
+    /* "cedf/_loops.pxd":184
  *     for i in range(n):
  *         gi = g[i]
  *         for j in range(c):             # <<<<<<<<<<<<<<
@@ -9411,7 +9773,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_j = __pyx_t_6;
 
-      /* "cedf/_loops.pxd":166
+      /* "cedf/_loops.pxd":185
  *         gi = g[i]
  *         for j in range(c):
  *             k = i * c + j             # <<<<<<<<<<<<<<
@@ -9420,7 +9782,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
 */
       __pyx_v_k = ((__pyx_v_i * __pyx_v_c) + __pyx_v_j);
 
-      /* "cedf/_loops.pxd":167
+      /* "cedf/_loops.pxd":186
  *         for j in range(c):
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + gi * p[k]             # <<<<<<<<<<<<<<
@@ -9439,7 +9801,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
     }
 
 
-    /* "cedf/_loops.pxd":168
+    /* "cedf/_loops.pxd":187
  *             k = i * c + j
  *             gx[k] = (gx[k] if acc else 0) + gi * p[k]
  *         gx[i * c + labels[i]] -= gi             # <<<<<<<<<<<<<<
@@ -9452,7 +9814,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
   }
 
 
-  /* "cedf/_loops.pxd":156
+  /* "cedf/_loops.pxd":175
  * 
  * 
  * cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,             # <<<<<<<<<<<<<<
@@ -9467,7 +9829,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_softmax_cross_entrop
 
 }
 
-/* "cedf/_loops.pxd":171
+/* "cedf/_loops.pxd":190
  * 
  * 
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9481,7 +9843,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_forward(float co
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":173
+  /* "cedf/_loops.pxd":192
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9495,7 +9857,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_forward(float co
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":174
+    /* "cedf/_loops.pxd":193
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         out[i] = <floating>cedf_bce(p[i], y[i])             # <<<<<<<<<<<<<<
@@ -9506,7 +9868,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_forward(float co
   }
 
 
-  /* "cedf/_loops.pxd":171
+  /* "cedf/_loops.pxd":190
  * 
  * 
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9524,7 +9886,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_forward(double c
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "cedf/_loops.pxd":173
+  /* "cedf/_loops.pxd":192
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9538,7 +9900,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_forward(double c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":174
+    /* "cedf/_loops.pxd":193
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         out[i] = <floating>cedf_bce(p[i], y[i])             # <<<<<<<<<<<<<<
@@ -9549,7 +9911,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_forward(double c
   }
 
 
-  /* "cedf/_loops.pxd":171
+  /* "cedf/_loops.pxd":190
  * 
  * 
  * cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9561,7 +9923,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_forward(double c
 
 }
 
-/* "cedf/_loops.pxd":177
+/* "cedf/_loops.pxd":196
  * 
  * 
  * cdef inline void bce_backward(const floating* p, const floating* y, const floating* g, floating* gp,             # <<<<<<<<<<<<<<
@@ -9576,7 +9938,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_backward(float c
   Py_ssize_t __pyx_t_3;
   float __pyx_t_4;
 
-  /* "cedf/_loops.pxd":180
+  /* "cedf/_loops.pxd":199
  *                               bint acc, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9590,7 +9952,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_backward(float c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":181
+    /* "cedf/_loops.pxd":200
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gp[i] = (gp[i] if acc else 0) + <floating>cedf_bce_grad(p[i], y[i], g[i])             # <<<<<<<<<<<<<<
@@ -9609,7 +9971,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_bce_backward(float c
   }
 
 
-  /* "cedf/_loops.pxd":177
+  /* "cedf/_loops.pxd":196
  * 
  * 
  * cdef inline void bce_backward(const floating* p, const floating* y, const floating* g, floating* gp,             # <<<<<<<<<<<<<<
@@ -9628,7 +9990,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_backward(double 
   Py_ssize_t __pyx_t_3;
   double __pyx_t_4;
 
-  /* "cedf/_loops.pxd":180
+  /* "cedf/_loops.pxd":199
  *                               bint acc, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9642,7 +10004,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_backward(double 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":181
+    /* "cedf/_loops.pxd":200
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gp[i] = (gp[i] if acc else 0) + <floating>cedf_bce_grad(p[i], y[i], g[i])             # <<<<<<<<<<<<<<
@@ -9661,7 +10023,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_backward(double 
   }
 
 
-  /* "cedf/_loops.pxd":177
+  /* "cedf/_loops.pxd":196
  * 
  * 
  * cdef inline void bce_backward(const floating* p, const floating* y, const floating* g, floating* gp,             # <<<<<<<<<<<<<<
@@ -9673,7 +10035,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_bce_backward(double 
 
 }
 
-/* "cedf/_loops.pxd":184
+/* "cedf/_loops.pxd":203
  * 
  * 
  * cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, const floating* g,             # <<<<<<<<<<<<<<
@@ -9688,7 +10050,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   Py_ssize_t __pyx_t_3;
   float __pyx_t_4;
 
-  /* "cedf/_loops.pxd":189
+  /* "cedf/_loops.pxd":208
  *     # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y.
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9702,7 +10064,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":190
+    /* "cedf/_loops.pxd":209
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])             # <<<<<<<<<<<<<<
@@ -9721,7 +10083,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   }
 
 
-  /* "cedf/_loops.pxd":184
+  /* "cedf/_loops.pxd":203
  * 
  * 
  * cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, const floating* g,             # <<<<<<<<<<<<<<
@@ -9740,7 +10102,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   Py_ssize_t __pyx_t_3;
   double __pyx_t_4;
 
-  /* "cedf/_loops.pxd":189
+  /* "cedf/_loops.pxd":208
  *     # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y.
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9754,7 +10116,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":190
+    /* "cedf/_loops.pxd":209
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])             # <<<<<<<<<<<<<<
@@ -9773,7 +10135,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_bce_backward
   }
 
 
-  /* "cedf/_loops.pxd":184
+  /* "cedf/_loops.pxd":203
  * 
  * 
  * cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, const floating* g,             # <<<<<<<<<<<<<<
@@ -9785,7 +10147,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sigmoid_bce_backward
 
 }
 
-/* "cedf/_loops.pxd":193
+/* "cedf/_loops.pxd":212
  * 
  * 
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9800,7 +10162,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sgd(float *__pyx_v_v
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "cedf/_loops.pxd":195
+  /* "cedf/_loops.pxd":214
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9813,7 +10175,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sgd(float *__pyx_v_v
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":196
+    /* "cedf/_loops.pxd":215
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         value[i] -= lr * grad[i]             # <<<<<<<<<<<<<<
@@ -9824,7 +10186,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_4cedf_6_loops_sgd(float *__pyx_v_v
   }
 
 
-  /* "cedf/_loops.pxd":193
+  /* "cedf/_loops.pxd":212
  * 
  * 
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -9843,7 +10205,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sgd(double *__pyx_v_
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "cedf/_loops.pxd":195
+  /* "cedf/_loops.pxd":214
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:
  *     cdef Py_ssize_t i
  *     for i in range(n):             # <<<<<<<<<<<<<<
@@ -9856,7 +10218,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sgd(double *__pyx_v_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "cedf/_loops.pxd":196
+    /* "cedf/_loops.pxd":215
  *     cdef Py_ssize_t i
  *     for i in range(n):
  *         value[i] -= lr * grad[i]             # <<<<<<<<<<<<<<
@@ -9867,7 +10229,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_4cedf_6_loops_sgd(double *__pyx_v_
   }
 
 
-  /* "cedf/_loops.pxd":193
+  /* "cedf/_loops.pxd":212
  * 
  * 
  * cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<

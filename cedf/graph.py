@@ -79,8 +79,6 @@ def Backward(loss):
     creation order, each adding into its inputs' gradients.
     """
     g = _current
-    if not any(c is loss for c in g.CompNodes):
-        raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of the current graph")
     if g._planned:
         if _compiled():
             try:
@@ -90,6 +88,8 @@ def Backward(loss):
                 pass
         # The nodes' own backward needs what their own forward saw.
         _forward_node_by_node(g)
+    if not any(c is loss for c in g.CompNodes):
+        raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of the current graph")
     for c in g.CompNodes + g.Parameters:
         zero_grad(c)
     n = len(loss.value) if loss.value.ndim else 1

@@ -318,10 +318,12 @@ class GraphPlan:
         """Run the backward program for `loss`; raises Replan when the plan no longer fits."""
         if not self.valid():
             raise Replan("graph")
-        key = id(loss)
-        if key not in self._backward:
-            self._backward[key] = self._build_backward(loss)
-        program, lazy = self._backward[key]
+        programs = self._backward.get(id(loss))
+        if programs is None:
+            if not any(c is loss for c in self.graph.CompNodes):
+                raise Replan("loss")   # the node-by-node Backward says what is wrong
+            programs = self._backward[id(loss)] = self._build_backward(loss)
+        program, lazy = programs
         program.run()
         for node, compute in lazy:
             node._pending_grad = compute
