@@ -38,10 +38,10 @@ cpdef enum:
     SOFTMAX_BWD         # a: p, g, gx; acc: gx
     CE_FWD              # a: p, labels, out
     CE_BWD              # a: p, labels, g, gp; acc: gp
-    SOFTMAX_CE_BWD      # a: p, labels, g, gx; acc: gx
+    SOFTMAX_CE_BWD      # a: p, labels, g, gx, gp; acc: gx (gp, the Softmax's gradient, is written)
     BCE_FWD             # a: p, y, out                         m = batch
     BCE_BWD             # a: p, y, g, gp; acc: gp
-    SIGMOID_BCE_BWD     # a: p, y, g, gx; acc: gx
+    SIGMOID_BCE_BWD     # a: p, y, g, gx, gp; acc: gx (gp, the Sigmoid's gradient, is written)
     FILL                # a: dst; scalar: value                 m = size
     SGD                 # a: value, grad; the learning rate is given to run()
     CHECK_CLASSES       # a: labels                            m, n = batch, classes
@@ -119,7 +119,8 @@ cdef class Program:
     cdef list bindings       # the Binding entries, with their indices
     cdef list messages       # op index -> error message template, or None
     cdef Py_ssize_t bad_row
-    cdef double bad_value
+    cdef int64_t bad_label     # what CHECK_CLASSES found
+    cdef double bad_value      # what BINARY_LABELS found
 
     def __cinit__(self, buffers, ops, messages=None):
         self.n_buffers = len(buffers)
@@ -166,6 +167,7 @@ cdef class Program:
         cdef int i, failed = -1
         cdef bint ok
         cdef Binding b
+        cdef object value   # a Python int for a class label, a float for a binary one
         for i, b in self.bindings:
             b.refresh()
             self._set(i, b.array)
@@ -173,15 +175,18 @@ cdef class Program:
             for i in range(self.n_ops):
                 if self.ops[i].f64:
                     ok = _execute(<double>0, &self.ops[i], self.ptr, self.typenum, lr,
-                                  &self.bad_row, &self.bad_value)
+                                  &self.bad_row, &self.bad_label, &self.bad_value)
                 else:
                     ok = _execute(<float>0, &self.ops[i], self.ptr, self.typenum, lr,
-                                  &self.bad_row, &self.bad_value)
+                                  &self.bad_row, &self.bad_label, &self.bad_value)
                 if not ok:
                     failed = i
                     break
         if failed >= 0:
-            value = int(self.bad_value) if self.bad_value == <int64_t>self.bad_value else self.bad_value
+            if self.ops[failed].code == CHECK_CLASSES:
+                value = self.bad_label
+            else:
+                value = self.bad_value
             raise ValueError(self.messages[failed].format(value=value, row=self.bad_row))
 
     def bound(self, int index):
@@ -213,7 +218,7 @@ cdef bint _binary_labels(const label_t* y, floating* out, Py_ssize_t n,
 
 
 cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
-                   Py_ssize_t* bad_row, double* bad_value) noexcept nogil:
+                   Py_ssize_t* bad_row, int64_t* bad_label, double* bad_value) noexcept nogil:
     """Run one operation (`dtype` only picks the float type); False, with the offending
     row and value, when a label is invalid."""
     cdef int* a = op.a
@@ -242,7 +247,7 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
                                      <floating*>ptr[a[3]], op.acc[0], op.m, op.n)
     elif op.code == SOFTMAX_CE_BWD:
         loops.softmax_cross_entropy_backward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
-                                             <floating*>ptr[a[3]], op.acc[0], op.m, op.n)
+                                             <floating*>ptr[a[3]], op.acc[0], <floating*>ptr[a[4]], op.m, op.n)
     elif op.code == BCE_FWD:
         loops.bce_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.m)
     elif op.code == BCE_BWD:
@@ -250,7 +255,7 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
                            <floating*>ptr[a[3]], op.acc[0], op.m)
     elif op.code == SIGMOID_BCE_BWD:
         loops.sigmoid_bce_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
-                                   <floating*>ptr[a[3]], op.acc[0], op.m)
+                                   <floating*>ptr[a[3]], op.acc[0], <floating*>ptr[a[4]], op.m)
     elif op.code == FILL:
         loops.fill(<floating*>ptr[a[0]], <floating>op.scalar, op.m)
     elif op.code == SGD:
@@ -260,7 +265,7 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
         labels = <int64_t*>ptr[a[0]]
         for i in range(op.m):
             if labels[i] < 0 or labels[i] >= op.n:
-                bad_row[0], bad_value[0] = i, <double>labels[i]
+                bad_row[0], bad_label[0] = i, labels[i]
                 return False
     elif op.code == BINARY_LABELS:
         if typenum[a[0]] == cnp.NPY_INT64:

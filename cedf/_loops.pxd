@@ -174,17 +174,22 @@ cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels
 
 cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,
                                                 const floating* g, floating* gx, bint acc,
-                                                Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+                                                floating* gp, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
     # Softmax followed by cross-entropy, differentiated together:
-    # d(-log p_y)/dx_j = p_j - [j == y], one pass instead of two.
+    # d(-log p_y)/dx_j = p_j - [j == y], one pass instead of two. The Softmax's
+    # own gradient gp (the cross-entropy's -1/p_y at the label, zero elsewhere)
+    # is written too, so that it is there to read, at the cost of a memset.
     cdef Py_ssize_t i, j, k
     cdef floating gi
+    fill(gp, <floating>0, n * c)
     for i in range(n):
         gi = g[i]
         for j in range(c):
             k = i * c + j
             gx[k] = (gx[k] if acc else 0) + gi * p[k]
-        gx[i * c + labels[i]] -= gi
+        k = i * c + labels[i]
+        gx[k] -= gi
+        gp[k] = <floating>(-gi / <double>p[k])
 
 
 cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
@@ -201,12 +206,14 @@ cdef inline void bce_backward(const floating* p, const floating* y, const floati
 
 
 cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, const floating* g,
-                                      floating* gx, bint acc, Py_ssize_t n) noexcept nogil:
+                                      floating* gx, bint acc, floating* gp, Py_ssize_t n) noexcept nogil:
     # Sigmoid followed by BCE, differentiated together: the lecture's local
-    # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y.
+    # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y. The
+    # Sigmoid's own gradient gp, the first factor, is written too.
     cdef Py_ssize_t i
     for i in range(n):
         gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])
+        gp[i] = <floating>cedf_bce_grad(p[i], y[i], g[i])
 
 
 cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:

@@ -113,11 +113,12 @@ class CompNode:
 class _Lazy:
     """An attribute that the compiled plan may leave to be computed when it is read.
 
-    The plan (`cedf.plan`) skips work whose result no other node needs, such as
-    the per-example loss values during training or the gradient of a Softmax
-    that was differentiated together with its cross-entropy. It leaves a
-    function in ``_pending_<name>`` instead, and reading the attribute runs it,
-    so ``.value`` and ``.grad`` are always there for a user who asks.
+    The plan (`cedf.plan`) skips work whose result no other node needs: the
+    per-example loss values, during training, cost a logarithm each and only a
+    person reads them. It leaves a function in ``_pending_<name>`` instead, and
+    reading the attribute runs it, so ``.value`` is always there for a user who
+    asks. The function reads buffers that only the next Forward overwrites,
+    and that Forward leaves a new one.
     """
 
     def __set_name__(self, owner, name):
@@ -141,8 +142,7 @@ class BuiltinNode(CompNode):
     """Base of cedf's own nodes: checked inputs, reused buffers, direct gradient routing."""
 
     value = _Lazy()
-    grad = _Lazy()
-    _value = _grad = _pending_value = _pending_grad = None
+    _value = _pending_value = None
     _value_buf = None
 
     def _register(self):
