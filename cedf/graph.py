@@ -50,6 +50,10 @@ def _compiled():
 
 
 def _forward_node_by_node(g):
+    if g._planned:
+        # Loss values the plan left to compute read buffers that are about to change.
+        for c in g.CompNodes:
+            c.value
     g._plan = None
     g._planned = False
     for c in g.CompNodes:

@@ -159,8 +159,13 @@ class GraphPlan:
                      [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
             else:
                 lazy.extend(self._loss_forward(b, node, dtype))
+        # Labels are checked before anything is computed, so that a step refused
+        # for its labels leaves every value (and the losses still to compute) as they were.
+        checks = {_engine.CHECK_CLASSES, _engine.BINARY_LABELS}
+        order = sorted(range(len(b.ops)), key=lambda i: b.ops[i][0] not in checks)
+        b.ops, b.messages = [b.ops[i] for i in order], [b.messages[i] for i in order]
         program = b.program()
-        return program, [(node, self._loss_values(program, node, labels)) for node, labels in lazy]
+        return program, [self._loss_values(program, node, labels) for node, labels in lazy]
 
     def _labels(self, b, node):
         """The loss's labels, checked: int64 class indices, or 0/1 in a float buffer."""
@@ -193,19 +198,27 @@ class GraphPlan:
 
     @staticmethod
     def _loss_values(program, node, label_index):
-        """What computes a loss's values from the buffers that `program` last used."""
-        p, out = node.x._value, node._value
+        """(node, labels seen, compute): what computes a loss's values after a forward run.
+
+        `labels seen` holds the labels array of the last run that succeeded: the
+        binding moves on to whatever the next run is given, even if it refuses it.
+        """
+        p, out, seen = node.x._value, node._value, [None]
         if isinstance(node, CrossEntropyLoss):
-            return lambda: _kernels.cross_entropy_forward(p, program.bound(label_index), out)
-        n = p.shape[0]
-        return lambda: _kernels.bce_forward(p.reshape(n), program.bound(label_index), out)
+            def compute():
+                _kernels.cross_entropy_forward(p, seen[0], out)
+        else:
+            def compute():
+                _kernels.bce_forward(p.reshape(p.shape[0]), seen[0], out)
+        return node, (program, label_index, seen), compute
 
     def forward(self):
         """Run the forward program; raises Replan when the plan no longer fits."""
         if not self.valid():
             raise Replan("graph")
         self._forward.run()
-        for node, compute in self._lazy_values:
+        for node, (program, label_index, seen), compute in self._lazy_values:
+            seen[0] = program.bound(label_index)
             node._pending_value = compute
 
     # -- backward ----------------------------------------------------------

@@ -9,7 +9,7 @@ reference ("numpy") and on "cython" with the same script, compares step after
 step, and checks that the compiled run really went through the plan
 (``current_graph()._planned``), so that the plan, not the nodes, is what passed.
 
-Bugs of the plan path that these tests found are pinned at the end.
+The last tests pin bugs of the plan path that these tests found (all fixed).
 """
 from types import SimpleNamespace
 
@@ -783,12 +783,7 @@ def test_a_parameter_replaced_by_another_float_dtype():
     assert_runs(comp, ref, np.float32)
 
 
-# -- known bugs ------------------------------------------------------------------------------
-
 @LOSSES
-@pytest.mark.xfail(strict=True, reason="an unread lazy L.value is computed, when read after a planned Forward that "
-                                       "raised on bad labels, from that half-run Forward's buffers: for CE an "
-                                       "error naming the kernel cross_entropy_forward, for BCE wrong numbers")
 def test_loss_values_after_a_failed_forward_are_the_last_good_ones(loss):
     """The nodes leave L.value as the last successful Forward made it when a Forward raises."""
     def train():
