@@ -36,7 +36,8 @@ def _make(what, contender, workload, dtype):
 class _Graph:
     params = [list(WORKLOADS), CONTENDERS, DTYPES]
     param_names = ["workload", "contender", "dtype"]
-    # mlp_large on NumPy takes ~50 ms a call: a few seconds per benchmark, well inside this.
+    # The lecture's EDF takes 1-2 s a step of mlp_large; asv's default sampling then spends
+    # ~20 s on it (2 rounds of at most 10 s) after the setup, well inside this limit.
     timeout = 300
 
 
