@@ -18,7 +18,7 @@ raise the clear errors.
 """
 cimport numpy as cnp
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, intptr_t
 from libc.stdlib cimport free, malloc
 
 cimport cedf._loops as loops
@@ -45,7 +45,9 @@ cpdef enum:
     FILL                # a: dst; scalar: value                 m = size
     SGD                 # a: value, grad; the learning rate is given to run()
     CHECK_CLASSES       # a: labels                            m, n = batch, classes
-    BINARY_LABELS       # a: y (int64, float32 or float64), out (the float dtype)   m = batch
+    BINARY_LABELS       # a: y (int64, float32 or float64), out (the float dtype), stamp   m = batch
+                        # acc[0]: skip when y is the array the last conversion read (a backward
+                        # after its forward); stamp (int64[1]) records that array's address
 
 
 cdef struct Op:
@@ -61,11 +63,13 @@ cdef class Binding:
     """An array that a program reads from ``getattr(owner, attr)`` at every run."""
 
     cdef object owner, attr, convert
-    cdef int ndim
+    cdef int ndim, n_types
     cdef Py_ssize_t dims[4]
-    cdef tuple typenums
+    cdef int typenums[4]
     cdef bint writable
     cdef readonly object array
+    cdef object previous       # what `array` was before this run changed it
+    cdef bint changed
 
     def __init__(self, owner, attr, shape, dtypes, convert, writable=False):
         self.owner, self.attr, self.convert = owner, attr, convert
@@ -74,7 +78,11 @@ cdef class Binding:
             raise ValueError("Binding: at most 4 dimensions")
         for i, d in enumerate(shape):
             self.dims[i] = d
-        self.typenums = tuple(cnp.dtype(t).num for t in dtypes)
+        if not 0 < len(dtypes) <= 4:
+            raise ValueError("Binding: one to four dtypes")
+        self.n_types = len(dtypes)
+        for i, t in enumerate(dtypes):
+            self.typenums[i] = cnp.dtype(t).num
         self.writable = writable
         self.array = None
 
@@ -93,9 +101,13 @@ cdef class Binding:
             return False
         if self.writable and not cnp.PyArray_ISWRITEABLE(arr):
             return False
-        return cnp.PyArray_TYPE(arr) in self.typenums
+        for i in range(self.n_types):
+            if cnp.PyArray_TYPE(arr) == self.typenums[i]:
+                return True
+        return False
 
     cdef int refresh(self) except -1:
+        self.changed = False
         obj = getattr(self.owner, self.attr)
         if obj is self.array and self.fits(obj):
             return 0
@@ -103,8 +115,12 @@ cdef class Binding:
             obj = self.convert(obj)
             if not self.fits(obj):
                 raise Replan(self.attr)
-        self.array = obj
+        self.previous, self.array, self.changed = self.array, obj, True
         return 0
+
+    cdef void roll_back(self):
+        if self.changed:
+            self.array, self.previous, self.changed = self.previous, None, False
 
 
 cdef class Program:
@@ -116,8 +132,10 @@ cdef class Program:
     cdef int* typenum
     cdef int n_buffers
     cdef list buffers        # index -> ndarray (fixed) or Binding
-    cdef list bindings       # the Binding entries, with their indices
+    cdef list bindings       # the Binding entries
+    cdef int* binding_index  # and their indices in the table
     cdef list messages       # op index -> error message template, or None
+    cdef public list after   # (node, function): set as node._pending_value after each good run
     cdef Py_ssize_t bad_row
     cdef int64_t bad_label     # what CHECK_CLASSES found
     cdef double bad_value      # what BINARY_LABELS found
@@ -128,7 +146,8 @@ cdef class Program:
         self.ptr = <void**>malloc(max(self.n_buffers, 1) * sizeof(void*))
         self.typenum = <int*>malloc(max(self.n_buffers, 1) * sizeof(int))
         self.ops = <Op*>malloc(max(self.n_ops, 1) * sizeof(Op))
-        if self.ptr == NULL or self.typenum == NULL or self.ops == NULL:
+        self.binding_index = <int*>malloc(max(self.n_buffers, 1) * sizeof(int))
+        if self.ptr == NULL or self.typenum == NULL or self.ops == NULL or self.binding_index == NULL:
             raise MemoryError()
 
     def __init__(self, buffers, ops, messages=None):
@@ -138,7 +157,8 @@ cdef class Program:
         self.bindings = []
         for i, buf in enumerate(self.buffers):
             if isinstance(buf, Binding):
-                self.bindings.append((i, buf))
+                self.binding_index[len(self.bindings)] = i
+                self.bindings.append(buf)
                 self.ptr[i] = NULL
             else:
                 self._set(i, buf)
@@ -152,8 +172,10 @@ cdef class Program:
                 self.ops[i].acc[j] = accs[j] if j < len(accs) else False
             self.ops[i].scalar = scalar
         self.messages = list(messages) if messages is not None else [None] * self.n_ops
+        self.after = []
 
     def __dealloc__(self):
+        free(self.binding_index)
         free(self.ops)
         free(self.ptr)
         free(self.typenum)
@@ -163,14 +185,23 @@ cdef class Program:
         self.typenum[i] = cnp.PyArray_TYPE(arr)
 
     def run(self, double lr=0):
-        """Refresh the bound arrays, then run every operation; `lr` is the SGD step."""
+        """Refresh the bound arrays, then run every operation; `lr` is the SGD step.
+
+        A run that raises leaves the bindings as the last good run left them, so
+        that what reads them later (a lazy loss value) sees that run's arrays.
+        """
         cdef int i, failed = -1
         cdef bint ok
         cdef Binding b
         cdef object value   # a Python int for a class label, a float for a binary one
-        for i, b in self.bindings:
-            b.refresh()
-            self._set(i, b.array)
+        try:
+            for i in range(len(self.bindings)):
+                b = <Binding>self.bindings[i]
+                b.refresh()
+                self._set(self.binding_index[i], b.array)
+        except BaseException:
+            self._roll_back()
+            raise
         with nogil:
             for i in range(self.n_ops):
                 if self.ops[i].f64:
@@ -183,11 +214,19 @@ cdef class Program:
                     failed = i
                     break
         if failed >= 0:
+            self._roll_back()
             if self.ops[failed].code == CHECK_CLASSES:
                 value = self.bad_label
             else:
                 value = self.bad_value
             raise ValueError(self.messages[failed].format(value=value, row=self.bad_row))
+        for node, compute in self.after:
+            node._pending_value = compute
+
+    cdef void _roll_back(self):
+        cdef Binding b
+        for b in self.bindings:
+            b.roll_back()
 
     def bound(self, int index):
         """The array that buffer `index` was bound to at the last run."""
@@ -209,11 +248,16 @@ cdef bint _binary_labels(const label_t* y, floating* out, Py_ssize_t n,
                          Py_ssize_t* bad_row, double* bad_value) noexcept nogil:
     """Copy 0/1 labels into the loss's float buffer, checking each."""
     cdef Py_ssize_t i
+    cdef bint bad = False
     for i in range(n):
-        if y[i] != 0 and y[i] != 1:
-            bad_row[0], bad_value[0] = i, <double>y[i]
-            return False
+        # No early exit: the loop stays branch-free, and a bad label is rare.
         out[i] = <floating>y[i]
+        bad |= (y[i] != 0) & (y[i] != 1)
+    if bad:
+        for i in range(n):
+            if y[i] != 0 and y[i] != 1:
+                bad_row[0], bad_value[0] = i, <double>y[i]
+                return False
     return True
 
 
@@ -224,6 +268,8 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
     cdef int* a = op.a
     cdef Py_ssize_t i
     cdef int64_t* labels
+    cdef intptr_t* stamp
+    cdef bint ok
     if op.code == AFFINE_FWD:
         loops.affine_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
                              <floating*>ptr[a[3]], op.m, op.n, op.k)
@@ -268,10 +314,17 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
                 bad_row[0], bad_label[0] = i, labels[i]
                 return False
     elif op.code == BINARY_LABELS:
+        stamp = <intptr_t*>ptr[a[2]]
+        if op.acc[0] and stamp[0] == <intptr_t>ptr[a[0]]:
+            return True
+        stamp[0] = 0
         if typenum[a[0]] == cnp.NPY_INT64:
-            return _binary_labels(<int64_t*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+            ok = _binary_labels(<int64_t*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
         elif typenum[a[0]] == cnp.NPY_FLOAT32:
-            return _binary_labels(<float*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+            ok = _binary_labels(<float*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
         else:
-            return _binary_labels(<double*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+            ok = _binary_labels(<double*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+        if ok:
+            stamp[0] = <intptr_t>ptr[a[0]]
+        return ok
     return True

@@ -109,7 +109,7 @@ cdef inline void sigmoid_backward(const floating* s, const floating* g, floating
     # The lecture's local gradient s (1 - s), written in terms of the output.
     cdef Py_ssize_t i
     for i in range(n):
-        gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (1 - s[i])
+        gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (<floating>1 - s[i])
 
 
 cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
@@ -209,11 +209,13 @@ cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, cons
                                       floating* gx, bint acc, floating* gp, Py_ssize_t n) noexcept nogil:
     # Sigmoid followed by BCE, differentiated together: the lecture's local
     # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y. The
-    # Sigmoid's own gradient gp, the first factor, is written too.
+    # Sigmoid's own gradient gp, the first factor, is written too; both of its
+    # branches are computed and one is selected, so that the loop vectorises.
     cdef Py_ssize_t i
+    cdef floating one = 1
     for i in range(n):
         gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])
-        gp[i] = <floating>cedf_bce_grad(p[i], y[i], g[i])
+        gp[i] = g[i] * (-one / p[i] if y[i] > <floating>0.5 else one / (one - p[i]))
 
 
 cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:

@@ -46,7 +46,7 @@ def clear_compgraph():
 
 
 def _compiled():
-    return backend.kernels is not backend.reference
+    return backend.kernels is backend._kernels
 
 
 def _forward_node_by_node(g):
@@ -65,7 +65,7 @@ def _forward_node_by_node(g):
 def Forward():
     """Compute every node's value, in creation order."""
     g = _current
-    if g._plan is not None and _compiled():
+    if g._plan is not None and backend.kernels is backend._kernels:
         try:
             g._plan.forward()
             g._planned = True
@@ -84,7 +84,7 @@ def Backward(loss):
     """
     g = _current
     if g._planned:
-        if _compiled():
+        if backend.kernels is backend._kernels:
             try:
                 g._plan.backward(loss)
                 return
@@ -105,7 +105,7 @@ def Backward(loss):
 def UpdateParameters():
     """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
     g = _current
-    if g._plan is not None and _compiled():
+    if g._plan is not None and backend.kernels is backend._kernels:
         try:
             g._plan.update(cedf.learning_rate)
             return

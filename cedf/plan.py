@@ -131,12 +131,9 @@ class GraphPlan:
                 if id(source) in self.consumers:
                     self.consumers[id(source)].append(c)
         self._binary = {}   # id(BCELoss) -> its float copy of the labels, shared by the programs
-        self._forward, self._lazy_values = self._build_forward()
+        self._forward = self._build_forward()
         self._backward = {}
         self._update = self._build_update()
-
-    def valid(self):
-        return self.signature == (len(self.graph.CompNodes), len(self.graph.Parameters))
 
     # -- forward -----------------------------------------------------------
 
@@ -165,10 +162,16 @@ class GraphPlan:
         order = sorted(range(len(b.ops)), key=lambda i: b.ops[i][0] not in checks)
         b.ops, b.messages = [b.ops[i] for i in order], [b.messages[i] for i in order]
         program = b.program()
-        return program, [self._loss_values(program, node, labels) for node, labels in lazy]
+        program.after = [(node, self._loss_values(program, node, labels)) for node, labels in lazy]
+        return program
 
-    def _labels(self, b, node):
-        """The loss's labels, checked: int64 class indices, or 0/1 in a float buffer."""
+    def _labels(self, b, node, backward=False):
+        """The loss's labels, checked: int64 class indices, or 0/1 in a float buffer.
+
+        A backward reuses the 0/1 labels its forward converted when ``y.value`` is
+        still the same array (the lecture's Backward reads ``y.value`` again; an
+        array changed in place between Forward and Backward is not seen).
+        """
         n, dtype = node._p.shape[0], node._value.dtype
         if isinstance(node, CrossEntropyLoss):
             classes = node._p.shape[1]
@@ -177,9 +180,10 @@ class GraphPlan:
                  message=f"CrossEntropyLoss: label {{value}} is outside [0, {classes}) (p has {classes} classes)")
             return labels
         y = b.bound(node.y, "value", (n,), (np.int64, np.float32, np.float64), _binary_converter(n))
-        # A buffer of the plan's own: the node's converted labels may be the user's array itself.
-        labels = b.fixed(self._binary.setdefault(id(node), np.empty(n, dtype)))
-        b.op(_engine.BINARY_LABELS, dtype, (n,), [y, labels],
+        # Buffers of the plan's own: the node's converted labels may be the user's array itself.
+        converted, stamp = self._binary.setdefault(id(node), (np.empty(n, dtype), np.zeros(1, np.intp)))
+        labels = b.fixed(converted)
+        b.op(_engine.BINARY_LABELS, dtype, (n,), [y, labels, b.fixed(stamp)], (backward,),
              message="BCELoss: y must hold labels 0 or 1, got {value}")
         return labels
 
@@ -198,28 +202,17 @@ class GraphPlan:
 
     @staticmethod
     def _loss_values(program, node, label_index):
-        """(node, labels seen, compute): what computes a loss's values after a forward run.
-
-        `labels seen` holds the labels array of the last run that succeeded: the
-        binding moves on to whatever the next run is given, even if it refuses it.
-        """
-        p, out, seen = node.x._value, node._value, [None]
+        """What computes a loss's values from the buffers that `program` last ran on."""
+        p, out = node.x._value, node._value
         if isinstance(node, CrossEntropyLoss):
-            def compute():
-                _kernels.cross_entropy_forward(p, seen[0], out)
-        else:
-            def compute():
-                _kernels.bce_forward(p.reshape(p.shape[0]), seen[0], out)
-        return node, (program, label_index, seen), compute
+            return lambda: _kernels.cross_entropy_forward(p, program.bound(label_index), out)
+        return lambda: _kernels.bce_forward(p.reshape(p.shape[0]), program.bound(label_index), out)
 
     def forward(self):
         """Run the forward program; raises Replan when the plan no longer fits."""
-        if not self.valid():
+        if len(self.graph.CompNodes) != self.signature[0] or len(self.graph.Parameters) != self.signature[1]:
             raise Replan("graph")
         self._forward.run()
-        for node, (program, label_index, seen), compute in self._lazy_values:
-            seen[0] = program.bound(label_index)
-            node._pending_value = compute
 
     # -- backward ----------------------------------------------------------
 
@@ -295,7 +288,7 @@ class GraphPlan:
 
     def _loss_backward(self, b, node, g, target, fused):
         dtype, n = node._value.dtype, node._p.shape[0]
-        labels = self._labels(b, node)
+        labels = self._labels(b, node, backward=True)
         source, ce = node.x, isinstance(node, CrossEntropyLoss)
         if isinstance(source, Softmax if ce else Sigmoid) and self.consumers[id(source)] == [node]:
             # Differentiate the pair in one pass, which also writes the Softmax's/Sigmoid's gradient.
@@ -319,7 +312,7 @@ class GraphPlan:
 
     def backward(self, loss):
         """Run the backward program for `loss`; raises Replan when the plan no longer fits."""
-        if not self.valid():
+        if len(self.graph.CompNodes) != self.signature[0] or len(self.graph.Parameters) != self.signature[1]:
             raise Replan("graph")
         program = self._backward.get(id(loss))
         if program is None:
@@ -343,7 +336,8 @@ class GraphPlan:
 
     def update(self, learning_rate):
         """Run the SGD program; raises Replan when a parameter or its gradient is not as planned."""
-        if self._update is None or not self.valid():
+        if (self._update is None or len(self.graph.CompNodes) != self.signature[0]
+                or len(self.graph.Parameters) != self.signature[1]):
             raise Replan("update")
         self._update.run(learning_rate)
 
