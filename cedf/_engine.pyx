@@ -31,9 +31,12 @@ cnp.import_array()
 # Operations. Buffers are named by their index in the program's table.
 cpdef enum:
     AFFINE_FWD          # a: x, A, b, out                      m, n, k = B, nIn, nOut
+                        # (b absent: the Sigmoid that follows adds it, BIAS_SIGMOID_FWD)
     AFFINE_BWD          # a: x, A, g, gx, gA, gb; acc: gx, gA, gb
     SIGMOID_FWD         # a: x, out                            m = size
-    SIGMOID_BWD         # a: s, g, gx; acc: gx
+    BIAS_SIGMOID_FWD    # a: u, b, s                           m, n = rows, columns
+    SIGMOID_BWD         # a: s, g, gx, gb; acc: gx, gb         m, n = rows, columns (gb optional:
+                        # the bias gradient of the Affine before, summed in the same pass)
     SOFTMAX_FWD         # a: x, out                            m, n = rows, classes
     SOFTMAX_BWD         # a: p, g, gx; acc: gx
     CE_FWD              # a: p, labels, out
@@ -271,7 +274,7 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
     cdef intptr_t* stamp
     cdef bint ok
     if op.code == AFFINE_FWD:
-        loops.affine_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
+        loops.affine_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>_p(ptr, a[2]),
                              <floating*>ptr[a[3]], op.m, op.n, op.k)
     elif op.code == AFFINE_BWD:
         loops.affine_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
@@ -279,8 +282,11 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
                               <floating*>_p(ptr, a[5]), op.acc[2], op.m, op.n, op.k)
     elif op.code == SIGMOID_FWD:
         loops.sigmoid_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m)
+    elif op.code == BIAS_SIGMOID_FWD:
+        loops.bias_sigmoid_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.m, op.n)
     elif op.code == SIGMOID_BWD:
-        loops.sigmoid_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0], op.m)
+        loops.sigmoid_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0],
+                               <floating*>_p(ptr, a[3]), op.acc[1], op.m, op.n)
     elif op.code == SOFTMAX_FWD:
         loops.softmax_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m, op.n)
     elif op.code == SOFTMAX_BWD:

@@ -100,7 +100,7 @@ def sigmoid_backward(const floating[::1] s, const floating[::1] g, floating[::1]
     _expect("sigmoid_backward", "g", (g.shape[0],), (s.shape[0],))
     _expect("sigmoid_backward", "gx", (gx.shape[0],), (s.shape[0],))
     with nogil:
-        loops.sigmoid_backward(_in(s), _in(g), _out(gx), True, s.shape[0])
+        loops.sigmoid_backward(_in(s), _in(g), _out(gx), True, NULL, False, 1, s.shape[0])
 
 
 def softmax_forward(const floating[:, ::1] x, floating[:, ::1] out):

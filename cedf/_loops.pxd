@@ -26,6 +26,8 @@ from cedf._blas cimport gemm
 cdef extern from "pointwise.h" nogil:
     void cedf_sigmoid_array_f32(const float* x, float* out, Py_ssize_t n)
     void cedf_sigmoid_array_f64(const double* x, double* out, Py_ssize_t n)
+    void cedf_bias_sigmoid_f32(float* u, const float* b, float* s, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_bias_sigmoid_f64(double* u, const double* b, double* s, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_softmax_exp_f32(float* x, Py_ssize_t n)
     void cedf_softmax_exp_f64(double* x, Py_ssize_t n)
     double cedf_bce(double p, double y)
@@ -46,12 +48,17 @@ cdef inline void affine_forward(const floating* x, const floating* A, const floa
                                 floating* out, int n, int n_in, int n_out) noexcept nogil:
     # The bias is copied into every row first, then BLAS adds x @ A on top
     # (beta = 1): one pass over `out` less than adding the bias afterwards.
+    # With b NULL the product is written alone (beta = 0): a Sigmoid that
+    # reads `out` adds the bias in its own pass (bias_sigmoid_forward).
     cdef Py_ssize_t i, j
-    for i in range(n):
-        for j in range(n_out):
-            out[i * n_out + j] = b[j]
+    if b != NULL:
+        for i in range(n):
+            for j in range(n_out):
+                out[i * n_out + j] = b[j]
     if n > 0 and n_in > 0 and n_out > 0:
-        gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, 1, out, n_out)
+        gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, b != NULL, out, n_out)
+    elif b == NULL:
+        fill(out, <floating>0, <Py_ssize_t>n * n_out)
 
 
 cdef inline void column_sums(const floating* g, floating* out, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
@@ -104,12 +111,34 @@ cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n)
         cedf_sigmoid_array_f64(x, out, n)
 
 
+cdef inline void bias_sigmoid_forward(floating* u, const floating* b, floating* s,
+                                      Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """u += b per row, s = sigmoid(u): an Affine's bias, added by the Sigmoid that reads it."""
+    if floating is float:
+        cedf_bias_sigmoid_f32(u, b, s, rows, cols)
+    else:
+        cedf_bias_sigmoid_f64(u, b, s, rows, cols)
+
+
 cdef inline void sigmoid_backward(const floating* s, const floating* g, floating* gx, bint acc,
-                                  Py_ssize_t n) noexcept nogil:
+                                  floating* gb, bint acc_b, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     # The lecture's local gradient s (1 - s), written in terms of the output.
-    cdef Py_ssize_t i
-    for i in range(n):
-        gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (<floating>1 - s[i])
+    # With gb, the bias gradient of the Affine before the Sigmoid (the column
+    # sums of gx) is summed in the same pass.
+    cdef Py_ssize_t i, j, k
+    cdef floating v
+    if gb == NULL:
+        for i in range(rows * cols):
+            gx[i] = (gx[i] if acc else 0) + g[i] * s[i] * (<floating>1 - s[i])
+        return
+    if not acc_b:
+        fill(gb, <floating>0, cols)
+    for i in range(rows):
+        for j in range(cols):
+            k = i * cols + j
+            v = g[k] * s[k] * (<floating>1 - s[k])
+            gx[k] = (gx[k] if acc else 0) + v
+            gb[j] += v
 
 
 cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:

@@ -9,6 +9,9 @@ the step goes back through the nodes, which raise the clear errors, and the
 plan is built anew.
 
 What compiling buys, besides the calls:
+- Elementwise work folded into passes that touch the data anyway: an Affine
+  read only by a Sigmoid gets its bias added by the Sigmoid's pass, and its
+  bias gradient summed by the Sigmoid's backward pass.
 - No work that nobody needs. An Input takes no gradient, so the first Affine
   skips its dX product. The per-example loss values, which only a person
   reads, are computed when read (see `nodes._Lazy`).
@@ -137,6 +140,13 @@ class GraphPlan:
 
     # -- forward -----------------------------------------------------------
 
+    def _sole_affine(self, node):
+        """The Affine that `node` (a Sigmoid) reads, if nothing else reads it: their bias work can merge."""
+        source = node.x
+        if isinstance(source, Affine) and self.consumers[id(source)] == [node]:
+            return source
+        return None
+
     def _build_forward(self):
         b, lazy = _Builder(), []
         for node in self.graph.CompNodes:
@@ -144,12 +154,20 @@ class GraphPlan:
             if isinstance(node, Affine):
                 n, n_in = node._x.shape
                 n_out = node._value.shape[1]
+                merged = len(self.consumers[id(node)]) == 1 and isinstance(self.consumers[id(node)][0], Sigmoid)
+                bias = None if merged else b.value(node.params.b, (n_out,), dtype)
                 b.op(_engine.AFFINE_FWD, dtype, (n, n_in, n_out),
                      [b.value(node.x, (n, n_in), dtype), b.value(node.params.A, (n_in, n_out), dtype),
-                      b.value(node.params.b, (n_out,), dtype), b.fixed(node._value)])
+                      bias, b.fixed(node._value)])
             elif isinstance(node, Sigmoid):
-                b.op(_engine.SIGMOID_FWD, dtype, (node._value.size,),
-                     [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
+                affine = self._sole_affine(node)
+                if affine is not None:
+                    rows, cols = node._value.shape
+                    b.op(_engine.BIAS_SIGMOID_FWD, dtype, (rows, cols),
+                         [b.fixed(affine._value), b.value(affine.params.b, (cols,), dtype), b.fixed(node._value)])
+                else:
+                    b.op(_engine.SIGMOID_FWD, dtype, (node._value.size,),
+                         [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
             elif isinstance(node, Softmax):
                 classes = node._value.shape[-1]
                 b.op(_engine.SOFTMAX_FWD, dtype, (node._value.size // classes, classes),
@@ -250,7 +268,7 @@ class GraphPlan:
         seed, _ = target(loss)
         b.op(_engine.FILL, loss._value.dtype, (loss._value.size,), [seed], scalar=1.0 / max(n_loss, 1))
 
-        fused = set()
+        fused, bias_done = set(), set()
         for node in reversed(self.graph.CompNodes):
             if id(node) in fused:
                 continue
@@ -262,16 +280,25 @@ class GraphPlan:
                 written.add(g)
                 continue
             if isinstance(node, Affine):
-                A, bias = node.params.A, node.params.b
+                A = node.params.A
                 n, n_in = node._x.shape
                 n_out = node._value.shape[1]
                 x, Av = b.value(node.x, (n, n_in), dtype), b.value(A, (n_in, n_out), dtype)
-                (gx, ax), (gA, aA), (gb, ab) = target(node.x), target(A), target(bias)
+                (gx, ax), (gA, aA) = target(node.x), target(A)
+                gb, ab = (None, False) if id(node) in bias_done else target(node.params.b)
                 b.op(_engine.AFFINE_BWD, dtype, (n, n_in, n_out), [x, Av, g, gx, gA, gb], (ax, aA, ab))
             elif isinstance(node, Sigmoid):
                 gx, acc = target(node.x)
                 if gx is not None:
-                    b.op(_engine.SIGMOID_BWD, dtype, (node._value.size,), [b.fixed(node._value), g, gx], (acc,))
+                    affine = self._sole_affine(node)
+                    if affine is not None:
+                        # The Affine's bias gradient is the column sums of what this pass writes.
+                        rows, cols = node._value.shape
+                        gb, ab = target(affine.params.b)
+                        bias_done.add(id(affine))
+                    else:
+                        rows, cols, gb, ab = 1, node._value.size, None, False
+                    b.op(_engine.SIGMOID_BWD, dtype, (rows, cols), [b.fixed(node._value), g, gx, gb], (acc, ab))
             elif isinstance(node, Softmax):
                 gx, acc = target(node.x)
                 if gx is not None:

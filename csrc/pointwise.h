@@ -127,6 +127,30 @@ CEDF_MULTIVERSION static void cedf_sigmoid_array_f64(const double *x, double *ou
     for (ptrdiff_t i = 0; i < n; i++) out[i] = cedf_sigmoid_f64(x[i]);
 }
 
+/* u += b in every row, then s = sigmoid(u): the bias of an Affine added in
+ * the pass of the Sigmoid that reads it, instead of a pass of its own. */
+CEDF_MULTIVERSION static void cedf_bias_sigmoid_f32(float *u, const float *b, float *s,
+                                                    ptrdiff_t rows, ptrdiff_t cols)
+{
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t j = 0; j < cols; j++) {
+            float v = u[r * cols + j] + b[j];
+            u[r * cols + j] = v;
+            s[r * cols + j] = cedf_sigmoid_f32(v);
+        }
+}
+
+CEDF_MULTIVERSION static void cedf_bias_sigmoid_f64(double *u, const double *b, double *s,
+                                                    ptrdiff_t rows, ptrdiff_t cols)
+{
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t j = 0; j < cols; j++) {
+            double v = u[r * cols + j] + b[j];
+            u[r * cols + j] = v;
+            s[r * cols + j] = cedf_sigmoid_f64(v);
+        }
+}
+
 /* x = exp(max(x, floor)) in place: the exponentials of max-shifted softmax
  * logits, for all rows in one call (a call per row of ten classes cost more
  * than its arithmetic). */
