@@ -11,6 +11,7 @@ import argparse
 import gc
 import os
 import sys
+import time
 import timeit
 import tracemalloc
 from pathlib import Path
@@ -29,14 +30,26 @@ LOGREG_TARGETS = {"lecture": 10.0, "torch": 40.0}
 FORWARD_TARGET = ("mlp_mnist", 1.2)
 
 
-def seconds(fn, repeat, budget):
-    """Best time of one call of `fn` over `repeat` rounds of about `budget` seconds each."""
-    for _ in range(3):
-        fn()
-    timer = timeit.Timer(fn)
-    number, _ = timer.autorange()
-    number = max(1, int(number * budget / 0.2))
-    return min(timer.repeat(repeat=repeat, number=number)) / number
+def interleaved(makers, repeat, budget):
+    """Best time of one call of each contender, their rounds interleaved.
+
+    Machine drift then affects all contenders alike, and each round starts
+    after a pause: NumPy and SciPy each bring an OpenBLAS whose threads spin
+    for a while after a product, and a contender timed while the other
+    library's threads still spin runs up to 15 % slower here.
+    """
+    best, numbers = {}, {}
+    for _ in range(repeat):
+        for name, make in makers:
+            fn = make()
+            for _ in range(3):
+                fn()
+            if name not in numbers:
+                numbers[name] = max(1, int(timeit.Timer(fn).autorange()[0] * budget / 0.2))
+            time.sleep(0.1)
+            t = timeit.Timer(fn).timeit(numbers[name]) / numbers[name]
+            best[name] = min(best.get(name, float("inf")), t)
+    return best
 
 
 def cedf_step(backend, workload, dtype):
@@ -109,7 +122,7 @@ def main():
     parser.add_argument("--workload", nargs="+", default=list(workloads.WORKLOADS), choices=list(workloads.WORKLOADS))
     parser.add_argument("--quick", action="store_true", help="shorter timings, for a smoke test")
     args = parser.parse_args()
-    repeat, budget = (3, 0.05) if args.quick else (7, 0.2)
+    repeat, budget = (2, 0.05) if args.quick else (7, 0.2)
 
     print(f"cedf {cedf.__version__}, numpy {np.__version__}, {os.cpu_count()} cores; best of {repeat} rounds")
     results = []
@@ -121,8 +134,7 @@ def main():
               + f"{'cedf/floor':>12}{'lecture/cedf':>14}" + (f"{'torch/cedf':>12}" if "torch" in names else ""))
         table = {}
         for workload in args.workload:
-            times = table[workload] = {name: seconds(make(), repeat, budget)
-                                       for name, make in contenders(workload, dtype)}
+            times = table[workload] = interleaved(list(contenders(workload, dtype)), repeat, budget)
             row = f"{workload:<12}" + "".join(f"{fmt(times[n]):>14}" for n in names)
             row += f"{times['cedf'] / times['floor']:>12.2f}{times['lecture'] / times['cedf']:>14.1f}"
             if "torch" in times:
@@ -143,8 +155,9 @@ def main():
         workload, target = FORWARD_TARGET
         if workload in args.workload:
             cedf.set_backend("cython")
-            fwd = seconds(workloads.edf_forward(cedf, workload, dtype), repeat, budget)
-            floor = seconds(workloads.floor_forward(workload, dtype), repeat, budget)
+            forward = interleaved([("cedf", lambda: workloads.edf_forward(cedf, workload, dtype)),
+                                   ("floor", lambda: workloads.floor_forward(workload, dtype))], repeat, budget)
+            fwd, floor = forward["cedf"], forward["floor"]
             check(fwd / floor <= target, f"{workload} forward: cedf {fmt(fwd).strip()} / products "
                   f"{fmt(floor).strip()} = {fwd / floor:.2f} (<= {target})", results)
         memory_checks(dtype, results, args.quick)
