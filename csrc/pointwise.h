@@ -71,23 +71,6 @@ static inline double cedf_exp(double x)
     return (1.0 + 2.0 * (px / (q - px))) * cedf_f64_from_bits((n + 1023) << 52);
 }
 
-/* The lecture's sigmoid, in the buffer's own precision so that the loop
- * vectorises: 1 / (1 + exp(-clip(x, -10, 10))). NaN fails both comparisons
- * and propagates, as it does in NumPy. */
-static inline float cedf_sigmoid_f32(float x)
-{
-    x = x > (float)CEDF_SIGMOID_CLIP ? (float)CEDF_SIGMOID_CLIP : x;
-    x = x < (float)-CEDF_SIGMOID_CLIP ? (float)-CEDF_SIGMOID_CLIP : x;
-    return 1.0f / (1.0f + cedf_expf(-x));
-}
-
-static inline double cedf_sigmoid_f64(double x)
-{
-    x = x > CEDF_SIGMOID_CLIP ? CEDF_SIGMOID_CLIP : x;
-    x = x < -CEDF_SIGMOID_CLIP ? -CEDF_SIGMOID_CLIP : x;
-    return 1.0 / (1.0 + cedf_exp(-x));
-}
-
 /* Binary cross-entropy of one example with a hard label y in {0, 1}.
  * Only the term that the label selects is evaluated, so that p = 0 or p = 1
  * give the exact infinity or zero instead of 0 * log(0) = NaN; log1p keeps
@@ -117,57 +100,53 @@ static inline double cedf_bce_grad(double p, double y, double g)
 #define CEDF_MULTIVERSION __attribute__((unused))
 #endif
 
-CEDF_MULTIVERSION static void cedf_sigmoid_array_f32(const float *x, float *out, ptrdiff_t n)
-{
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = cedf_sigmoid_f32(x[i]);
-}
-
-CEDF_MULTIVERSION static void cedf_sigmoid_array_f64(const double *x, double *out, ptrdiff_t n)
-{
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = cedf_sigmoid_f64(x[i]);
-}
-
-/* u += b in every row, then s = sigmoid(u): the bias of an Affine added in
- * the pass of the Sigmoid that reads it, instead of a pass of its own. */
-CEDF_MULTIVERSION static void cedf_bias_sigmoid_f32(float *u, const float *b, float *s,
-                                                    ptrdiff_t rows, ptrdiff_t cols)
-{
-    for (ptrdiff_t r = 0; r < rows; r++)
-        for (ptrdiff_t j = 0; j < cols; j++) {
-            float v = u[r * cols + j] + b[j];
-            u[r * cols + j] = v;
-            s[r * cols + j] = cedf_sigmoid_f32(v);
-        }
-}
-
-CEDF_MULTIVERSION static void cedf_bias_sigmoid_f64(double *u, const double *b, double *s,
-                                                    ptrdiff_t rows, ptrdiff_t cols)
-{
-    for (ptrdiff_t r = 0; r < rows; r++)
-        for (ptrdiff_t j = 0; j < cols; j++) {
-            double v = u[r * cols + j] + b[j];
-            u[r * cols + j] = v;
-            s[r * cols + j] = cedf_sigmoid_f64(v);
-        }
-}
-
-/* x = exp(max(x, floor)) in place: the exponentials of max-shifted softmax
- * logits, for all rows in one call (a call per row of ten classes cost more
- * than its arithmetic). */
-CEDF_MULTIVERSION static void cedf_softmax_exp_f32(float *x, ptrdiff_t n)
-{
-    for (ptrdiff_t i = 0; i < n; i++) {
-        float v = x[i] < (float)CEDF_SOFTMAX_FLOOR ? (float)CEDF_SOFTMAX_FLOOR : x[i];
-        x[i] = cedf_expf(v);
+/*
+ * The loops, written once and instantiated for float (f32, with cedf_expf)
+ * and double (f64, with cedf_exp), each in the buffer's own precision so that
+ * it vectorises.
+ *
+ * cedf_sigmoid_*: the lecture's sigmoid, 1 / (1 + exp(-clip(x, -10, 10))).
+ *   NaN fails both comparisons and propagates, as it does in NumPy.
+ * cedf_sigmoid_array_*: out = sigmoid(x).
+ * cedf_bias_sigmoid_*: u += b in every row, then s = sigmoid(u): the bias of an
+ *   Affine added in the pass of the Sigmoid that reads it, not in one of its own.
+ * cedf_softmax_exp_*: x = exp(max(x, floor)) in place, the exponentials of
+ *   max-shifted softmax logits for all rows in one call (a call per row of ten
+ *   classes cost more than its arithmetic).
+ */
+#define CEDF_LOOPS(T, SFX, EXP)                                                           \
+    static inline T cedf_sigmoid_##SFX(T x)                                                \
+    {                                                                                      \
+        x = x > (T)CEDF_SIGMOID_CLIP ? (T)CEDF_SIGMOID_CLIP : x;                           \
+        x = x < (T)-CEDF_SIGMOID_CLIP ? (T)-CEDF_SIGMOID_CLIP : x;                         \
+        return (T)1 / ((T)1 + EXP(-x));                                                    \
+    }                                                                                      \
+                                                                                           \
+    CEDF_MULTIVERSION static void cedf_sigmoid_array_##SFX(const T *x, T *out, ptrdiff_t n) \
+    {                                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++) out[i] = cedf_sigmoid_##SFX(x[i]);               \
+    }                                                                                      \
+                                                                                           \
+    CEDF_MULTIVERSION static void cedf_bias_sigmoid_##SFX(T *u, const T *b, T *s,          \
+                                                          ptrdiff_t rows, ptrdiff_t cols)  \
+    {                                                                                      \
+        for (ptrdiff_t r = 0; r < rows; r++)                                               \
+            for (ptrdiff_t j = 0; j < cols; j++) {                                         \
+                T v = u[r * cols + j] + b[j];                                              \
+                u[r * cols + j] = v;                                                       \
+                s[r * cols + j] = cedf_sigmoid_##SFX(v);                                   \
+            }                                                                              \
+    }                                                                                      \
+                                                                                           \
+    CEDF_MULTIVERSION static void cedf_softmax_exp_##SFX(T *x, ptrdiff_t n)                \
+    {                                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                \
+            T v = x[i] < (T)CEDF_SOFTMAX_FLOOR ? (T)CEDF_SOFTMAX_FLOOR : x[i];             \
+            x[i] = EXP(v);                                                                 \
+        }                                                                                  \
     }
-}
 
-CEDF_MULTIVERSION static void cedf_softmax_exp_f64(double *x, ptrdiff_t n)
-{
-    for (ptrdiff_t i = 0; i < n; i++) {
-        double v = x[i] < CEDF_SOFTMAX_FLOOR ? CEDF_SOFTMAX_FLOOR : x[i];
-        x[i] = cedf_exp(v);
-    }
-}
+CEDF_LOOPS(float, f32, cedf_expf)
+CEDF_LOOPS(double, f64, cedf_exp)
 
 #endif

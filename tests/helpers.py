@@ -1,5 +1,6 @@
 """Helpers shared by the tests: comparison with tolerances, random graphs, gradient checks."""
 import numpy as np
+from hypothesis import strategies as st
 
 import cedf as edf
 
@@ -110,6 +111,25 @@ def random_mlp(seed, dtype, depth, widths, batch, loss, user_node=False, x_param
         y.value = rng.integers(0, 2, batch)
         L = edf.BCELoss(p, y)
     return L, x
+
+
+@st.composite
+def mlps(draw, user_node=False, x_param=False):
+    """Arguments of `random_mlp`: depth 1 to 4, widths 1 to 64, batch 1 to 300, both dtypes and losses.
+
+    With `user_node` or `x_param` true, those options are drawn too.
+    """
+    depth = draw(st.integers(1, 4))
+    return dict(
+        seed=draw(st.integers(0, 2**31)),
+        dtype=draw(st.sampled_from([np.float32, np.float64])),
+        depth=depth,
+        widths=draw(st.lists(st.integers(1, 64), min_size=depth + 1, max_size=depth + 1)),
+        batch=draw(st.integers(1, 300)),
+        loss=draw(st.sampled_from(["ce", "bce"])),
+        user_node=user_node and draw(st.booleans()) and depth >= 2,
+        x_param=x_param and draw(st.booleans()),
+    )
 
 
 def snapshot():

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cedf as edf
-from helpers import Tanh, assert_close, random_mlp, rtol_for, snapshot
+from helpers import Tanh, assert_close, mlps, random_mlp, rtol_for, snapshot
 
 FLOATS = pytest.mark.parametrize("dtype", [np.float32, np.float64])
 LOSSES = pytest.mark.parametrize("loss", ["ce", "bce"])
@@ -129,21 +129,9 @@ def classifier(loss="ce", dtype=np.float32, batch=16, n_in=5, hidden=8, classes=
 
 # -- 1. many steps, random graphs -------------------------------------------
 
-@st.composite
-def mlps(draw):
-    depth = draw(st.integers(1, 4))
-    return dict(
-        seed=draw(st.integers(0, 2**31)),
-        dtype=draw(st.sampled_from([np.float32, np.float64])),
-        depth=depth,
-        widths=draw(st.lists(st.integers(1, 64), min_size=depth + 1, max_size=depth + 1)),
-        batch=draw(st.integers(1, 300)),
-        loss=draw(st.sampled_from(["ce", "bce"])),
-        x_param=draw(st.booleans()),  # a Parameter as data: the first Affine's dX is then computed
-    )
 
 
-@given(spec=mlps())
+@given(spec=mlps(x_param=True))
 def test_planned_steps_agree_with_reference(spec):
     """Every value, gradient and updated parameter after each of four steps; steps 2-4 run the plan."""
     def train():
