@@ -238,13 +238,13 @@ cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, cons
                                       floating* gx, bint acc, floating* gp, Py_ssize_t n) noexcept nogil:
     # Sigmoid followed by BCE, differentiated together: the lecture's local
     # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y. The
-    # Sigmoid's own gradient gp, the first factor, is written too; both of its
-    # branches are computed and one is selected, so that the loop vectorises.
+    # Sigmoid's own gradient gp, the first factor, is written too: g / -p or
+    # g / (1 - p), the denominator selected without a branch so that the loop
+    # vectorises.
     cdef Py_ssize_t i
-    cdef floating one = 1
     for i in range(n):
         gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])
-        gp[i] = g[i] * (-one / p[i] if y[i] > <floating>0.5 else one / (one - p[i]))
+        gp[i] = g[i] / (-p[i] if y[i] > <floating>0.5 else <floating>1 - p[i])
 
 
 cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:
