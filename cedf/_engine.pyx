@@ -20,6 +20,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t, intptr_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cimport cedf._loops as loops
 
@@ -34,7 +35,9 @@ cpdef enum:
                         # (b absent: the Sigmoid that follows adds it, BIAS_SIGMOID_FWD)
     AFFINE_BWD          # a: x, A, g, gx, gA, gb; acc: gx, gA, gb
     SIGMOID_FWD         # a: x, out                            m = size
-    BIAS_SIGMOID_FWD    # a: u, b, s                           m, n = rows, columns
+    BIAS_SIGMOID_FWD    # a: u, b, s, b_copy                   m, n = rows, columns
+                        # (s = sigmoid(u + b); b is copied to b_copy, from which the
+                        # Affine's value u + b is made if someone reads it)
     SIGMOID_BWD         # a: s, g, gx, gb; acc: gx, gb         m, n = rows, columns (gb optional:
                         # the bias gradient of the Affine before, summed in the same pass)
     SOFTMAX_FWD         # a: x, out                            m, n = rows, classes
@@ -283,6 +286,7 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
     elif op.code == SIGMOID_FWD:
         loops.sigmoid_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m)
     elif op.code == BIAS_SIGMOID_FWD:
+        memcpy(ptr[a[3]], ptr[a[1]], op.n * sizeof(floating))
         loops.bias_sigmoid_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.m, op.n)
     elif op.code == SIGMOID_BWD:
         loops.sigmoid_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0],

@@ -26,8 +26,8 @@ from cedf._blas cimport gemm
 cdef extern from "pointwise.h" nogil:
     void cedf_sigmoid_array_f32(const float* x, float* out, Py_ssize_t n)
     void cedf_sigmoid_array_f64(const double* x, double* out, Py_ssize_t n)
-    void cedf_bias_sigmoid_f32(float* u, const float* b, float* s, Py_ssize_t rows, Py_ssize_t cols)
-    void cedf_bias_sigmoid_f64(double* u, const double* b, double* s, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_bias_sigmoid_f32(const float* u, const float* b, float* s, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_bias_sigmoid_f64(const double* u, const double* b, double* s, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_softmax_exp_f32(float* x, Py_ssize_t n)
     void cedf_softmax_exp_f64(double* x, Py_ssize_t n)
     double cedf_bce(double p, double y)
@@ -111,9 +111,9 @@ cdef inline void sigmoid_forward(const floating* x, floating* out, Py_ssize_t n)
         cedf_sigmoid_array_f64(x, out, n)
 
 
-cdef inline void bias_sigmoid_forward(floating* u, const floating* b, floating* s,
+cdef inline void bias_sigmoid_forward(const floating* u, const floating* b, floating* s,
                                       Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    """u += b per row, s = sigmoid(u): an Affine's bias, added by the Sigmoid that reads it."""
+    """s = sigmoid(u + b), b added to every row: an Affine's bias, added by the Sigmoid that reads it."""
     if floating is float:
         cedf_bias_sigmoid_f32(u, b, s, rows, cols)
     else:

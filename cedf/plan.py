@@ -10,8 +10,9 @@ plan is built anew.
 
 What compiling buys, besides the calls:
 - Elementwise work folded into passes that touch the data anyway: an Affine
-  read only by a Sigmoid gets its bias added by the Sigmoid's pass, and its
-  bias gradient summed by the Sigmoid's backward pass.
+  read only by a Sigmoid gets its bias added by the Sigmoid's pass (its own
+  value, with the bias, is made when read), and its bias gradient summed by
+  the Sigmoid's backward pass.
 - No work that nobody needs. An Input takes no gradient, so the first Affine
   skips its dX product. The per-example loss values, which only a person
   reads, are computed when read (see `nodes._Lazy`).
@@ -162,9 +163,13 @@ class GraphPlan:
             elif isinstance(node, Sigmoid):
                 affine = self._sole_affine(node)
                 if affine is not None:
+                    # The Affine's own value, x @ A + b, is made only if someone reads it.
                     rows, cols = node._value.shape
+                    bias = np.empty(cols, dtype)
                     b.op(_engine.BIAS_SIGMOID_FWD, dtype, (rows, cols),
-                         [b.fixed(affine._value), b.value(affine.params.b, (cols,), dtype), b.fixed(node._value)])
+                         [b.fixed(affine._value), b.value(affine.params.b, (cols,), dtype),
+                          b.fixed(node._value), b.fixed(bias)])
+                    lazy.append((affine, self._add_bias(affine._value, bias)))
                 else:
                     b.op(_engine.SIGMOID_FWD, dtype, (node._value.size,),
                          [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
@@ -173,14 +178,14 @@ class GraphPlan:
                 b.op(_engine.SOFTMAX_FWD, dtype, (node._value.size // classes, classes),
                      [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
             else:
-                lazy.extend(self._loss_forward(b, node, dtype))
+                lazy.extend((node, self._loss_values(node, labels)) for labels in self._loss_forward(b, node, dtype))
         # Labels are checked before anything is computed, so that a step refused
         # for its labels leaves every value (and the losses still to compute) as they were.
         checks = {_engine.CHECK_CLASSES, _engine.BINARY_LABELS}
         order = sorted(range(len(b.ops)), key=lambda i: b.ops[i][0] not in checks)
         b.ops, b.messages = [b.ops[i] for i in order], [b.messages[i] for i in order]
         program = b.program()
-        program.after = [(node, self._loss_values(program, node, labels)) for node, labels in lazy]
+        program.after = lazy
         return program
 
     def _labels(self, b, node, backward=False):
@@ -206,11 +211,11 @@ class GraphPlan:
         return labels
 
     def _loss_forward(self, b, node, dtype):
-        """Emit a loss's forward; returns [(node, labels index)] when its values are left lazy."""
+        """Emit a loss's forward; returns [labels index] when its values are left lazy."""
         p = b.value(node.x, node._p.shape, dtype)
         labels = self._labels(b, node)
         if not self.consumers[id(node)] and isinstance(node.x, _COMPILED):
-            return [(node, labels)]   # nobody in the graph reads the losses: compute them if a user does
+            return [labels]   # nobody in the graph reads the losses: compute them if a user does
         n = node._p.shape[0]
         if isinstance(node, CrossEntropyLoss):
             b.op(_engine.CE_FWD, dtype, (n, node._p.shape[1]), [p, labels, b.fixed(node._value)])
@@ -219,12 +224,16 @@ class GraphPlan:
         return []
 
     @staticmethod
-    def _loss_values(program, node, label_index):
-        """What computes a loss's values from the buffers that `program` last ran on."""
+    def _add_bias(u, bias):
+        """What makes an Affine's value from the product the forward left and the bias it used."""
+        return lambda: np.add(u, bias, out=u)
+
+    def _loss_values(self, node, label_index):
+        """What computes a loss's values from the buffers that the forward program last ran on."""
         p, out = node.x._value, node._value
         if isinstance(node, CrossEntropyLoss):
-            return lambda: _kernels.cross_entropy_forward(p, program.bound(label_index), out)
-        return lambda: _kernels.bce_forward(p.reshape(p.shape[0]), program.bound(label_index), out)
+            return lambda: _kernels.cross_entropy_forward(p, self._forward.bound(label_index), out)
+        return lambda: _kernels.bce_forward(p.reshape(p.shape[0]), self._forward.bound(label_index), out)
 
     def forward(self):
         """Run the forward program; raises Replan when the plan no longer fits."""

@@ -108,7 +108,7 @@ static inline double cedf_bce_grad(double p, double y, double g)
  * cedf_sigmoid_*: the lecture's sigmoid, 1 / (1 + exp(-clip(x, -10, 10))).
  *   NaN fails both comparisons and propagates, as it does in NumPy.
  * cedf_sigmoid_array_*: out = sigmoid(x).
- * cedf_bias_sigmoid_*: u += b in every row, then s = sigmoid(u): the bias of an
+ * cedf_bias_sigmoid_*: s = sigmoid(u + b), b added to every row: the bias of an
  *   Affine added in the pass of the Sigmoid that reads it, not in one of its own.
  * cedf_softmax_exp_*: x = exp(max(x, floor)) in place, the exponentials of
  *   max-shifted softmax logits for all rows in one call (a call per row of ten
@@ -127,15 +127,12 @@ static inline double cedf_bce_grad(double p, double y, double g)
         for (ptrdiff_t i = 0; i < n; i++) out[i] = cedf_sigmoid_##SFX(x[i]);               \
     }                                                                                      \
                                                                                            \
-    CEDF_MULTIVERSION static void cedf_bias_sigmoid_##SFX(T *u, const T *b, T *s,          \
+    CEDF_MULTIVERSION static void cedf_bias_sigmoid_##SFX(const T *u, const T *b, T *s,    \
                                                           ptrdiff_t rows, ptrdiff_t cols)  \
     {                                                                                      \
         for (ptrdiff_t r = 0; r < rows; r++)                                               \
-            for (ptrdiff_t j = 0; j < cols; j++) {                                         \
-                T v = u[r * cols + j] + b[j];                                              \
-                u[r * cols + j] = v;                                                       \
-                s[r * cols + j] = cedf_sigmoid_##SFX(v);                                   \
-            }                                                                              \
+            for (ptrdiff_t j = 0; j < cols; j++)                                           \
+                s[r * cols + j] = cedf_sigmoid_##SFX(u[r * cols + j] + b[j]);              \
     }                                                                                      \
                                                                                            \
     CEDF_MULTIVERSION static void cedf_softmax_exp_##SFX(T *x, ptrdiff_t n)                \
