@@ -53,6 +53,34 @@ def get_backend():
     return "cython" if kernels is _kernels else "numpy"
 
 
+def set_num_threads(n):
+    """Use at most `n` threads for the matrix products (BLAS), from now on; None lifts the limit.
+
+    cedf's own loops run on the calling thread: with OpenMP beside OpenBLAS, the
+    BLAS threads that spin after a product and the OpenMP team fought over the
+    two cores here, and the large MLP's step got 40 % slower, not faster.
+    """
+    from threadpoolctl import threadpool_limits
+
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"cedf.set_num_threads: expected a positive integer or None, got {n!r}")
+    global _limits
+    if _limits is not None:
+        _limits.restore_original_limits()
+    _limits = None if n is None else threadpool_limits(limits=n, user_api="blas")
+
+
+def get_num_threads():
+    """The number of threads the matrix products may use (the smallest over the BLAS libraries loaded)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return min(counts) if counts else 1
+
+
+_limits = None
+
+
 # CEDF_BACKEND=numpy asks for the reference from the start (the tests use it to
 # run the whole suite on the reference on purpose).
 if os.environ.get("CEDF_BACKEND"):

@@ -40,3 +40,32 @@ def test_reference_and_kernels_have_the_same_functions():
 
     assert kernels(_kernels) == kernels(reference)
     assert len(kernels(reference)) == 10
+
+
+def test_thread_count_setting_limits_blas_and_keeps_results():
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from helpers import random_mlp, snapshot
+
+    def run():
+        edf.clear_compgraph()
+        L, _ = random_mlp(0, np.float64, 2, [300, 200, 10], batch=256, loss="ce")
+        for _ in range(2):
+            edf.Forward()
+            edf.Backward(L)
+        return snapshot()
+
+    before = run()
+    try:
+        edf.set_num_threads(1)
+        assert edf.get_num_threads() == 1
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+        during = run()
+    finally:
+        edf.set_num_threads(None)
+    for (name, v0, g0, _), (_, v1, g1, _) in zip(before, during):
+        np.testing.assert_allclose(v1, v0, rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-14, err_msg=name)
+    with pytest.raises(ValueError, match="expected a positive integer or None, got 0"):
+        edf.set_num_threads(0)
