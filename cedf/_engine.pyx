@@ -142,6 +142,8 @@ cdef class Program:
     cdef int* binding_index  # and their indices in the table
     cdef list messages       # op index -> error message template, or None
     cdef public list after   # (node, function): set as node._pending_value after each good run
+    cdef list nodes, parameters          # the graph's lists, and the lengths the program was built for:
+    cdef Py_ssize_t n_nodes, n_parameters  # a graph that grew needs a new plan
     cdef Py_ssize_t bad_row
     cdef int64_t bad_label     # what CHECK_CLASSES found
     cdef double bad_value      # what BINARY_LABELS found
@@ -179,6 +181,12 @@ cdef class Program:
             self.ops[i].scalar = scalar
         self.messages = list(messages) if messages is not None else [None] * self.n_ops
         self.after = []
+        self.nodes = self.parameters = None
+
+    def guard(self, list nodes, list parameters):
+        """Refuse to run (Replan) once `nodes` or `parameters` no longer have their present lengths."""
+        self.nodes, self.parameters = nodes, parameters
+        self.n_nodes, self.n_parameters = len(nodes), len(parameters)
 
     def __dealloc__(self):
         free(self.binding_index)
@@ -200,6 +208,9 @@ cdef class Program:
         cdef bint ok
         cdef Binding b
         cdef object value   # a Python int for a class label, a float for a binary one
+        if self.nodes is not None and (len(self.nodes) != self.n_nodes
+                                       or len(self.parameters) != self.n_parameters):
+            raise Replan("graph")
         try:
             for i in range(len(self.bindings)):
                 b = <Binding>self.bindings[i]

@@ -119,8 +119,10 @@ class _Builder:
         self.ops.append((code, dtype == np.float64, dims, args, accs, scalar))
         self.messages.append(message)
 
-    def program(self):
-        return Program(self.buffers, self.ops, self.messages)
+    def program(self, graph):
+        program = Program(self.buffers, self.ops, self.messages)
+        program.guard(graph.CompNodes, graph.Parameters)
+        return program
 
 
 class GraphPlan:
@@ -128,7 +130,6 @@ class GraphPlan:
 
     def __init__(self, graph):
         self.graph = graph
-        self.signature = (len(graph.CompNodes), len(graph.Parameters))
         self.consumers = {id(c): [] for c in graph.CompNodes}
         for c in graph.CompNodes:
             for source in (c.x, c.y) if isinstance(c, (CrossEntropyLoss, BCELoss)) else (c.x,):
@@ -137,7 +138,11 @@ class GraphPlan:
         self._binary = {}   # id(BCELoss) -> its float copy of the labels, shared by the programs
         self._forward = self._build_forward()
         self._backward = {}
+        self._last_loss = self._last_backward = None
         self._update = self._build_update()
+        # Forward and update are the programs' own run methods: no Python frame of ours per step.
+        self.forward = self._forward.run
+        self.update = self._update.run if self._update is not None else _no_update
 
     # -- forward -----------------------------------------------------------
 
@@ -184,7 +189,7 @@ class GraphPlan:
         checks = {_engine.CHECK_CLASSES, _engine.BINARY_LABELS}
         order = sorted(range(len(b.ops)), key=lambda i: b.ops[i][0] not in checks)
         b.ops, b.messages = [b.ops[i] for i in order], [b.messages[i] for i in order]
-        program = b.program()
+        program = b.program(self.graph)
         program.after = lazy
         return program
 
@@ -234,12 +239,6 @@ class GraphPlan:
         if isinstance(node, CrossEntropyLoss):
             return lambda: _kernels.cross_entropy_forward(p, self._forward.bound(label_index), out)
         return lambda: _kernels.bce_forward(p.reshape(p.shape[0]), self._forward.bound(label_index), out)
-
-    def forward(self):
-        """Run the forward program; raises Replan when the plan no longer fits."""
-        if len(self.graph.CompNodes) != self.signature[0] or len(self.graph.Parameters) != self.signature[1]:
-            raise Replan("graph")
-        self._forward.run()
 
     # -- backward ----------------------------------------------------------
 
@@ -320,7 +319,7 @@ class GraphPlan:
         for index, value in grads.values():
             if index not in written:
                 b.op(_engine.FILL, value.dtype, (value.size,), [index])
-        return b.program()
+        return b.program(self.graph)
 
     def _loss_backward(self, b, node, g, target, fused):
         dtype, n = node._value.dtype, node._p.shape[0]
@@ -348,18 +347,19 @@ class GraphPlan:
 
     def backward(self, loss):
         """Run the backward program for `loss`; raises Replan when the plan no longer fits."""
-        if len(self.graph.CompNodes) != self.signature[0] or len(self.graph.Parameters) != self.signature[1]:
-            raise Replan("graph")
-        program = self._backward.get(id(loss))
-        if program is None:
-            if not any(c is loss for c in self.graph.CompNodes):
-                raise Replan("loss")   # the node-by-node Backward says what is wrong
-            program = self._backward[id(loss)] = self._build_backward(loss)
-        program.run()
+        if loss is not self._last_loss:
+            program = self._backward.get(id(loss))
+            if program is None:
+                if not any(c is loss for c in self.graph.CompNodes):
+                    raise Replan("loss")   # the node-by-node Backward says what is wrong
+                program = self._backward[id(loss)] = self._build_backward(loss)
+            self._last_loss, self._last_backward = loss, program
+        self._last_backward.run()
 
     # -- update ------------------------------------------------------------
 
     def _build_update(self):
+        """The SGD program (run with the learning rate), or None if a parameter is not a float array."""
         b = _Builder()
         for p in self.graph.Parameters:
             shape, dtype = p.value.shape, p.value.dtype
@@ -368,14 +368,11 @@ class GraphPlan:
             value = b.bound(p, "value", shape, (dtype,), _exact, writable=True)
             grad = b.bound(p, "grad", shape, (dtype,), _exact)
             b.op(_engine.SGD, dtype, (p.value.size,), [value, grad])
-        return b.program()
+        return b.program(self.graph)
 
-    def update(self, learning_rate):
-        """Run the SGD program; raises Replan when a parameter or its gradient is not as planned."""
-        if (self._update is None or len(self.graph.CompNodes) != self.signature[0]
-                or len(self.graph.Parameters) != self.signature[1]):
-            raise Replan("update")
-        self._update.run(learning_rate)
+
+def _no_update(learning_rate):
+    raise Replan("update")
 
 
 def build(graph):

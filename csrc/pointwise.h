@@ -130,6 +130,10 @@ static inline double cedf_bce_grad(double p, double y, double g)
     CEDF_MULTIVERSION static void cedf_bias_sigmoid_##SFX(const T *u, const T *b, T *s,    \
                                                           ptrdiff_t rows, ptrdiff_t cols)  \
     {                                                                                      \
+        if (cols == 1) { /* one output (logistic regression): one long loop, not rows of one */ \
+            for (ptrdiff_t r = 0; r < rows; r++) s[r] = cedf_sigmoid_##SFX(u[r] + b[0]);   \
+            return;                                                                        \
+        }                                                                                  \
         for (ptrdiff_t r = 0; r < rows; r++)                                               \
             for (ptrdiff_t j = 0; j < cols; j++)                                           \
                 s[r * cols + j] = cedf_sigmoid_##SFX(u[r * cols + j] + b[j]);              \
