@@ -133,23 +133,28 @@ def mlps(draw, user_node=False, x_param=False):
 
 
 def snapshot():
-    """Every value and gradient of the current graph, in creation order: (name, value, grad, grad scale).
+    """Every value and gradient of the current graph, in creation order:
+    (name, value, grad, value scale, grad scale).
 
-    The grad scale is what a gradient's rounding error is measured against.
-    For a node it is the gradient's own largest entry. A parameter's gradient
-    is a sum over the batch, and a sum whose terms cancel cannot be more exact
-    than its terms: dA = x^T g and db = sum_i g_i are scaled by |x|^T |g| and
-    sum_i |g_i|, the textbook bound for a rounded sum.
+    The scales are what rounding errors are measured against, besides the
+    array's own largest entry. A sum whose terms cancel cannot be more exact
+    than its terms (the textbook bound for a rounded sum): an Affine's value
+    x A + b is scaled by |x| |A| + |b|, and a parameter's gradient, a sum over
+    the batch, by |x|^T |g| (dA) and sum_i |g_i| (db).
     """
-    term_scale = {}
+    value_scale, grad_scale = {}, {}
     for node in edf.CompNodes:
         if isinstance(node, edf.Affine):
-            x, g = np.abs(np.asarray(node.x.value, np.float64)), np.abs(node.grad.astype(np.float64))
-            term_scale[id(node.params.A)] = np.max(x.T @ g, initial=0.0)
-            term_scale[id(node.params.b)] = np.max(g.sum(axis=0), initial=0.0)
+            x = np.abs(np.asarray(node.x.value, np.float64))
+            A, b = np.abs(node.params.A.value.astype(np.float64)), np.abs(node.params.b.value.astype(np.float64))
+            value_scale[id(node)] = np.max(x @ A + b, initial=0.0)
+            if node.grad is not None:
+                g = np.abs(node.grad.astype(np.float64))
+                grad_scale[id(node.params.A)] = np.max(x.T @ g, initial=0.0)
+                grad_scale[id(node.params.b)] = np.max(g.sum(axis=0), initial=0.0)
     nodes = edf.CompNodes + edf.Parameters
-    return [(f"{type(n).__name__}#{i}", np.array(n.value), np.array(n.grad), term_scale.get(id(n), 0.0))
-            for i, n in enumerate(nodes)]
+    return [(f"{type(n).__name__}#{i}", np.array(n.value), np.array(n.grad),
+             value_scale.get(id(n), 0.0), grad_scale.get(id(n), 0.0)) for i, n in enumerate(nodes)]
 
 
 def mean_loss(L):

@@ -64,7 +64,7 @@ def test_thread_count_setting_limits_blas_and_keeps_results():
         during = run()
     finally:
         edf.set_num_threads(None)
-    for (name, v0, g0, _), (_, v1, g1, _) in zip(before, during):
+    for (name, v0, g0, *_), (_, v1, g1, *_) in zip(before, during):
         np.testing.assert_allclose(v1, v0, rtol=1e-12, atol=1e-14, err_msg=name)
         np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-14, err_msg=name)
     with pytest.raises(ValueError, match="expected a positive integer or None, got 0"):

@@ -50,7 +50,7 @@ def updated(state=None):
     """
     n = len(edf.Parameters)
     scales = [edf.learning_rate * scale for *_, scale in state[-n:]] if state else [0.0] * n
-    return [(f"updated Parameter#{i}", p.value.copy(), None, scale)
+    return [(f"updated Parameter#{i}", p.value.copy(), None, scale, 0.0)
             for i, (p, scale) in enumerate(zip(edf.Parameters, scales))]
 
 
@@ -72,16 +72,16 @@ def rtol_at(dtype, step_index):
 def assert_states(comp, ref, rtol, where=""):
     """Two snapshot()-like lists agree: same names, values and gradients within `rtol`.
 
-    The reference's scale applies to the gradient, or to the value of an entry without one
-    (updated()). A parameter's value is checked where an update made it, in updated() with
-    that update's scale, not again in the next snapshot.
+    The reference's scales apply (see helpers.snapshot). A parameter's value is checked
+    where an update made it, in updated() with that update's scale, not again in the
+    next snapshot.
     """
     assert [name for name, *_ in comp] == [name for name, *_ in ref], f"{where}: the graphs differ"
-    for (name, rv, rg, scale), (_, cv, cg, _) in zip(ref, comp):
+    for (name, rv, rg, value_scale, grad_scale), (_, cv, cg, *_) in zip(ref, comp):
         if not name.startswith("Parameter#"):
-            assert_close(cv, rv, rtol, f"{where}{name}.value", scale if rg is None else 0.0)
+            assert_close(cv, rv, rtol, f"{where}{name}.value", value_scale)
         if rg is not None:
-            assert_close(cg, rg, rtol, f"{where}{name}.grad", scale)
+            assert_close(cg, rg, rtol, f"{where}{name}.grad", grad_scale)
 
 
 def assert_runs(comp, ref, dtype):
@@ -700,7 +700,7 @@ def test_gradients_survive_a_forward_of_another_batch_size():
         edf.Backward(g.L)
         g.x.value, g.y.value = g.X[:5], g.Y[:5]
         edf.Forward()
-        grads = [(f"gradient of Parameter#{i}", p.grad.copy(), None, 0.0) for i, p in enumerate(edf.Parameters)]
+        grads = [(f"gradient of Parameter#{i}", p.grad.copy(), None, 0.0, 0.0) for i, p in enumerate(edf.Parameters)]
         edf.UpdateParameters()
         return grads + updated()
 
