@@ -132,6 +132,46 @@ def mlps(draw, user_node=False, x_param=False):
     )
 
 
+def _magnitudes():
+    """Per node and parameter, the largest entry of the lecture's backward pass run on absolute values.
+
+    That is what the rounding of a gradient is relative to: a gradient that is
+    a sum of terms which cancel (g A^T, x^T g, a bias's batch sum) is exact
+    only to a fraction of its terms, and the fraction carries on through the
+    nodes before it.
+    """
+    mag = {}
+
+    def send(node, arr):
+        if not isinstance(node, edf.Input):
+            mag[id(node)] = mag.get(id(node), 0) + arr
+
+    for node in reversed(edf.CompNodes):
+        if node.grad is None:
+            continue
+        m = np.maximum(np.abs(np.asarray(node.grad, np.float64)), mag.get(id(node), 0))
+        mag[id(node)] = m
+        if isinstance(node, edf.Affine):
+            x = np.abs(np.asarray(node.x.value, np.float64))
+            A = np.abs(node.params.A.value.astype(np.float64))
+            send(node.x, m @ A.T)
+            send(node.params.A, x.T @ m)
+            send(node.params.b, m.sum(axis=0))
+        elif isinstance(node, (edf.Sigmoid, Tanh)):
+            s = np.asarray(node.value, np.float64)
+            send(node.x, m * (s * (1 - s) if isinstance(node, edf.Sigmoid) else 1 - s ** 2))
+        elif isinstance(node, edf.Softmax):
+            p = np.asarray(node.value, np.float64)
+            send(node.x, p * (m + np.sum(p * m, axis=-1, keepdims=True)))
+        elif isinstance(node, (edf.CrossEntropyLoss, edf.BCELoss)):
+            p = np.asarray(node.x.value, np.float64)
+            send(node.x, np.broadcast_to(m.reshape(len(m), 1) / np.maximum(np.minimum(p, 1 - p), 1e-30), p.shape))
+        elif isinstance(node, Add):
+            send(node.a, m)
+            send(node.b, m)
+    return {key: np.max(value, initial=0.0) for key, value in mag.items()}
+
+
 def snapshot():
     """Every value and gradient of the current graph, in creation order:
     (name, value, grad, value scale, grad scale).
@@ -139,19 +179,16 @@ def snapshot():
     The scales are what rounding errors are measured against, besides the
     array's own largest entry. A sum whose terms cancel cannot be more exact
     than its terms (the textbook bound for a rounded sum): an Affine's value
-    x A + b is scaled by |x| |A| + |b|, and a parameter's gradient, a sum over
-    the batch, by |x|^T |g| (dA) and sum_i |g_i| (db).
+    x A + b is scaled by |x| |A| + |b|, and every gradient by the backward pass
+    run on absolute values (`_magnitudes`).
     """
-    value_scale, grad_scale = {}, {}
+    value_scale = {}
     for node in edf.CompNodes:
         if isinstance(node, edf.Affine):
             x = np.abs(np.asarray(node.x.value, np.float64))
             A, b = np.abs(node.params.A.value.astype(np.float64)), np.abs(node.params.b.value.astype(np.float64))
             value_scale[id(node)] = np.max(x @ A + b, initial=0.0)
-            if node.grad is not None:
-                g = np.abs(node.grad.astype(np.float64))
-                grad_scale[id(node.params.A)] = np.max(x.T @ g, initial=0.0)
-                grad_scale[id(node.params.b)] = np.max(g.sum(axis=0), initial=0.0)
+    grad_scale = _magnitudes()
     nodes = edf.CompNodes + edf.Parameters
     return [(f"{type(n).__name__}#{i}", np.array(n.value), np.array(n.grad),
              value_scale.get(id(n), 0.0), grad_scale.get(id(n), 0.0)) for i, n in enumerate(nodes)]
