@@ -45,10 +45,6 @@ def clear_compgraph():
     _current = Graph()
 
 
-def _compiled():
-    return backend.kernels is backend._kernels
-
-
 def _forward_node_by_node(g):
     if g._planned:
         # Loss values the plan left to compute read buffers that are about to change.
@@ -58,7 +54,7 @@ def _forward_node_by_node(g):
     g._planned = False
     for c in g.CompNodes:
         c.forward()
-    if _compiled():
+    if backend.kernels is backend._kernels:   # the compiled backend: compile the graph
         g._plan = plan.build(g)
 
 
