@@ -103,7 +103,10 @@ cdef class Binding:
         for i in range(self.ndim):
             if cnp.PyArray_DIMS(arr)[i] != self.dims[i]:
                 return False
-        if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
+        # Byte-swapped data has the same type number: without this test a
+        # big-endian array would be read as garbage.
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+                and cnp.PyArray_ISNOTSWAPPED(arr)):
             return False
         if self.writable and not cnp.PyArray_ISWRITEABLE(arr):
             return False

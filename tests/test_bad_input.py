@@ -179,6 +179,7 @@ def test_awkward_but_valid_input_gives_the_clean_answer(loss):
         (clean_x.tolist(), clean_y.tolist()),                  # lists
         (clean_x, clean_y.astype(np.float64)),                 # integral float labels
         (clean_x, clean_y.reshape(6, 1)),                      # a column of labels
+        (clean_x.astype(">f4"), clean_y.astype(">i8")),        # big-endian
     ]
     for xv, yv in variants:
         x.value, y.value = xv, yv
