@@ -3,8 +3,9 @@
 On the compiled backend the first Forward of a graph runs node by node and
 builds a plan; later Forward/Backward/UpdateParameters run it in one call. The
 plan fuses Softmax -> CrossEntropyLoss and Sigmoid -> BCELoss backward, writes
-gradients instead of adding them, and leaves the loss values and the fused-away
-gradients to be computed when read. Every test here trains a fresh graph on the
+gradients instead of adding them, folds a hidden layer's bias into its Sigmoid's
+passes, and leaves the loss values (and a Sigmoid-fed Affine's value) to be
+computed when read. Every test here trains a fresh graph on the
 reference ("numpy") and on "cython" with the same script, compares step after
 step, and checks that the compiled run really went through the plan
 (``current_graph()._planned``), so that the plan, not the nodes, is what passed.
