@@ -195,6 +195,27 @@ def test_training_does_not_need_the_lazy_results_read(loss, dtype):
     assert_states(comp[1], ref[1], rtol_at(dtype, 1))
 
 
+@FLOATS
+def test_a_sigmoid_fed_affine_value_read_after_the_update(dtype):
+    """The plan leaves x A + b of an Affine read only by a Sigmoid to be made when read:
+    from the bias of its Forward, not the one UpdateParameters has changed since."""
+    def train():
+        g = classifier("ce", dtype, batch=40)
+        edf.learning_rate = 5.0   # a large step, so that a stale bias would show
+        for _ in range(3):
+            step(g.L)
+        edf.Forward()
+        ran_plan = planned()
+        edf.Backward(g.L)
+        edf.UpdateParameters()
+        return ran_plan, np.array(g.h.x.value), np.array(g.h.value)
+
+    ref, comp = on_both(train)
+    assert comp[0], "the fourth step did not run the plan"
+    assert_close(comp[1], ref[1], rtol_at(dtype, 3), "hidden Affine.value")
+    assert_close(comp[2], ref[2], rtol_at(dtype, 3), "hidden Sigmoid.value")
+
+
 # -- 3. the batch size changes ---------------------------------------------------
 
 @FLOATS
