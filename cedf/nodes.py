@@ -48,6 +48,12 @@ def _reuse(buf, shape, dtype):
     return np.empty(shape, dtype)
 
 
+def writable_buffer(arr, shape, dtype):
+    """Whether `arr` is an ndarray of this shape and dtype that a kernel may write in place."""
+    return (type(arr) is np.ndarray and arr.shape == shape and arr.dtype == dtype
+            and arr.flags.c_contiguous and arr.flags.writeable)
+
+
 def zero_grad(node):
     """Set ``node.grad`` to zeros shaped like its value, reusing the array it has when it fits."""
     value = node.value
@@ -56,8 +62,7 @@ def zero_grad(node):
     value = np.asarray(value)
     dtype = _float_dtype(value)
     grad = getattr(node, "grad", None)
-    if (type(grad) is np.ndarray and grad.shape == value.shape and grad.dtype == dtype
-            and grad.flags.c_contiguous and grad.flags.writeable):
+    if writable_buffer(grad, value.shape, dtype):
         grad.fill(0)
     else:
         node.grad = np.zeros(value.shape, dtype)
@@ -115,7 +120,8 @@ class _Lazy:
 
     The plan (`cedf.plan`) skips work whose result no other node needs: the
     per-example loss values, during training, cost a logarithm each and only a
-    person reads them. It leaves a function in ``_pending_<name>`` instead, and
+    person reads them; an Affine read only by a Sigmoid need not add its bias
+    into its own value. It leaves a function in ``_pending_<name>`` instead, and
     reading the attribute runs it, so ``.value`` is always there for a user who
     asks. The function reads buffers that only the next Forward overwrites,
     and that Forward leaves a new one.
@@ -191,11 +197,8 @@ class BuiltinNode(CompNode):
         addgrad = type(node).addgrad
         if addgrad is Input.addgrad:
             return None, False
-        grad = node.grad
-        if (addgrad in (CompNode.addgrad, Parameter.addgrad) and type(grad) is np.ndarray
-                and grad.shape == shape and grad.dtype == dtype
-                and grad.flags.c_contiguous and grad.flags.writeable):
-            return grad, False
+        if addgrad in (CompNode.addgrad, Parameter.addgrad) and writable_buffer(node.grad, shape, dtype):
+            return node.grad, False
         return np.zeros(shape, dtype), True
 
 

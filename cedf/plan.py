@@ -31,7 +31,8 @@ import numpy as np
 from . import _engine, _kernels
 from ._engine import Binding, Program
 from .backend import Replan
-from .nodes import Affine, BCELoss, CrossEntropyLoss, Input, Parameter, Sigmoid, Softmax, _labels_like
+from .nodes import (Affine, BCELoss, CrossEntropyLoss, Input, Parameter, Sigmoid, Softmax, _labels_like,
+                    writable_buffer)
 
 _COMPILED = (Affine, Sigmoid, Softmax, CrossEntropyLoss, BCELoss)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -135,6 +136,11 @@ class GraphPlan:
             for source in (c.x, c.y) if isinstance(c, (CrossEntropyLoss, BCELoss)) else (c.x,):
                 if id(source) in self.consumers:
                     self.consumers[id(source)].append(c)
+        # Affines read only by a Sigmoid: that Sigmoid adds their bias (forward)
+        # and, unless it is fused with a BCELoss, sums their bias gradient (backward).
+        self._bias_in_sigmoid = {id(c.x) for c in graph.CompNodes
+                                 if isinstance(c, Sigmoid) and isinstance(c.x, Affine)
+                                 and self.consumers[id(c.x)] == [c]}
         self._binary = {}   # id(BCELoss) -> its float copy of the labels, shared by the programs
         self._forward = self._build_forward()
         self._backward = {}
@@ -146,13 +152,6 @@ class GraphPlan:
 
     # -- forward -----------------------------------------------------------
 
-    def _sole_affine(self, node):
-        """The Affine that `node` (a Sigmoid) reads, if nothing else reads it: their bias work can merge."""
-        source = node.x
-        if isinstance(source, Affine) and self.consumers[id(source)] == [node]:
-            return source
-        return None
-
     def _build_forward(self):
         b, lazy = _Builder(), []
         for node in self.graph.CompNodes:
@@ -160,14 +159,13 @@ class GraphPlan:
             if isinstance(node, Affine):
                 n, n_in = node._x.shape
                 n_out = node._value.shape[1]
-                merged = len(self.consumers[id(node)]) == 1 and isinstance(self.consumers[id(node)][0], Sigmoid)
-                bias = None if merged else b.value(node.params.b, (n_out,), dtype)
+                bias = None if id(node) in self._bias_in_sigmoid else b.value(node.params.b, (n_out,), dtype)
                 b.op(_engine.AFFINE_FWD, dtype, (n, n_in, n_out),
                      [b.value(node.x, (n, n_in), dtype), b.value(node.params.A, (n_in, n_out), dtype),
                       bias, b.fixed(node._value)])
             elif isinstance(node, Sigmoid):
-                affine = self._sole_affine(node)
-                if affine is not None:
+                if id(node.x) in self._bias_in_sigmoid:
+                    affine = node.x
                     # The Affine's own value, x @ A + b, is made only if someone reads it.
                     rows, cols = node._value.shape
                     bias = np.empty(cols, dtype)
@@ -250,9 +248,7 @@ class GraphPlan:
         def grad_of(node):
             if id(node) not in grads:
                 value = node.value if isinstance(node, Parameter) else node._value
-                grad = node.grad
-                if not (type(grad) is np.ndarray and grad.shape == value.shape and grad.dtype == value.dtype
-                        and grad.flags.c_contiguous and grad.flags.writeable):
+                if not writable_buffer(node.grad, value.shape, value.dtype):
                     node.grad = np.zeros_like(value, order="C")
                 if isinstance(node, Parameter):
                     index = b.bound(node, "grad", value.shape, (value.dtype,), _exact, writable=True)
@@ -276,7 +272,8 @@ class GraphPlan:
         seed, _ = target(loss)
         b.op(_engine.FILL, loss._value.dtype, (loss._value.size,), [seed], scalar=1.0 / max(n_loss, 1))
 
-        fused, bias_done = set(), set()
+        fused = set()
+        bias_done = set()   # Affines whose bias gradient their Sigmoid's (unfused) backward summed
         for node in reversed(self.graph.CompNodes):
             if id(node) in fused:
                 continue
@@ -298,12 +295,11 @@ class GraphPlan:
             elif isinstance(node, Sigmoid):
                 gx, acc = target(node.x)
                 if gx is not None:
-                    affine = self._sole_affine(node)
-                    if affine is not None:
+                    if id(node.x) in self._bias_in_sigmoid:
                         # The Affine's bias gradient is the column sums of what this pass writes.
                         rows, cols = node._value.shape
-                        gb, ab = target(affine.params.b)
-                        bias_done.add(id(affine))
+                        gb, ab = target(node.x.params.b)
+                        bias_done.add(id(node.x))
                     else:
                         rows, cols, gb, ab = 1, node._value.size, None, False
                     b.op(_engine.SIGMOID_BWD, dtype, (rows, cols), [b.fixed(node._value), g, gx, gb], (acc, ab))
