@@ -32,7 +32,6 @@ cdef extern from "pointwise.h" nogil:
     void cedf_softmax_exp_f64(double* x, Py_ssize_t n)
     double cedf_bce(double p, double y)
     double cedf_bce_grad(double p, double y, double g)
-    double CEDF_SOFTMAX_FLOOR
 
 
 cdef inline void fill(floating* dst, floating value, Py_ssize_t n) noexcept nogil:
