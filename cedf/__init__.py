@@ -26,6 +26,7 @@ learning_rate = 0.001
 
 from . import backend, graph, nodes, reference  # noqa: E402
 from .backend import get_backend, get_num_threads, set_backend, set_num_threads  # noqa: E402
+from .checkpoint import load, save  # noqa: E402
 from .graph import Backward, Forward, Graph, UpdateParameters, clear_compgraph, current_graph  # noqa: E402
 from .nodes import (  # noqa: E402
     Affine,
@@ -57,5 +58,5 @@ __all__ = [
     "Input", "Parameter", "CompNode", "AffineParams", "Affine", "Sigmoid", "Softmax",
     "CrossEntropyLoss", "BCELoss",
     "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters",
-    "set_backend", "get_backend", "set_num_threads", "get_num_threads",
+    "set_backend", "get_backend", "set_num_threads", "get_num_threads", "save", "load",
 ]

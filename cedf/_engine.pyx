@@ -207,7 +207,7 @@ cdef class Program:
         A run that raises leaves the bindings as the last good run left them, so
         that what reads them later (a lazy loss value) sees that run's arrays.
         """
-        cdef int i, failed = -1
+        cdef int i = 0, failed = -1
         cdef bint ok
         cdef Binding b
         cdef object value   # a Python int for a class label, a float for a binary one
@@ -220,7 +220,8 @@ cdef class Program:
                 b.refresh()
                 self._set(self.binding_index[i], b.array)
         except BaseException:
-            self._roll_back()
+            # Only the bindings this run reached: the others' `changed` is the last run's.
+            self._roll_back(i + 1)
             raise
         with nogil:
             for i in range(self.n_ops):
@@ -234,7 +235,7 @@ cdef class Program:
                     failed = i
                     break
         if failed >= 0:
-            self._roll_back()
+            self._roll_back(len(self.bindings))
             if self.ops[failed].code == CHECK_CLASSES:
                 value = self.bad_label
             else:
@@ -243,10 +244,10 @@ cdef class Program:
         for node, compute in self.after:
             node._pending_value = compute
 
-    cdef void _roll_back(self):
-        cdef Binding b
-        for b in self.bindings:
-            b.roll_back()
+    cdef void _roll_back(self, int n):
+        cdef int i
+        for i in range(n):
+            (<Binding>self.bindings[i]).roll_back()
 
     def bound(self, int index):
         """The array that buffer `index` was bound to at the last run."""

@@ -1,16 +1,22 @@
-"""The computation graph: the lecture's global lists of nodes and the three
-functions that walk them.
+"""Computation graphs: the lecture's global lists of nodes, the three functions
+that walk them, and `Graph`, the object that holds a pair of such lists.
 
 As in the lecture, nodes append themselves to `CompNodes` or `Parameters` when
 they are created, so creation order is a valid evaluation order: `Forward` runs
-the list front to back, `Backward` back to front. A `Graph` holds the two lists;
-the package-level `cedf.CompNodes` and `cedf.Parameters` are those of the
-current graph.
+the list front to back, `Backward` back to front. The lists belong to a `Graph`;
+`cedf.CompNodes`, `cedf.Parameters` and the module-level `Forward`,
+`Backward`, `UpdateParameters` and `clear_compgraph` are those of the current
+graph. That is the lecture's global graph unless a ``with cedf.Graph() as g:``
+block makes ``g`` current, for the thread that runs the block: several graphs
+can live side by side, be trained in turn, or be trained in two threads at
+once (the kernels run without the GIL).
 
 On the compiled backend a graph of cedf's own nodes is also compiled into a
 plan (`cedf.plan`) after its first Forward, and later steps run the plan: the
 same results, without a Python call per node.
 """
+import threading
+
 import cedf
 
 from . import backend
@@ -22,7 +28,12 @@ if backend._engine is not None:
 
 
 class Graph:
-    """The nodes of one computation graph, in creation order."""
+    """The nodes of one computation graph, in creation order.
+
+    ``with Graph() as g:`` makes `g` the current graph of this thread for the
+    block: new nodes join it and the module-level functions run it. The methods
+    below run it from anywhere.
+    """
 
     def __init__(self):
         self.CompNodes = []
@@ -30,82 +41,132 @@ class Graph:
         self._plan = None           # the compiled plan, once built
         self._planned = False       # whether the last Forward ran the plan
 
+    def __repr__(self):
+        return f"<cedf.Graph: {len(self.CompNodes)} nodes, {len(self.Parameters)} parameters>"
 
-_current = Graph()
+    def __enter__(self):
+        _stack().append(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        stack = _stack()
+        if not stack or stack[-1] is not self:
+            raise RuntimeError("Graph: `with` blocks of graphs must close in the order they opened")
+        stack.pop()
+
+    def Forward(self):
+        """Compute every node's value, in creation order."""
+        if self._plan is not None and backend.kernels is backend._kernels:
+            try:
+                self._plan.forward()
+                self._planned = True
+                return
+            except Replan:
+                pass
+        self._forward_node_by_node()
+
+    def _forward_node_by_node(self):
+        if self._planned:
+            # Loss values the plan left to compute read buffers that are about to change.
+            for c in self.CompNodes:
+                c.value
+        self._plan = None
+        self._planned = False
+        for c in self.CompNodes:
+            c.forward()
+        if backend.kernels is backend._kernels:   # the compiled backend: compile the graph
+            self._plan = plan.build(self)
+
+    def Backward(self, loss):
+        """Backpropagate the mean of `loss` over the batch into every ``.grad``.
+
+        Every gradient is zeroed, ``loss.grad`` is seeded with 1/B (B = the batch
+        size, the length of ``loss.value``), and the nodes run backward in reverse
+        creation order, each adding into its inputs' gradients.
+        """
+        if self._planned:
+            if backend.kernels is backend._kernels:
+                try:
+                    self._plan.backward(loss)
+                    return
+                except Replan:
+                    pass
+            # The nodes' own backward needs what their own forward saw.
+            self._forward_node_by_node()
+        if not any(c is loss for c in self.CompNodes):
+            raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of this graph")
+        for c in self.CompNodes + self.Parameters:
+            zero_grad(c)
+        n = len(loss.value) if loss.value.ndim else 1
+        loss.grad[...] = 1.0 / max(n, 1)
+        for c in reversed(self.CompNodes):
+            c.backward()
+
+    def UpdateParameters(self):
+        """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
+        if self._plan is not None and backend.kernels is backend._kernels:
+            try:
+                self._plan.update(cedf.learning_rate)
+                return
+            except Replan:
+                pass
+        for p in self.Parameters:
+            p.UpdateParameters()
+
+    def clear(self):
+        """Forget every node and free their buffers; the graph stays usable for new nodes.
+
+        The nodes are marked as cleared: building a node on one, or running one,
+        raises an error instead of computing with buffers that are gone. A
+        parameter keeps its ``.value``, so that a trained model can still be read
+        or saved; its gradient is freed.
+        """
+        self._plan = None
+        self._planned = False
+        for node in self.CompNodes + self.Parameters:
+            node._graph = None
+            node.grad = None
+            if not isinstance(node, cedf.nodes.Parameter):
+                node.value = None
+            if isinstance(node, cedf.nodes.BuiltinNode):
+                node._release()
+        self.CompNodes = []
+        self.Parameters = []
+
+
+_default = Graph()          # the lecture's global graph
+_local = threading.local()  # per thread: the graphs of the open `with` blocks
+
+
+def _stack():
+    try:
+        return _local.stack
+    except AttributeError:
+        _local.stack = []
+        return _local.stack
 
 
 def current_graph():
     """The graph that new nodes join and that Forward/Backward/UpdateParameters run."""
-    return _current
+    stack = _stack()
+    return stack[-1] if stack else _default
 
 
 def clear_compgraph():
-    """Start a new, empty graph (the lecture's ``edf.clear_compgraph()``)."""
-    global _current
-    _current = Graph()
-
-
-def _forward_node_by_node(g):
-    if g._planned:
-        # Loss values the plan left to compute read buffers that are about to change.
-        for c in g.CompNodes:
-            c.value
-    g._plan = None
-    g._planned = False
-    for c in g.CompNodes:
-        c.forward()
-    if backend.kernels is backend._kernels:   # the compiled backend: compile the graph
-        g._plan = plan.build(g)
+    """Empty the current graph and free its buffers (the lecture's ``edf.clear_compgraph()``)."""
+    current_graph().clear()
 
 
 def Forward():
-    """Compute every node's value, in creation order."""
-    g = _current
-    if g._plan is not None and backend.kernels is backend._kernels:
-        try:
-            g._plan.forward()
-            g._planned = True
-            return
-        except Replan:
-            pass
-    _forward_node_by_node(g)
+    """Compute every node's value, in creation order (see `Graph.Forward`)."""
+    current_graph().Forward()
 
 
 def Backward(loss):
-    """Backpropagate the mean of `loss` over the batch into every ``.grad``.
-
-    Every gradient is zeroed, ``loss.grad`` is seeded with 1/B (B = the batch
-    size, the length of ``loss.value``), and the nodes run backward in reverse
-    creation order, each adding into its inputs' gradients.
-    """
-    g = _current
-    if g._planned:
-        if backend.kernels is backend._kernels:
-            try:
-                g._plan.backward(loss)
-                return
-            except Replan:
-                pass
-        # The nodes' own backward needs what their own forward saw.
-        _forward_node_by_node(g)
-    if not any(c is loss for c in g.CompNodes):
-        raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of the current graph")
-    for c in g.CompNodes + g.Parameters:
-        zero_grad(c)
-    n = len(loss.value) if loss.value.ndim else 1
-    loss.grad[...] = 1.0 / max(n, 1)
-    for c in reversed(g.CompNodes):
-        c.backward()
+    """Backpropagate the mean of `loss` over the batch into every ``.grad`` (see `Graph.Backward`)."""
+    current_graph().Backward(loss)
 
 
 def UpdateParameters():
-    """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
-    g = _current
-    if g._plan is not None and backend.kernels is backend._kernels:
-        try:
-            g._plan.update(cedf.learning_rate)
-            return
-        except Replan:
-            pass
-    for p in g.Parameters:
-        p.UpdateParameters()
+    """One gradient-descent step for every parameter of the current graph (see `Graph.UpdateParameters`)."""
+    current_graph().UpdateParameters()

@@ -32,12 +32,23 @@ def _name(node):
     return type(node).__name__
 
 
+_ANY_GRAPH = object()   # what an Input belongs to: it holds data, not part of a graph
+
+
 def _check_node(owner, role, node):
+    """`node`, after checking that it is a node that a node of the current graph may read."""
     if not hasattr(node, "addgrad"):
         raise TypeError(
             f"{owner}: {role} must be a cedf node (Input, Parameter or CompNode), "
             f"got {type(node).__name__}; wrap data in an Input and set its .value"
         )
+    home = getattr(node, "_graph", _ANY_GRAPH)
+    if home is None:
+        raise ValueError(f"{owner}: {role} ({_name(node)}) belongs to a graph that was cleared; "
+                         f"create it again in the current graph")
+    if home is not _ANY_GRAPH and home is not cedf.graph.current_graph():
+        raise ValueError(f"{owner}: {role} ({_name(node)}) belongs to another graph; "
+                         f"a graph's nodes can only read nodes of the same graph")
     return node
 
 
@@ -81,14 +92,22 @@ class Input:
 
 
 class Parameter:
-    """A trainable array: ``.value`` (in cedf.DT), ``.grad``, updated by `UpdateParameters`."""
+    """A trainable array: ``.value`` (in cedf.DT), ``.grad``, updated by `UpdateParameters`.
+
+    `name`, if given, is the parameter's key in a checkpoint (`cedf.save`).
+    """
 
     value = None
     grad = None
 
-    def __init__(self, value):
-        self.value = np.array(value, dtype=cedf.DT)
-        cedf.graph.current_graph().Parameters.append(self)
+    def __init__(self, value, name=None):
+        try:
+            self.value = np.array(value, dtype=cedf.DT)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Parameter: value must be an array of real numbers ({exc})") from None
+        self.name = name
+        self._graph = cedf.graph.current_graph()
+        self._graph.Parameters.append(self)
 
     def addgrad(self, delta):
         # A per-example gradient has an extra leading batch axis: sum it out.
@@ -152,10 +171,19 @@ class BuiltinNode(CompNode):
     _value_buf = None
 
     def _register(self):
-        cedf.graph.current_graph().CompNodes.append(self)
+        self._graph = cedf.graph.current_graph()
+        self._graph.CompNodes.append(self)
+
+    def _release(self):
+        """Drop every buffer (the graph was cleared)."""
+        self._value_buf = None
+        for attr in ("_x", "_A", "_p", "_y"):
+            self.__dict__.pop(attr, None)
 
     def _operand(self, node, role, dtype=None, ndims=None):
         """`node.value` as a C-contiguous float array of `dtype`, after checking it."""
+        if self._graph is None:
+            raise RuntimeError(f"{_name(self)}: its graph was cleared (clear_compgraph); create the node again")
         value = node.value
         if value is None:
             raise ValueError(
@@ -168,7 +196,13 @@ class BuiltinNode(CompNode):
         if ndims is not None and arr.ndim not in ndims:
             expected = " or ".join(f"{n}-D" for n in ndims)
             raise ValueError(f"{_name(self)}: {role} must be {expected}, got shape {arr.shape}")
-        return np.ascontiguousarray(arr, dtype=dtype if dtype is not None else _float_dtype(arr))
+        dtype = dtype if dtype is not None else _float_dtype(arr)
+        try:
+            with np.errstate(over="raise"):
+                return np.ascontiguousarray(arr, dtype=dtype)
+        except FloatingPointError:
+            raise ValueError(f"{_name(self)}: {role} holds values beyond the range of {np.dtype(dtype)} "
+                             f"(largest {np.finfo(dtype).max:.4g}), which it computes in") from None
 
     def _output(self, shape, dtype):
         """The node's value buffer for this shape and dtype, allocated on first use."""
@@ -206,27 +240,31 @@ class AffineParams:
     """The parameters of an affine layer: ``A`` (nInputs, nOutputs) and ``b`` (nOutputs,).
 
     ``A`` is drawn uniformly from ±sqrt(3 / nInputs) with NumPy's global random
-    state, as in the lecture, so ``np.random.seed`` reproduces a run.
+    state, as in the lecture, so ``np.random.seed`` reproduces a run. With a
+    `name`, the parameters are named "<name>.A" and "<name>.b" in checkpoints.
     """
 
-    def __init__(self, nInputs, nOutputs):
-        for name, n in (("nInputs", nInputs), ("nOutputs", nOutputs)):
+    def __init__(self, nInputs, nOutputs, name=None):
+        for arg, n in (("nInputs", nInputs), ("nOutputs", nOutputs)):
             if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-                raise ValueError(f"AffineParams: {name} must be a positive integer, got {n!r}")
+                raise ValueError(f"AffineParams: {arg} must be a positive integer, got {n!r}")
         bound = np.sqrt(3 / nInputs)
-        self.A = Parameter(np.random.uniform(-bound, bound, (nInputs, nOutputs)))
-        self.b = Parameter(np.zeros(nOutputs))
+        self.A = Parameter(np.random.uniform(-bound, bound, (nInputs, nOutputs)),
+                           name=None if name is None else f"{name}.A")
+        self.b = Parameter(np.zeros(nOutputs), name=None if name is None else f"{name}.b")
 
 
 class Affine(BuiltinNode):
     """``x @ A + b`` for a batch x of shape (B, nInputs)."""
 
     def __init__(self, params, x):
-        self._register()
         if not (hasattr(params, "A") and hasattr(params, "b")):
             raise TypeError(f"Affine: params must be an AffineParams, got {type(params).__name__}")
+        _check_node("Affine", "A", params.A)
+        _check_node("Affine", "b", params.b)
         self.params = params
         self.x = _check_node("Affine", "x", x)
+        self._register()
 
     def forward(self):
         A = self._operand(self.params.A, "A", ndims=(2,))
@@ -256,8 +294,8 @@ class Sigmoid(BuiltinNode):
     """The logistic function 1 / (1 + exp(-x)), input clipped to [-10, 10] as in the lecture."""
 
     def __init__(self, x):
-        self._register()
         self.x = _check_node("Sigmoid", "x", x)
+        self._register()
 
     def forward(self):
         x = self._operand(self.x, "x")
@@ -278,8 +316,8 @@ class Softmax(BuiltinNode):
     """Softmax over the last axis (the classes), each row shifted by its max and floored at -10."""
 
     def __init__(self, x):
-        self._register()
         self.x = _check_node("Softmax", "x", x)
+        self._register()
 
     def forward(self):
         x = self._operand(self.x, "x")
@@ -311,9 +349,9 @@ class CrossEntropyLoss(BuiltinNode):
     """Per-example ``-log p[i, y_i]`` for class probabilities p (B, C) and class indices y (B,)."""
 
     def __init__(self, x, y):
-        self._register()
         self.x = _check_node("CrossEntropyLoss", "p", x)
         self.y = _check_node("CrossEntropyLoss", "y", y)
+        self._register()
 
     def _class_indices(self, n, n_classes):
         """y.value as int64 class indices, checked to be integral and in [0, n_classes)."""
@@ -353,9 +391,9 @@ class BCELoss(BuiltinNode):
     """Per-example binary cross-entropy ``-y log p - (1 - y) log(1 - p)``, p (B, 1) or (B,), y in {0, 1}."""
 
     def __init__(self, x, y):
-        self._register()
         self.x = _check_node("BCELoss", "p", x)
         self.y = _check_node("BCELoss", "y", y)
+        self._register()
 
     def forward(self):
         p = self._operand(self.x, "p", ndims=(1, 2))

@@ -48,7 +48,11 @@ def _converter(dtype, shape):
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf" or arr.shape != shape:
             raise Replan("shape")
-        return np.ascontiguousarray(arr, dtype=dtype)
+        try:
+            with np.errstate(over="raise"):
+                return np.ascontiguousarray(arr, dtype=dtype)
+        except FloatingPointError:
+            raise Replan("range") from None   # the node says what is wrong
     return convert
 
 

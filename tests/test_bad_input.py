@@ -105,7 +105,7 @@ def test_backward_before_forward_raises():
 def test_backward_of_a_node_outside_the_graph_raises():
     x, y, _, L = classifier()
     edf.clear_compgraph()
-    with pytest.raises(ValueError, match="Backward: the loss CrossEntropyLoss is not a node of the current graph"):
+    with pytest.raises(ValueError, match="Backward: the loss CrossEntropyLoss is not a node of this graph"):
         edf.Backward(L)
 
 

@@ -809,3 +809,26 @@ def test_loss_values_after_a_failed_forward_are_the_last_good_ones(loss):
 
     ref, comp = on_both(train)
     assert_close(comp, ref, rtol_for(np.float64), "L.value")
+
+
+@LOSSES
+def test_a_step_refused_by_its_first_binding_keeps_the_last_runs_loss_values(loss):
+    """A run refused while reading x (its first binding) must not roll back bindings it never read.
+
+    It once reset the labels binding to what preceded the program's first run (nothing), so
+    the lazy loss values, read after the refused step, found no labels at all.
+    """
+    def train(read_before):
+        edf.clear_compgraph()
+        g = classifier(loss)
+        step(g.L)       # node by node; builds the plan
+        edf.Forward()   # the forward program's first run: it binds x, the labels, ...; loss values stay lazy
+        assert planned()
+        before = np.array(g.L.value) if read_before else None
+        g.x.value = np.full(g.X.shape, "a")   # refused by the first binding, then by the Affine
+        with pytest.raises(TypeError, match="Affine: x must hold real numbers"):
+            edf.Forward()
+        return before if read_before else np.array(g.L.value)
+
+    edf.set_backend("cython")
+    assert_close(train(read_before=False), train(read_before=True), 0.0, "loss values read after the refused step")
