@@ -27,17 +27,24 @@ learning_rate = 0.001
 from . import backend, graph, nodes, reference  # noqa: E402
 from .backend import get_backend, get_num_threads, set_backend, set_num_threads  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
+from .gradient_check import gradcheck  # noqa: E402
+from . import data, metrics, optim  # noqa: E402
 from .graph import Backward, Forward, Graph, UpdateParameters, clear_compgraph, current_graph  # noqa: E402
 from .nodes import (  # noqa: E402
     Affine,
     AffineParams,
     BCELoss,
+    BCEWithLogitsLoss,
     CompNode,
     CrossEntropyLoss,
     Input,
+    LeakyReLU,
     Parameter,
+    ReLU,
     Sigmoid,
     Softmax,
+    SoftmaxCrossEntropyLoss,
+    Tanh,
 )
 
 try:
@@ -56,7 +63,8 @@ def __getattr__(name):
 __all__ = [
     "DT", "learning_rate", "CompNodes", "Parameters",
     "Input", "Parameter", "CompNode", "AffineParams", "Affine", "Sigmoid", "Softmax",
-    "CrossEntropyLoss", "BCELoss",
+    "CrossEntropyLoss", "BCELoss", "Tanh", "ReLU", "LeakyReLU", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss",
     "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters",
     "set_backend", "get_backend", "set_num_threads", "get_num_threads", "save", "load",
+    "gradcheck", "optim", "data", "metrics",
 ]

@@ -16,6 +16,12 @@ from libc.stdint cimport int64_t
 
 cimport cedf._loops as loops
 
+cdef extern from "build_info.h":
+    const int CEDF_SANITIZED
+
+# True when the kernels were compiled with AddressSanitizer (setup.py's CEDF_SANITIZE).
+SANITIZED = bool(CEDF_SANITIZED)
+
 
 cdef int _expect(str kernel, str name, tuple got, tuple expected) except -1:
     if got != expected:
@@ -156,3 +162,99 @@ def bce_backward(const floating[::1] p, const floating[::1] y, const floating[::
     _expect("bce_backward", "gp", (gp.shape[0],), (p.shape[0],))
     with nogil:
         loops.bce_backward(_in(p), _in(y), _in(g), _out(gp), True, p.shape[0])
+
+
+def sgd_update(floating[::1] value, const floating[::1] grad, floating[::1] buf, double lr,
+               double momentum, double weight_decay, bint nesterov, bint first):
+    """SGD step in place: g = grad + wd value; with momentum, buf = g (first step) or
+    momentum buf + g, and g = buf (or g + momentum buf, Nesterov); value -= lr g."""
+    _expect("sgd_update", "grad", (grad.shape[0],), (value.shape[0],))
+    if buf is not None:
+        _expect("sgd_update", "buf", (buf.shape[0],), (value.shape[0],))
+    with nogil:
+        loops.sgd_momentum(_out(value), _in(grad), _out(buf), value.shape[0], lr, momentum,
+                           weight_decay, nesterov, first)
+
+
+def adam_update(floating[::1] value, const floating[::1] grad, floating[::1] m, floating[::1] v,
+                double lr, double beta1, double beta2, double eps, double weight_decay, long step):
+    """Adam step `step` (1, 2, ...) in place, bias-corrected moments m and v updated alongside."""
+    for name, buf in (("grad", grad), ("m", m), ("v", v)):
+        _expect("adam_update", name, (buf.shape[0],), (value.shape[0],))
+    if step < 1:
+        raise ValueError(f"adam_update: step must be 1 or more, got {step}")
+    with nogil:
+        loops.adam(_out(value), _in(grad), _out(m), _out(v), value.shape[0], lr, beta1, beta2, eps,
+                   weight_decay, 1 - beta1 ** step, 1 - beta2 ** step)
+
+
+def tanh_forward(const floating[::1] x, floating[::1] out):
+    """out = tanh(x)."""
+    _expect("tanh_forward", "out", (out.shape[0],), (x.shape[0],))
+    with nogil:
+        loops.tanh_forward(_in(x), _out(out), x.shape[0])
+
+
+def tanh_backward(const floating[::1] t, const floating[::1] g, floating[::1] gx):
+    """gx += g * (1 - t^2), with t the forward output."""
+    _expect("tanh_backward", "g", (g.shape[0],), (t.shape[0],))
+    _expect("tanh_backward", "gx", (gx.shape[0],), (t.shape[0],))
+    with nogil:
+        loops.tanh_backward(_in(t), _in(g), _out(gx), True, t.shape[0])
+
+
+def leaky_relu_forward(const floating[::1] x, floating[::1] out, double slope):
+    """out = x where x >= 0, slope * x where x < 0 (ReLU: slope 0, and then exactly 0)."""
+    _expect("leaky_relu_forward", "out", (out.shape[0],), (x.shape[0],))
+    with nogil:
+        loops.leaky_relu_forward(_in(x), _out(out), x.shape[0], slope)
+
+
+def leaky_relu_backward(const floating[::1] x, const floating[::1] g, floating[::1] gx, double slope):
+    """gx += g where x > 0, slope * g elsewhere."""
+    _expect("leaky_relu_backward", "g", (g.shape[0],), (x.shape[0],))
+    _expect("leaky_relu_backward", "gx", (gx.shape[0],), (x.shape[0],))
+    with nogil:
+        loops.leaky_relu_backward(_in(x), _in(g), _out(gx), True, x.shape[0], slope)
+
+
+def cross_entropy_logits_forward(const floating[:, ::1] z, const int64_t[::1] labels,
+                                 floating[:, ::1] p, floating[::1] out):
+    """p = softmax(z) and out_i = logsumexp(z_i) - z[i, y_i], for logits z (B, C)."""
+    if z.shape[1] == 0 and z.shape[0]:
+        raise ValueError("cross_entropy_logits_forward: z has no classes")
+    _check_labels("cross_entropy_logits_forward", labels, z.shape[0], z.shape[1])
+    _expect("cross_entropy_logits_forward", "p", (p.shape[0], p.shape[1]), (z.shape[0], z.shape[1]))
+    _expect("cross_entropy_logits_forward", "out", (out.shape[0],), (z.shape[0],))
+    with nogil:
+        loops.cross_entropy_logits_forward(_in2(z), &labels[0] if labels.shape[0] else NULL, _out2(p),
+                                           _out(out), z.shape[0], z.shape[1])
+
+
+def cross_entropy_logits_backward(const floating[:, ::1] p, const int64_t[::1] labels,
+                                  const floating[::1] g, floating[:, ::1] gz):
+    """gz += g_i (p_i - onehot(y_i)), with p the forward's probabilities."""
+    _check_labels("cross_entropy_logits_backward", labels, p.shape[0], p.shape[1])
+    _expect("cross_entropy_logits_backward", "g", (g.shape[0],), (p.shape[0],))
+    _expect("cross_entropy_logits_backward", "gz", (gz.shape[0], gz.shape[1]), (p.shape[0], p.shape[1]))
+    with nogil:
+        loops.cross_entropy_logits_backward(_in2(p), &labels[0] if labels.shape[0] else NULL, _in(g),
+                                            _out2(gz), True, p.shape[0], p.shape[1])
+
+
+def bce_logits_forward(const floating[::1] z, const floating[::1] y, floating[::1] out):
+    """out_i = max(z_i, 0) - z_i y_i + log(1 + exp(-|z_i|)), for y in [0, 1]."""
+    _expect("bce_logits_forward", "y", (y.shape[0],), (z.shape[0],))
+    _expect("bce_logits_forward", "out", (out.shape[0],), (z.shape[0],))
+    with nogil:
+        loops.bce_logits_forward(_in(z), _in(y), _out(out), z.shape[0])
+
+
+def bce_logits_backward(const floating[::1] z, const floating[::1] y, const floating[::1] g,
+                        floating[::1] gz):
+    """gz += g_i (sigmoid(z_i) - y_i)."""
+    _expect("bce_logits_backward", "y", (y.shape[0],), (z.shape[0],))
+    _expect("bce_logits_backward", "g", (g.shape[0],), (z.shape[0],))
+    _expect("bce_logits_backward", "gz", (gz.shape[0],), (z.shape[0],))
+    with nogil:
+        loops.bce_logits_backward(_in(z), _in(y), _in(g), _out(gz), True, z.shape[0])

@@ -17,7 +17,7 @@ Conventions:
 - The per-element maths is in `csrc/pointwise.h`.
 """
 from cython cimport floating
-from libc.math cimport log
+from libc.math cimport exp, fabs, log, log1p, sqrt, tanh
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
@@ -32,6 +32,10 @@ cdef extern from "pointwise.h" nogil:
     void cedf_softmax_exp_f64(double* x, Py_ssize_t n)
     double cedf_bce(double p, double y)
     double cedf_bce_grad(double p, double y, double g)
+    double cedf_leaky_relu(double x, double slope)
+    double cedf_leaky_relu_grad(double x, double slope)
+    double cedf_bce_logits(double z, double y)
+    double cedf_sigmoid_exact(double z)
 
 
 cdef inline void fill(floating* dst, floating value, Py_ssize_t n) noexcept nogil:
@@ -250,3 +254,109 @@ cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssiz
     cdef Py_ssize_t i
     for i in range(n):
         value[i] -= lr * grad[i]
+
+
+# -- optimisers (cedf.optim): PyTorch's update rules, each element in double --------
+
+cdef inline void sgd_momentum(floating* value, const floating* grad, floating* buf, Py_ssize_t n,
+                              double lr, double momentum, double weight_decay, bint nesterov,
+                              bint first) noexcept nogil:
+    # buf is None (NULL) without momentum; on the first step it starts as the gradient.
+    cdef Py_ssize_t i
+    cdef double g, b
+    for i in range(n):
+        g = <double>grad[i] + weight_decay * value[i]
+        if buf != NULL:
+            b = g if first else momentum * buf[i] + g
+            buf[i] = <floating>b
+            g = g + momentum * b if nesterov else b
+        value[i] = <floating>(value[i] - lr * g)
+
+
+cdef inline void adam(floating* value, const floating* grad, floating* m, floating* v, Py_ssize_t n,
+                      double lr, double beta1, double beta2, double eps, double weight_decay,
+                      double correction1, double correction2) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double g, mi, vi
+    cdef double step = lr / correction1, root2 = sqrt(correction2)
+    for i in range(n):
+        g = <double>grad[i] + weight_decay * value[i]
+        mi = beta1 * m[i] + (1 - beta1) * g
+        vi = beta2 * v[i] + (1 - beta2) * g * g
+        m[i], v[i] = <floating>mi, <floating>vi
+        value[i] = <floating>(value[i] - step * mi / (sqrt(vi) / root2 + eps))
+
+
+# -- more activations and losses on logits: each element in double, rounded once -------
+
+cdef inline void tanh_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = <floating>tanh(x[i])
+
+
+cdef inline void tanh_backward(const floating* t, const floating* g, floating* gx, bint acc,
+                               Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double ti
+    for i in range(n):
+        ti = t[i]
+        gx[i] = <floating>((gx[i] if acc else 0) + g[i] * (1 - ti * ti))
+
+
+cdef inline void leaky_relu_forward(const floating* x, floating* out, Py_ssize_t n, double slope) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = <floating>cedf_leaky_relu(x[i], slope)
+
+
+cdef inline void leaky_relu_backward(const floating* x, const floating* g, floating* gx, bint acc,
+                                     Py_ssize_t n, double slope) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        gx[i] = <floating>((gx[i] if acc else 0) + g[i] * cedf_leaky_relu_grad(x[i], slope))
+
+
+cdef inline void cross_entropy_logits_forward(const floating* z, const int64_t* labels, floating* p,
+                                              floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    # Per row: the max, the sum of exp(z - max) (libm's exp: the shifted logits are
+    # unbounded below, beyond cedf_exp's range), then p and logsumexp(z) - z_y.
+    cdef Py_ssize_t i, j
+    cdef double top, total, log_total
+    cdef const floating* row
+    for i in range(n):
+        row = z + i * c
+        top = row[0]
+        for j in range(1, c):
+            top = row[j] if row[j] > top else top
+        total = 0
+        for j in range(c):
+            total += exp(row[j] - top)
+        log_total = log(total)
+        for j in range(c):
+            p[i * c + j] = <floating>exp(row[j] - top - log_total)
+        out[i] = <floating>(log_total - (row[labels[i]] - top))
+
+
+cdef inline void cross_entropy_logits_backward(const floating* p, const int64_t* labels, const floating* g,
+                                               floating* gz, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t i, j, k
+    cdef double gi
+    for i in range(n):
+        gi = g[i]
+        for j in range(c):
+            k = i * c + j
+            gz[k] = <floating>((gz[k] if acc else 0) + gi * p[k] - (gi if j == labels[i] else 0))
+
+
+cdef inline void bce_logits_forward(const floating* z, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = <floating>cedf_bce_logits(z[i], y[i])
+
+
+cdef inline void bce_logits_backward(const floating* z, const floating* y, const floating* g, floating* gz,
+                                     bint acc, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        gz[i] = <floating>((gz[i] if acc else 0) + <double>g[i] * (cedf_sigmoid_exact(z[i]) - y[i]))

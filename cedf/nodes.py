@@ -177,7 +177,7 @@ class BuiltinNode(CompNode):
     def _release(self):
         """Drop every buffer (the graph was cleared)."""
         self._value_buf = None
-        for attr in ("_x", "_A", "_p", "_y"):
+        for attr in ("_x", "_A", "_p", "_y", "_z", "_p_buf"):
             self.__dict__.pop(attr, None)
 
     def _operand(self, node, role, dtype=None, ndims=None):
@@ -199,7 +199,7 @@ class BuiltinNode(CompNode):
         dtype = dtype if dtype is not None else _float_dtype(arr)
         try:
             with np.errstate(over="raise"):
-                return np.ascontiguousarray(arr, dtype=dtype)
+                return np.asarray(arr, dtype=dtype, order="C")
         except FloatingPointError:
             raise ValueError(f"{_name(self)}: {role} holds values beyond the range of {np.dtype(dtype)} "
                              f"(largest {np.finfo(dtype).max:.4g}), which it computes in") from None
@@ -211,7 +211,7 @@ class BuiltinNode(CompNode):
 
     def _incoming(self):
         """``self.grad`` (the gradient from the consumers) as a buffer shaped like the value."""
-        grad = np.ascontiguousarray(self.grad, dtype=self.value.dtype)
+        grad = np.asarray(self.grad, dtype=self.value.dtype, order="C")
         if grad.shape != self.value.shape:
             raise ValueError(
                 f"{_name(self)}: .grad has shape {grad.shape}, expected {self.value.shape} like .value"
@@ -290,26 +290,72 @@ class Affine(BuiltinNode):
                 node.addgrad(delta)
 
 
-class Sigmoid(BuiltinNode):
-    """The logistic function 1 / (1 + exp(-x)), input clipped to [-10, 10] as in the lecture."""
+class _Elementwise(BuiltinNode):
+    """A function of each element: the value has x's shape, the gradient is local per element.
+
+    Subclasses give `_forward(x, out)` and `_backward(g, gx)` on flat buffers.
+    """
 
     def __init__(self, x):
-        self.x = _check_node("Sigmoid", "x", x)
+        self.x = _check_node(_name(self), "x", x)
         self._register()
 
     def forward(self):
         x = self._operand(self.x, "x")
+        self._x = x
         out = self._output(x.shape, x.dtype)
-        backend.kernels.sigmoid_forward(x.reshape(-1), out.reshape(-1))
+        self._forward(x.reshape(-1), out.reshape(-1))
 
     def backward(self):
         gx, pass_on = self._grad_sink(self.x, self.value.shape, self.value.dtype)
         if gx is None:
             return
-        backend.kernels.sigmoid_backward(self.value.reshape(-1), self._incoming().reshape(-1),
-                                         gx.reshape(-1))
+        self._backward(self._incoming().reshape(-1), gx.reshape(-1))
         if pass_on:
             self.x.addgrad(gx)
+
+
+class Sigmoid(_Elementwise):
+    """The logistic function 1 / (1 + exp(-x)), input clipped to [-10, 10] as in the lecture."""
+
+    def _forward(self, x, out):
+        backend.kernels.sigmoid_forward(x, out)
+
+    def _backward(self, g, gx):
+        backend.kernels.sigmoid_backward(self.value.reshape(-1), g, gx)
+
+
+class Tanh(_Elementwise):
+    """tanh(x); its local gradient is 1 - tanh(x)^2."""
+
+    def _forward(self, x, out):
+        backend.kernels.tanh_forward(x, out)
+
+    def _backward(self, g, gx):
+        backend.kernels.tanh_backward(self.value.reshape(-1), g, gx)
+
+
+class LeakyReLU(_Elementwise):
+    """x where x >= 0 and slope * x below; the gradient at 0 is slope's, as in PyTorch."""
+
+    def __init__(self, x, slope=0.01):
+        if not isinstance(slope, (int, float, np.floating)) or isinstance(slope, bool) or not np.isfinite(slope):
+            raise ValueError(f"{_name(self)}: slope must be a finite number, got {slope!r}")
+        self.slope = float(slope)
+        super().__init__(x)
+
+    def _forward(self, x, out):
+        backend.kernels.leaky_relu_forward(x, out, self.slope)
+
+    def _backward(self, g, gx):
+        backend.kernels.leaky_relu_backward(self._x.reshape(-1), g, gx, self.slope)
+
+
+class ReLU(LeakyReLU):
+    """max(x, 0); the gradient at 0 is 0."""
+
+    def __init__(self, x):
+        super().__init__(x, slope=0.0)
 
 
 class Softmax(BuiltinNode):
@@ -345,6 +391,25 @@ def _labels_like(owner, labels, n):
     return labels.reshape(n)
 
 
+def _class_indices(node, n, n_classes, role="p"):
+    """node.y.value as int64 class indices, checked to be integral and in [0, n_classes)."""
+    if node.y.value is None:
+        raise ValueError(f"{_name(node)}: its input y (Input) has no value; set y.value before Forward()")
+    y = np.asarray(node.y.value)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{_name(node)}: y must hold integer class indices, got dtype {y.dtype}")
+    y = _labels_like(_name(node), y, n)
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.floor(y))):
+        bad = y[~(np.isfinite(y) & (y == np.floor(y)))][0]
+        raise ValueError(f"{_name(node)}: y must hold whole class indices, got {bad}")
+    if n and (y.min() < 0 or y.max() >= n_classes):
+        bad = y[(y < 0) | (y >= n_classes)][0]
+        raise ValueError(
+            f"{_name(node)}: label {bad} is outside [0, {n_classes}) ({role} has {n_classes} classes)"
+        )
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
 class CrossEntropyLoss(BuiltinNode):
     """Per-example ``-log p[i, y_i]`` for class probabilities p (B, C) and class indices y (B,)."""
 
@@ -354,22 +419,7 @@ class CrossEntropyLoss(BuiltinNode):
         self._register()
 
     def _class_indices(self, n, n_classes):
-        """y.value as int64 class indices, checked to be integral and in [0, n_classes)."""
-        if self.y.value is None:
-            raise ValueError("CrossEntropyLoss: its input y (Input) has no value; set y.value before Forward()")
-        y = np.asarray(self.y.value)
-        if y.dtype.kind not in "biuf":
-            raise TypeError(f"CrossEntropyLoss: y must hold integer class indices, got dtype {y.dtype}")
-        y = _labels_like("CrossEntropyLoss", y, n)
-        if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.floor(y))):
-            bad = y[~(np.isfinite(y) & (y == np.floor(y)))][0]
-            raise ValueError(f"CrossEntropyLoss: y must hold whole class indices, got {bad}")
-        if n and (y.min() < 0 or y.max() >= n_classes):
-            bad = y[(y < 0) | (y >= n_classes)][0]
-            raise ValueError(
-                f"CrossEntropyLoss: label {bad} is outside [0, {n_classes}) (p has {n_classes} classes)"
-            )
-        return np.ascontiguousarray(y, dtype=np.int64)
+        return _class_indices(self, n, n_classes)
 
     def forward(self):
         p = self._operand(self.x, "p", ndims=(2,))
@@ -415,3 +465,79 @@ class BCELoss(BuiltinNode):
         backend.kernels.bce_backward(p.reshape(n), self._y, self._incoming(), gp.reshape(n))
         if pass_on:
             self.x.addgrad(gp)
+
+
+class SoftmaxCrossEntropyLoss(BuiltinNode):
+    """Per-example ``logsumexp(z_i) - z[i, y_i]``: Softmax and CrossEntropyLoss of logits z (B, C) in one node.
+
+    Unlike the lecture's pair, nothing is clipped or floored: the loss is exact
+    and finite for every finite logit (up to a quarter of the dtype's largest
+    value), and its gradient is ``p - onehot(y)``. ``.probabilities`` holds the
+    softmax of the last Forward.
+    """
+
+    _p_buf = None
+
+    def __init__(self, x, y):
+        self.x = _check_node("SoftmaxCrossEntropyLoss", "logits", x)
+        self.y = _check_node("SoftmaxCrossEntropyLoss", "y", y)
+        self._register()
+
+    @property
+    def probabilities(self):
+        return self._p_buf
+
+    def forward(self):
+        z = self._operand(self.x, "logits", ndims=(2,))
+        if z.shape[1] == 0:
+            raise ValueError(f"SoftmaxCrossEntropyLoss: logits must have at least one class, got shape {z.shape}")
+        self._z = z
+        self._y = _class_indices(self, z.shape[0], z.shape[1], role="logits")
+        self._p_buf = _reuse(self._p_buf, z.shape, z.dtype)
+        backend.kernels.cross_entropy_logits_forward(z, self._y, self._p_buf,
+                                                     self._output((z.shape[0],), z.dtype))
+
+    def backward(self):
+        z = self._z
+        gz, pass_on = self._grad_sink(self.x, z.shape, z.dtype)
+        if gz is None:
+            return
+        backend.kernels.cross_entropy_logits_backward(self._p_buf, self._y, self._incoming(), gz)
+        if pass_on:
+            self.x.addgrad(gz)
+
+
+class BCEWithLogitsLoss(BuiltinNode):
+    """Per-example binary cross-entropy of sigmoid(z), from the logits z (B, 1) or (B,) directly.
+
+    ``max(z, 0) - z y + log(1 + exp(-|z|))``: no clipping, finite for every
+    finite logit; gradient ``sigmoid(z) - y``. Targets y may be any values in
+    [0, 1] (soft labels), not only 0 and 1.
+    """
+
+    def __init__(self, x, y):
+        self.x = _check_node("BCEWithLogitsLoss", "logits", x)
+        self.y = _check_node("BCEWithLogitsLoss", "y", y)
+        self._register()
+
+    def forward(self):
+        z = self._operand(self.x, "logits", ndims=(1, 2))
+        if z.ndim == 2 and z.shape[1] != 1:
+            raise ValueError(f"BCEWithLogitsLoss: logits has shape {z.shape}, expected (B, 1) or (B,): "
+                             f"one logit per example")
+        n = z.shape[0]
+        y = _labels_like("BCEWithLogitsLoss", self._operand(self.y, "y", dtype=z.dtype), n)
+        if not np.all((y >= 0) & (y <= 1)):
+            raise ValueError(f"BCEWithLogitsLoss: y must hold targets in [0, 1], got {y[~((y >= 0) & (y <= 1))][0]}")
+        self._z, self._y = z, y
+        backend.kernels.bce_logits_forward(z.reshape(n), y, self._output((n,), z.dtype))
+
+    def backward(self):
+        z = self._z
+        gz, pass_on = self._grad_sink(self.x, z.shape, z.dtype)
+        if gz is None:
+            return
+        n = z.shape[0]
+        backend.kernels.bce_logits_backward(z.reshape(n), self._y, self._incoming(), gz.reshape(n))
+        if pass_on:
+            self.x.addgrad(gz)

@@ -50,7 +50,7 @@ def _converter(dtype, shape):
             raise Replan("shape")
         try:
             with np.errstate(over="raise"):
-                return np.ascontiguousarray(arr, dtype=dtype)
+                return np.asarray(arr, dtype=dtype, order="C")
         except FloatingPointError:
             raise Replan("range") from None   # the node says what is wrong
     return convert
@@ -62,7 +62,7 @@ def _parameter_converter(dtype, shape):
         arr = np.asarray(value)
         if arr.dtype != dtype or arr.shape != shape:
             raise Replan("parameter")
-        return np.ascontiguousarray(arr)
+        return np.asarray(arr, order="C")
     return convert
 
 

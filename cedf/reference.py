@@ -105,3 +105,88 @@ def bce_backward(p, y, g, gp):
     p, g, pos = _f64(p), _f64(g), y > 0.5
     gp[pos] -= g[pos] / p[pos]
     gp[~pos] += g[~pos] / (1 - p[~pos])
+
+
+def sgd_update(value, grad, buf, lr, momentum, weight_decay, nesterov, first):
+    """SGD step in place, PyTorch's rule: g = grad + wd value; with momentum (buf not None),
+    buf = g on the first step, else momentum buf + g, and g = buf, or g + momentum buf
+    (Nesterov); value -= lr g."""
+    g = _f64(grad) + weight_decay * _f64(value)
+    if buf is not None:
+        b = g if first else momentum * _f64(buf) + g
+        buf[...] = b
+        g = g + momentum * b if nesterov else b
+    value[...] = value - lr * g
+
+
+def adam_update(value, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """Adam step `step` (1, 2, ...) in place, PyTorch's rule with bias-corrected moments."""
+    if step < 1:
+        raise ValueError(f"adam_update: step must be 1 or more, got {step}")
+    g = _f64(grad) + weight_decay * _f64(value)
+    mi = beta1 * _f64(m) + (1 - beta1) * g
+    vi = beta2 * _f64(v) + (1 - beta2) * g * g
+    m[...], v[...] = mi, vi
+    denom = np.sqrt(vi) / np.sqrt(1 - beta2 ** step) + eps
+    value[...] = value - (lr / (1 - beta1 ** step)) * mi / denom
+
+
+# -- more activations and losses on logits (issue "Training toolkit") ----------------
+
+def tanh_forward(x, out):
+    """out = tanh(x)."""
+    out[...] = np.tanh(_f64(x))
+
+
+def tanh_backward(t, g, gx):
+    """gx += g * (1 - t^2), with t the forward output."""
+    t = _f64(t)
+    gx += g * (1 - t * t)
+
+
+def leaky_relu_forward(x, out, slope):
+    """out = x where x >= 0, slope * x where x < 0 (ReLU: slope 0, and then exactly 0)."""
+    x = _f64(x)
+    out[...] = np.where(x < 0, x * slope if slope else 0.0, x)
+
+
+def leaky_relu_backward(x, g, gx, slope):
+    """gx += g where x > 0, slope * g elsewhere (the derivative at 0 taken as slope, as PyTorch does)."""
+    gx += np.where(_f64(x) > 0, _f64(g), slope * _f64(g))
+
+
+def cross_entropy_logits_forward(z, labels, p, out):
+    """Softmax and cross-entropy of logits z (B, C) in one: p = softmax(z), out_i = logsumexp(z_i) - z[i, y_i].
+
+    No clipping or flooring: the max-shifted exponentials cannot overflow, and
+    a logit far below the max only underflows to a probability of 0.
+    """
+    z = _f64(z)
+    top = z.max(axis=1, keepdims=True) if z.shape[1] else z[:, :1]
+    with np.errstate(over="ignore"):   # z - top = -inf for logits of opposite huge signs: exp gives 0
+        shifted = z - top
+    total = np.exp(shifted).sum(axis=1, keepdims=True)
+    p[...] = np.exp(shifted - np.log(total))
+    rows = np.arange(len(labels))
+    out[...] = np.log(total[:, 0]) - shifted[rows, labels]
+
+
+def cross_entropy_logits_backward(p, labels, g, gz):
+    """gz += g_i (p_i - onehot(y_i)), with p the forward's probabilities."""
+    d = _f64(p) * _f64(g)[:, None]
+    d[np.arange(len(labels)), labels] -= g
+    gz += d
+
+
+def bce_logits_forward(z, y, out):
+    """out_i = max(z_i, 0) - z_i y_i + log(1 + exp(-|z_i|)): binary cross-entropy of sigmoid(z), for y in [0, 1]."""
+    z, y = _f64(z), _f64(y)
+    out[...] = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+
+
+def bce_logits_backward(z, y, g, gz):
+    """gz += g_i (sigmoid(z_i) - y_i), the sigmoid evaluated without overflow."""
+    z = _f64(z)
+    e = np.exp(-np.abs(z))
+    s = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    gz += _f64(g) * (s - _f64(y))

@@ -86,6 +86,33 @@ static inline double cedf_bce_grad(double p, double y, double g)
     return (y > 0.5) ? -g / p : g / (1.0 - p);
 }
 
+/* Leaky ReLU: x for x >= 0, slope x below (ReLU: slope 0, exactly 0 even for
+ * -inf, where 0 * -inf would be NaN). NaN fails the test and propagates. */
+static inline double cedf_leaky_relu(double x, double slope)
+{
+    return x < 0 ? (slope != 0 ? slope * x : 0.0) : x;
+}
+
+/* Its derivative: 1 above 0, slope at and below (PyTorch's choice at 0). */
+static inline double cedf_leaky_relu_grad(double x, double slope)
+{
+    return x > 0 ? 1.0 : slope;
+}
+
+/* The logistic function of an unclipped z, exp taken of -|z| only: no overflow. */
+static inline double cedf_sigmoid_exact(double z)
+{
+    double e = exp(-fabs(z));
+    return z >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+
+/* Binary cross-entropy of sigmoid(z) against y in [0, 1], straight from the logit:
+ * max(z, 0) - z y + log(1 + exp(-|z|)), finite for every finite z. */
+static inline double cedf_bce_logits(double z, double y)
+{
+    return (z > 0 ? z : 0.0) - z * y + log1p(exp(-fabs(z)));
+}
+
 /*
  * The exp-heavy loops as whole-array functions. With GCC on x86-64 Linux they
  * are compiled twice, for the x86-64 baseline (SSE2) and for x86-64-v3 (AVX2 and

@@ -36,10 +36,10 @@ def test_reference_and_kernels_have_the_same_functions():
     from cedf import _kernels, reference
 
     def kernels(module):
-        return {name for name in dir(module) if name.endswith(("_forward", "_backward"))}
+        return {name for name in dir(module) if name.endswith(("_forward", "_backward", "_update"))}
 
     assert kernels(_kernels) == kernels(reference)
-    assert len(kernels(reference)) == 10
+    assert len(kernels(reference)) == 20
 
 
 def test_thread_count_setting_limits_blas_and_keeps_results():

@@ -20,7 +20,7 @@ def both(name, *arrays, outputs):
     """Run kernel `name` of each backend on its own copies of `arrays`; return the copies at `outputs`."""
     results = []
     for module in (reference, _kernels):
-        args = [None if a is None else a.copy() for a in arrays]
+        args = [a.copy() if isinstance(a, np.ndarray) else a for a in arrays]   # scalars pass as they are
         getattr(module, name)(*args)
         results.append([args[i] for i in outputs])
     return results
@@ -93,6 +93,42 @@ def test_bce(n, dtype, seed):
     y = rng.integers(0, 2, n).astype(dtype)
     check("bce_forward", [p, y, np.empty(n, dtype)], [2], dtype)
     check("bce_backward", [p, y, data(seed + 1, n, dtype), data(seed + 2, n, dtype)], [3], dtype)
+
+
+@given(n=st.integers(0, 300), dtype=DTYPES, scale=st.sampled_from([0.1, 3.0, 30.0]), seed=st.integers(0, 1000))
+def test_tanh(n, dtype, scale, seed):
+    x = data(seed, n, dtype, scale)
+    check("tanh_forward", [x, np.empty(n, dtype)], [1], dtype)
+    t = np.tanh(x)
+    check("tanh_backward", [t, data(seed + 1, n, dtype), data(seed + 2, n, dtype)], [2], dtype)
+
+
+@given(n=st.integers(0, 300), dtype=DTYPES, slope=st.sampled_from([0.0, 0.01, 0.2, -0.5]), seed=st.integers(0, 1000))
+def test_leaky_relu(n, dtype, slope, seed):
+    x = data(seed, n, dtype)
+    x[: n // 10] = 0   # the kink itself
+    check("leaky_relu_forward", [x, np.empty(n, dtype), slope], [1], dtype)
+    check("leaky_relu_backward", [x, data(seed + 1, n, dtype), data(seed + 2, n, dtype), slope], [2], dtype)
+
+
+@given(B=SIZES, C=st.integers(1, 40), dtype=DTYPES, scale=st.sampled_from([0.1, 3.0, 300.0]), seed=st.integers(0, 1000))
+def test_cross_entropy_logits(B, C, dtype, scale, seed):
+    z = data(seed, (B, C), dtype, scale)
+    labels = np.random.default_rng(seed).integers(0, C, B)
+    check("cross_entropy_logits_forward", [z, labels, np.empty((B, C), dtype), np.empty(B, dtype)], [2, 3], dtype)
+    p = probabilities(seed, (B, C), dtype)
+    check("cross_entropy_logits_backward", [p, labels, data(seed + 1, B, dtype), data(seed + 2, (B, C), dtype)],
+          [3], dtype)
+
+
+@given(n=st.integers(0, 300), dtype=DTYPES, scale=st.sampled_from([0.1, 3.0, 300.0]), soft=st.booleans(),
+       seed=st.integers(0, 1000))
+def test_bce_logits(n, dtype, scale, soft, seed):
+    rng = np.random.default_rng(seed)
+    z = data(seed, n, dtype, scale)
+    y = (rng.random(n) if soft else rng.integers(0, 2, n)).astype(dtype)
+    check("bce_logits_forward", [z, y, np.empty(n, dtype)], [2], dtype)
+    check("bce_logits_backward", [z, y, data(seed + 1, n, dtype), data(seed + 2, n, dtype)], [3], dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

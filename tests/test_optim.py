@@ -1,0 +1,239 @@
+"""cedf.optim: SGD and Adam (compiled against reference, against PyTorch's rules), and full-batch minimize."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cedf as edf
+from cedf import _kernels, reference
+from helpers import assert_close, rtol_for
+
+FLOATS = pytest.mark.parametrize("dtype", [np.float32, np.float64])
+
+
+# -- the update kernels: compiled against the reference --------------------------------
+
+@given(n=st.integers(0, 300), dtype=st.sampled_from([np.float32, np.float64]),
+       momentum=st.sampled_from([0.0, 0.5, 0.9]), nesterov=st.booleans(), first=st.booleans(),
+       weight_decay=st.sampled_from([0.0, 1e-2]), seed=st.integers(0, 2**16))
+def test_sgd_update_kernel_matches_the_reference(n, dtype, momentum, nesterov, first, weight_decay, seed):
+    rng = np.random.default_rng(seed)
+    value, grad, buf = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    out = {}
+    for name, kernels in (("ref", reference), ("comp", _kernels)):
+        v, b = value.copy(), buf.copy() if momentum else None
+        kernels.sgd_update(v, grad, b, 0.1, momentum, weight_decay, nesterov and momentum > 0, first)
+        out[name] = (v, b)
+    assert_close(out["comp"][0], out["ref"][0], rtol_for(dtype), "value", scale=np.max(np.abs(value), initial=0))
+    if momentum:
+        assert_close(out["comp"][1], out["ref"][1], rtol_for(dtype), "momentum buffer")
+
+
+@given(n=st.integers(0, 300), dtype=st.sampled_from([np.float32, np.float64]), step=st.integers(1, 50),
+       weight_decay=st.sampled_from([0.0, 1e-2]), seed=st.integers(0, 2**16))
+def test_adam_update_kernel_matches_the_reference(n, dtype, step, weight_decay, seed):
+    rng = np.random.default_rng(seed)
+    value, grad, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = rng.random(n).astype(dtype)
+    out = {}
+    for name, kernels in (("ref", reference), ("comp", _kernels)):
+        state = [value.copy(), m.copy(), v.copy()]
+        kernels.adam_update(state[0], grad, state[1], state[2], 1e-3, 0.9, 0.999, 1e-8, weight_decay, step)
+        out[name] = state
+    for what, c, r in zip(("value", "m", "v"), out["comp"], out["ref"]):
+        assert_close(c, r, rtol_for(dtype), what)
+
+
+def test_update_kernels_check_their_buffers():
+    v = np.zeros(4)
+    with pytest.raises(ValueError, match=r"sgd_update: grad has shape \(3,\), expected \(4,\)"):
+        _kernels.sgd_update(v, np.zeros(3), None, 0.1, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match=r"adam_update: v has shape \(5,\), expected \(4,\)"):
+        _kernels.adam_update(v, np.zeros(4), np.zeros(4), np.zeros(5), 0.1, 0.9, 0.999, 1e-8, 0.0, 1)
+    with pytest.raises(ValueError, match="adam_update: step must be 1 or more"):
+        _kernels.adam_update(v, np.zeros(4), np.zeros(4), np.zeros(4), 0.1, 0.9, 0.999, 1e-8, 0.0, 0)
+
+
+# -- the optimiser objects ---------------------------------------------------------------
+
+def torch_rule_sgd(steps, w, grads, lr, momentum, nesterov, weight_decay):
+    """torch.optim.SGD's algorithm as its documentation states it (dampening 0)."""
+    buf = None
+    for g in grads[:steps]:
+        g = g + weight_decay * w
+        if momentum:
+            buf = g.copy() if buf is None else momentum * buf + g
+            g = g + momentum * buf if nesterov else buf
+        w = w - lr * g
+    return w
+
+
+def torch_rule_adam(steps, w, grads, lr, b1, b2, eps, weight_decay):
+    """torch.optim.Adam's algorithm as its documentation states it (amsgrad off)."""
+    m = v = np.zeros_like(w)
+    for t, g in enumerate(grads[:steps], start=1):
+        g = g + weight_decay * w
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    return w
+
+
+def run_optimiser(make, grads, w0, backend):
+    """Steps of the optimiser `make(params)` on a Parameter, with the given gradient sequence."""
+    edf.set_backend(backend)
+    edf.clear_compgraph()
+    edf.DT = w0.dtype
+    p = edf.Parameter(w0)
+    opt = make([p])
+    for g in grads:
+        p.grad = g.astype(w0.dtype)
+        opt.step()
+    return p.value
+
+
+OPTIMISERS = {
+    "sgd": (lambda ps: edf.optim.SGD(ps, lr=0.1),
+            lambda w, gs: torch_rule_sgd(len(gs), w, gs, 0.1, 0.0, False, 0.0)),
+    "momentum": (lambda ps: edf.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-2),
+                 lambda w, gs: torch_rule_sgd(len(gs), w, gs, 0.1, 0.9, False, 1e-2)),
+    "nesterov": (lambda ps: edf.optim.SGD(ps, lr=0.05, momentum=0.8, nesterov=True),
+                 lambda w, gs: torch_rule_sgd(len(gs), w, gs, 0.05, 0.8, True, 0.0)),
+    "adam": (lambda ps: edf.optim.Adam(ps, lr=1e-2),
+             lambda w, gs: torch_rule_adam(len(gs), w, gs, 1e-2, 0.9, 0.999, 1e-8, 0.0)),
+    "adam_wd": (lambda ps: edf.optim.Adam(ps, lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
+                lambda w, gs: torch_rule_adam(len(gs), w, gs, 3e-3, 0.8, 0.99, 1e-6, 0.1)),
+}
+
+
+@FLOATS
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_optimisers_follow_pytorchs_update_rules(name, backend, dtype):
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal((6, 4)).astype(dtype)
+    grads = [rng.standard_normal((6, 4)) for _ in range(20)]
+    make, rule = OPTIMISERS[name]
+    got = run_optimiser(make, grads, w0, backend)
+    expected = rule(w0.astype(np.float64), [g.astype(dtype).astype(np.float64) for g in grads])
+    np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == np.float64 else 2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_optimisers_match_torch_itself(name):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (it is not a test dependency)")
+    rng = np.random.default_rng(2)
+    w0 = rng.standard_normal((5, 3))
+    grads = [rng.standard_normal((5, 3)) for _ in range(20)]
+    t = torch.tensor(w0.copy(), requires_grad=True)
+    kwargs = {"sgd": dict(lr=0.1), "momentum": dict(lr=0.1, momentum=0.9, weight_decay=1e-2),
+              "nesterov": dict(lr=0.05, momentum=0.8, nesterov=True)}
+    if name.startswith("adam"):
+        opt = torch.optim.Adam([t], **({"lr": 1e-2} if name == "adam" else
+                                       dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)))
+    else:
+        opt = torch.optim.SGD([t], **kwargs[name])
+    for g in grads:
+        t.grad = torch.tensor(g)
+        opt.step()
+    got = run_optimiser(OPTIMISERS[name][0], grads, w0, "cython")
+    np.testing.assert_allclose(got, t.detach().numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_adam_trains_an_mlp_in_place_of_update_parameters():
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    X, Y = digits.data[:600] / 16.0, digits.target[:600]
+    np.random.seed(0)
+    edf.DT = np.float32
+    x, y = edf.Input(), edf.Input()
+    h = edf.Sigmoid(edf.Affine(edf.AffineParams(64, 32), x))
+    p = edf.Softmax(edf.Affine(edf.AffineParams(32, 10), h))
+    L = edf.CrossEntropyLoss(p, y)
+    opt = edf.optim.Adam(edf.Parameters, lr=1e-2)
+    rng = np.random.default_rng(0)
+    for epoch in range(15):
+        for batch in np.array_split(rng.permutation(len(X)), 10):
+            x.value, y.value = X[batch], Y[batch]
+            edf.Forward()
+            edf.Backward(L)
+            opt.step()
+    x.value, y.value = X, Y
+    edf.Forward()
+    assert np.mean(np.argmax(p.value, axis=1) == Y) > 0.95
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda ps: edf.optim.SGD(ps, lr=0), r"SGD: lr must be > 0"),
+    (lambda ps: edf.optim.SGD(ps, lr=0.1, nesterov=True), "SGD: nesterov needs a momentum above 0"),
+    (lambda ps: edf.optim.Adam(ps, betas=(1.0, 0.9)), r"Adam: betas\[0\] must be in \[0.0, 1.0\)"),
+    (lambda ps: edf.optim.SGD([np.zeros(3)], lr=0.1), "SGD: params must be Parameters"),
+    (lambda ps: edf.optim.Adam([]), "Adam: no parameters to optimise"),
+])
+def test_optimiser_arguments_are_checked(make, message):
+    p = edf.Parameter(np.zeros(3))
+    with pytest.raises((ValueError, TypeError), match=message):
+        make([p])
+
+
+def test_step_before_backward_raises():
+    p = edf.Parameter(np.zeros(3))
+    with pytest.raises(RuntimeError, match=r"SGD: a parameter has no gradient; call Backward\(L\) before step\(\)"):
+        edf.optim.SGD([p], lr=0.1).step()
+
+
+# -- full-batch minimisation -------------------------------------------------------------
+
+def logistic_problem(method_dtype=np.float64):
+    """Overlapping 2-D blobs (so the optimum is finite) and a logistic regression on them."""
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal([-1, 0.5], 1.0, (150, 2)), rng.normal([1, -0.5], 1.0, (150, 2))])
+    labels = np.repeat([0, 1], 150)
+    edf.DT = method_dtype
+    np.random.seed(0)
+    x, y = edf.Input(), edf.Input()
+    x.value, y.value = X, labels
+    params = edf.AffineParams(2, 1)
+    L = edf.BCELoss(edf.Sigmoid(edf.Affine(params, x)), y)
+    return X, labels, params, L
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_lbfgs_reaches_scikit_learns_logistic_regression_optimum(backend):
+    from sklearn.linear_model import LogisticRegression
+
+    edf.set_backend(backend)
+    X, labels, params, L = logistic_problem()
+    result = edf.optim.minimize(L, method="L-BFGS-B", tol=1e-10)
+    assert result.success, result.message
+    import sklearn
+    # No penalty: penalty=None, spelt C=inf since scikit-learn 1.8.
+    unpenalised = dict(C=np.inf) if tuple(map(int, sklearn.__version__.split(".")[:2])) >= (1, 8) else dict(penalty=None)
+    sk = LogisticRegression(**unpenalised, tol=1e-12, max_iter=10_000).fit(X, labels)
+    ours = np.concatenate([params.A.value.ravel(), params.b.value])
+    theirs = np.concatenate([sk.coef_.ravel(), sk.intercept_])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["gd", "CG", "BFGS"])
+def test_the_slides_other_methods_reach_the_same_optimum(method):
+    _, _, params, L = logistic_problem()
+    lbfgs = edf.optim.minimize(L, method="L-BFGS-B", tol=1e-10)
+    for p in edf.Parameters:
+        p.value[...] = 0
+    result = edf.optim.minimize(L, method=method, tol=1e-7, max_iter=5000)
+    assert result.success and result.grad_norm < 1e-7, result
+    np.testing.assert_allclose(result.x, lbfgs.x, rtol=1e-5, atol=1e-5)   # |error| ~ gtol / curvature
+    np.testing.assert_allclose(np.concatenate([params.A.value.ravel(), params.b.value]), result.x)
+
+
+def test_gradient_descent_stops_when_the_gradient_is_small_and_never_goes_uphill():
+    _, _, _, L = logistic_problem()
+    seen = []
+    edf.Forward()
+    start = float(np.mean(L.value))
+    result = edf.optim.minimize(L, method="gd", tol=1e-3)
+    seen.append(result.fun)
+    assert result.grad_norm < 1e-3 and result.fun < start
+    again = edf.optim.minimize(L, method="gd", tol=1e-3)
+    assert again.nit == 0 and again.fun == pytest.approx(result.fun)
