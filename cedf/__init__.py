@@ -29,6 +29,7 @@ from .backend import get_backend, get_num_threads, set_backend, set_num_threads 
 from .checkpoint import load, save  # noqa: E402
 from .gradient_check import gradcheck  # noqa: E402
 from . import data, metrics, optim  # noqa: E402
+from .training import History, evaluate, fit, predict  # noqa: E402
 from .graph import Backward, Forward, Graph, UpdateParameters, clear_compgraph, current_graph  # noqa: E402
 from .nodes import (  # noqa: E402
     Affine,
@@ -66,5 +67,5 @@ __all__ = [
     "CrossEntropyLoss", "BCELoss", "Tanh", "ReLU", "LeakyReLU", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss",
     "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters",
     "set_backend", "get_backend", "set_num_threads", "get_num_threads", "save", "load",
-    "gradcheck", "optim", "data", "metrics",
+    "gradcheck", "optim", "data", "metrics", "fit", "predict", "evaluate", "History",
 ]

@@ -18,7 +18,7 @@ from .graph import current_graph
 
 @dataclass
 class GradcheckResult:
-    """Per checked array: the worst relative error, max |numeric - backprop| / max(|numeric|, |backprop|)."""
+    """Per checked array: max |numeric - backprop| / max(|numeric|, |backprop|, floor), its worst relative error."""
 
     errors: dict = field(default_factory=dict)
     tol: float = 0.0
@@ -48,19 +48,22 @@ def _mean_loss(graph, loss):
     return float(np.mean(np.asarray(loss.value, dtype=np.float64)))
 
 
-def _relative_error(numeric, backprop):
-    scale = max(np.max(np.abs(numeric), initial=0.0), np.max(np.abs(backprop), initial=0.0))
+def _relative_error(numeric, backprop, floor):
+    # Near an optimum every gradient is tiny and the quotient's rounding (about
+    # 1e-16 |L| / eps) is all that is left: below `floor`, the error is absolute.
+    scale = max(np.max(np.abs(numeric), initial=0.0), np.max(np.abs(backprop), initial=0.0), floor)
     diff = np.max(np.abs(numeric - backprop), initial=0.0)
     return 0.0 if diff == 0 else diff / scale
 
 
-def gradcheck(loss, eps=1e-6, tol=1e-5, inputs=(), graph=None, raise_on_failure=False):
+def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise_on_failure=False):
     """Compare ``Backward(loss)`` with central differences for every parameter of the graph.
 
     `inputs` lists Input nodes to check as well (their gradient is what a
     node sends them through ``addgrad``, caught here; an Input itself keeps
     none). The loss differentiated is the mean of ``loss.value``, as in
-    `Backward`. Returns a `GradcheckResult`; with `raise_on_failure`, raises
+    `Backward`. Each array's error is relative to its largest gradient, or to
+    `floor` if that is smaller. Returns a `GradcheckResult`; with `raise_on_failure`, raises
     AssertionError listing the errors when one exceeds `tol`. Parameters and
     inputs are left exactly as they were.
     """
@@ -107,7 +110,7 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, inputs=(), graph=None, raise_on_failure=
                 numeric[index] = (up - down) / (2 * eps)
         finally:
             value[...] = original
-        result.errors[name] = _relative_error(numeric, backprop[id(node)])
+        result.errors[name] = _relative_error(numeric, backprop[id(node)], floor)
     graph.Forward()   # values as they were before the check
     if raise_on_failure and not result.passed:
         raise AssertionError(str(result))

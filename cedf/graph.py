@@ -65,13 +65,17 @@ class Graph:
                 pass
         self._forward_node_by_node()
 
-    def _forward_node_by_node(self):
+    def release_plan(self):
+        """Drop the compiled plan (the next Forward runs node by node and builds a new one)."""
         if self._planned:
             # Loss values the plan left to compute read buffers that are about to change.
             for c in self.CompNodes:
                 c.value
         self._plan = None
         self._planned = False
+
+    def _forward_node_by_node(self):
+        self.release_plan()
         for c in self.CompNodes:
             c.forward()
         if backend.kernels is backend._kernels:   # the compiled backend: compile the graph

@@ -169,9 +169,12 @@ def minimize(loss, method="L-BFGS-B", tol=1e-6, max_iter=1000, params=None, grap
         from scipy.optimize import minimize as scipy_minimize
 
         options = {"maxiter": max_iter, "gtol": tol}
+        if method.upper() == "L-BFGS-B":
+            options["ftol"] = 0.0   # stop on the gradient, as the slides do, not on a small decrease
         res = scipy_minimize(fun, theta0, jac=True, method=method, options=options)
-        theta, nit, success, message = res.x, res.nit, res.success, str(res.message)
+        theta, nit, message = res.x, res.nit, str(res.message)
         f, g = fun(theta)
+        success = res.success or np.linalg.norm(g) < tol
     set_parameters(theta)
     graph.Forward()
     return MinimizeResult(x=theta, fun=f, grad_norm=float(np.linalg.norm(g)), nit=nit,

@@ -1,0 +1,161 @@
+"""The training loop: epochs of mini-batches (`fit`) and inference (`predict`).
+
+`fit` is the lecture's loop, ``Forward(); Backward(L); UpdateParameters()``,
+over shuffled mini-batches of a data set, with what people add to it by hand
+every time: the loss and accuracy of each epoch on the training data (from
+the forward passes that training makes anyway) and on validation data, a
+progress bar (tqdm, when installed and writing to a terminal), and early
+stopping on the validation loss that puts back the best parameters.
+"""
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import data, metrics, nodes
+from .graph import current_graph
+
+
+@dataclass
+class History:
+    """Per epoch: mean training loss and accuracy, and the same on validation data when given."""
+
+    loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    best_epoch: int = None      # the epoch whose parameters were kept (early stopping)
+    stopped_early: bool = False
+
+    @property
+    def epochs(self):
+        return len(self.loss)
+
+
+def _probabilities(loss):
+    """What the loss node judged: class or positive-class probabilities, for the accuracy."""
+    if isinstance(loss, nodes.SoftmaxCrossEntropyLoss):
+        return loss.probabilities
+    if isinstance(loss, nodes.BCEWithLogitsLoss):
+        z = np.asarray(loss.x.value, dtype=np.float64)
+        return 0.5 * (1 + np.tanh(z / 2))   # sigmoid(z) without overflow
+    return np.asarray(loss.x.value)
+
+
+def _graph_of(loss, graph):
+    graph = graph if graph is not None else getattr(loss, "_graph", None) or current_graph()
+    if not any(c is loss for c in graph.CompNodes):
+        raise ValueError(f"fit: the loss {type(loss).__name__} is not a node of the graph")
+    return graph
+
+
+def _progress(enabled, total, desc):
+    """A tqdm bar, or None. enabled=None: only when tqdm is installed and stderr is a terminal."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        if enabled:
+            raise ImportError("fit(progress=True) needs tqdm: pip install 'cedf[progress]'") from None
+        return None
+    return tqdm(total=total, desc=desc, unit="batch", leave=False)
+
+
+def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
+    """Mean loss and accuracy of the graph on (X, Y), forward passes only."""
+    graph = _graph_of(loss, graph)
+    total = correct = 0.0
+    n = len(X)
+    for Xb, Yb in data.batches(X, Y, batch_size, shuffle=False):
+        x.value, y.value = Xb, Yb
+        graph.Forward()
+        total += float(np.sum(loss.value, dtype=np.float64))
+        correct += metrics.accuracy(Yb, _probabilities(loss)) * len(Xb)
+    return total / n, correct / n
+
+
+def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=None,
+        patience=None, shuffle=True, seed=0, progress=None, graph=None):
+    """Train the graph of `loss` on (X, Y), feeding Inputs `x` and `y`; returns a History.
+
+    Each epoch runs ``Forward(); Backward(loss)`` and an update on every
+    mini-batch (`cedf.data.batches`): ``optimizer.step()`` when an optimiser
+    (e.g. `cedf.optim.Adam`) is given, else the lecture's ``UpdateParameters()``
+    with ``cedf.learning_rate``. `validation` = (X_val, Y_val) is evaluated after
+    every epoch; with `patience`, training stops once the validation loss has
+    not improved for that many epochs, and the parameters of the best epoch are
+    put back. `progress`: True, False, or None (a bar when on a terminal).
+    """
+    graph = _graph_of(loss, graph)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
+    if patience is not None and validation is None:
+        raise ValueError("fit: early stopping (patience) needs validation data")
+    X, Y = np.asarray(X), np.asarray(Y)
+    if len(X) == 0:
+        raise ValueError("fit: no training examples")
+    update = optimizer.step if optimizer is not None else graph.UpdateParameters
+    rng = np.random.default_rng(seed)
+    history = History()
+    best, best_loss, waited = None, np.inf, 0
+    for epoch in range(epochs):
+        bar = _progress(progress, -(-len(X) // batch_size), f"epoch {epoch + 1}/{epochs}")
+        total = correct = 0.0
+        for Xb, Yb in data.batches(X, Y, batch_size, shuffle=shuffle, seed=rng):
+            x.value, y.value = Xb, Yb
+            graph.Forward()
+            total += float(np.sum(loss.value, dtype=np.float64))
+            correct += metrics.accuracy(Yb, _probabilities(loss)) * len(Xb)
+            graph.Backward(loss)
+            update()
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(loss=f"{total / max(bar.n * batch_size, 1):.4f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        history.loss.append(total / len(X))
+        history.accuracy.append(correct / len(X))
+        if validation is None:
+            continue
+        val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
+        history.val_loss.append(val_loss)
+        history.val_accuracy.append(val_accuracy)
+        if patience is None:
+            continue
+        if val_loss < best_loss:
+            best_loss, waited, history.best_epoch = val_loss, 0, epoch
+            best = [p.value.copy() for p in graph.Parameters]
+        else:
+            waited += 1
+            if waited >= patience:
+                history.stopped_early = True
+                break
+    if best is not None:
+        for p, value in zip(graph.Parameters, best):
+            p.value[...] = value
+    return history
+
+
+def predict(output, x, X, batch_size=None, graph=None):
+    """The value of node `output` for data X fed to Input `x`: inference only.
+
+    Runs the graph's nodes up to `output` (not the loss, so no labels are
+    needed) and no Backward: no gradient buffer is touched. With `batch_size`,
+    X goes through in chunks and the results are stacked. Returns a copy.
+    """
+    graph = graph if graph is not None else getattr(output, "_graph", None) or current_graph()
+    upto = next((i for i, c in enumerate(graph.CompNodes) if c is output), None)
+    if upto is None:
+        raise ValueError(f"predict: {type(output).__name__} is not a node of the graph")
+    X = np.asarray(X)
+    chunks = [X] if batch_size is None else [X[i:i + batch_size] for i in range(0, len(X), batch_size)]
+    graph.release_plan()   # the nodes run one by one here, into buffers the plan would not know
+    results = []
+    for chunk in chunks:
+        x.value = chunk
+        for c in graph.CompNodes[:upto + 1]:
+            c.forward()
+        results.append(np.array(output.value))
+    return np.concatenate(results) if len(results) > 1 else results[0]

@@ -1,0 +1,121 @@
+"""cedf.fit, cedf.evaluate and cedf.predict: the lecture's loop over mini-batches, and inference."""
+import numpy as np
+import pytest
+
+import cedf as edf
+from cedf import data, metrics
+
+
+def digits_mlp(head="lecture", dtype=np.float32):
+    X_train, X_test, y_train, y_test = data.digits()
+    np.random.seed(0)
+    edf.DT = dtype
+    x, y = edf.Input(), edf.Input()
+    h = edf.Sigmoid(edf.Affine(edf.AffineParams(64, 32), x))
+    logits = edf.Affine(edf.AffineParams(32, 10), h)
+    if head == "lecture":
+        p = edf.Softmax(logits)
+        L = edf.CrossEntropyLoss(p, y)
+    else:
+        p = logits
+        L = edf.SoftmaxCrossEntropyLoss(logits, y)
+    return (X_train, X_test, y_train, y_test), x, y, p, L
+
+
+@pytest.mark.parametrize("head", ["lecture", "logits"])
+def test_fit_trains_and_records_every_epoch(head):
+    (X, Xv, Y, Yv), x, y, p, L = digits_mlp(head)
+    opt = edf.optim.Adam(edf.Parameters, lr=1e-2)
+    history = edf.fit(L, x, y, X, Y, epochs=8, batch_size=64, optimizer=opt, validation=(Xv, Yv),
+                      progress=False)
+    assert history.epochs == 8 and len(history.val_loss) == 8 and len(history.val_accuracy) == 8
+    assert history.loss[-1] < history.loss[0] / 3
+    assert history.val_accuracy[-1] > 0.9
+    # The recorded validation numbers are what evaluate() and the metrics say afterwards.
+    loss, accuracy = edf.evaluate(L, x, y, Xv, Yv)
+    assert loss == pytest.approx(history.val_loss[-1], rel=1e-5)
+    assert accuracy == pytest.approx(history.val_accuracy[-1])
+    probs = edf.predict(p, x, Xv, batch_size=100)
+    assert metrics.accuracy(Yv, probs) == pytest.approx(accuracy)
+
+
+def test_fit_with_the_lectures_update_parameters():
+    X, labels = data.blobs(n=400, seed=1)
+    x, y = edf.Input(), edf.Input()
+    L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+    edf.learning_rate = 0.5
+    history = edf.fit(L, x, y, X, labels, epochs=5, batch_size=20, progress=False)
+    assert history.accuracy[-1] > 0.9 and not history.val_loss
+
+
+def test_training_accuracy_of_an_epoch_is_that_of_its_forward_passes():
+    X, labels = data.blobs(n=100, seed=2)
+    np.random.seed(0)
+    x, y = edf.Input(), edf.Input()
+    p = edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x))
+    L = edf.BCELoss(p, y)
+    edf.learning_rate = 0.0   # nothing changes: the epoch's numbers are the full data's
+    history = edf.fit(L, x, y, X, labels, epochs=1, batch_size=7, progress=False)
+    loss, accuracy = edf.evaluate(L, x, y, X, labels)
+    assert history.loss[0] == pytest.approx(loss, rel=1e-6)
+    assert history.accuracy[0] == pytest.approx(accuracy)
+
+
+def test_early_stopping_puts_back_the_best_parameters():
+    (X, Xv, Y, Yv), x, y, p, L = digits_mlp()
+    # A learning rate far too high: the validation loss stops improving quickly.
+    opt = edf.optim.SGD(edf.Parameters, lr=30.0)
+    history = edf.fit(L, x, y, X[:300], Y[:300], epochs=40, batch_size=50, optimizer=opt,
+                      validation=(Xv, Yv), patience=2, progress=False)
+    assert history.stopped_early and history.epochs < 40
+    assert history.best_epoch == int(np.argmin(history.val_loss))
+    loss, _ = edf.evaluate(L, x, y, Xv, Yv)
+    assert loss == pytest.approx(min(history.val_loss), rel=1e-5)
+
+
+def test_progress_bar_is_shown_when_asked(capsys):
+    pytest.importorskip("tqdm", reason="tqdm is in the test extra; progress bars need it")
+    X, labels = data.blobs(n=60, seed=3)
+    x, y = edf.Input(), edf.Input()
+    L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+    edf.fit(L, x, y, X, labels, epochs=2, batch_size=10, progress=True)
+    assert "epoch 2/2" in capsys.readouterr().err
+    edf.fit(L, x, y, X, labels, epochs=2, batch_size=10)   # None: not a terminal here, so quiet
+    assert capsys.readouterr().err == ""
+
+
+def test_predict_needs_no_labels_and_touches_no_gradient():
+    (X, Xv, Y, Yv), x, y, p, L = digits_mlp()
+    y.value = Y[:64]
+    x.value = X[:64]
+    for _ in range(3):   # planned steps with a batch of 64
+        edf.Forward()
+        edf.Backward(L)
+        edf.UpdateParameters()
+    grads = [c.grad.copy() for c in edf.CompNodes]
+    y.value = None   # inference needs no labels
+    out = edf.predict(p, x, Xv)
+    assert out.shape == (len(Xv), 10)
+    np.testing.assert_allclose(out.sum(axis=1), 1, rtol=1e-5)
+    for c, g in zip(edf.CompNodes, grads):
+        np.testing.assert_array_equal(c.grad, g)
+    # Training goes on afterwards, with the plan rebuilt for the training batch.
+    x.value, y.value = X[:64], Y[:64]
+    edf.Forward()
+    edf.Backward(L)
+    assert edf.current_graph()._plan is not None
+    chunks = edf.predict(p, x, Xv, batch_size=37)
+    np.testing.assert_allclose(chunks, edf.predict(p, x, Xv), rtol=1e-6)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(4), epochs=0), "fit: epochs must be a positive integer"),
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(4), patience=2), "fit: early stopping .* needs validation data"),
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(3)), "batches: X has 4 examples but y has 3"),
+    (lambda L, x, y: edf.predict(edf.Sigmoid(x), x, np.zeros((4, 2)), graph=edf.Graph()), "predict: Sigmoid is not a node of the graph"),
+])
+def test_bad_arguments_are_named(call, message):
+    x, y = edf.Input(), edf.Input()
+    L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+    with pytest.raises(ValueError, match=message):
+        call(L, x, y)
