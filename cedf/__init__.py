@@ -30,6 +30,8 @@ from .checkpoint import load, save  # noqa: E402
 from .gradient_check import gradcheck  # noqa: E402
 from . import data, metrics, optim  # noqa: E402
 from .training import History, evaluate, fit, predict  # noqa: E402
+from .drawing import draw  # noqa: E402
+from . import plot  # noqa: E402  (matplotlib is imported when a figure is made)
 from .graph import Backward, Forward, Graph, UpdateParameters, clear_compgraph, current_graph  # noqa: E402
 from .nodes import (  # noqa: E402
     Affine,
@@ -68,4 +70,5 @@ __all__ = [
     "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters",
     "set_backend", "get_backend", "set_num_threads", "get_num_threads", "save", "load",
     "gradcheck", "optim", "data", "metrics", "fit", "predict", "evaluate", "History",
+    "draw", "plot",
 ]
