@@ -76,7 +76,7 @@ def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
 
 
 def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=None,
-        patience=None, shuffle=True, seed=0, progress=None, graph=None):
+        patience=None, shuffle=True, seed=0, progress=None, on_epoch=None, graph=None):
     """Train the graph of `loss` on (X, Y), feeding Inputs `x` and `y`; returns a History.
 
     Each epoch runs ``Forward(); Backward(loss)`` and an update on every
@@ -86,6 +86,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     every epoch; with `patience`, training stops once the validation loss has
     not improved for that many epochs, and the parameters of the best epoch are
     put back. `progress`: True, False, or None (a bar when on a terminal).
+    `on_epoch(epoch, history)` is called after each epoch (epoch counts from 1).
     """
     graph = _graph_of(loss, graph)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -117,11 +118,12 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
             bar.close()
         history.loss.append(total / len(X))
         history.accuracy.append(correct / len(X))
-        if validation is None:
-            continue
-        val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
-        history.val_loss.append(val_loss)
-        history.val_accuracy.append(val_accuracy)
+        if validation is not None:
+            val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
+            history.val_loss.append(val_loss)
+            history.val_accuracy.append(val_accuracy)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history)
         if patience is None:
             continue
         if val_loss < best_loss:
