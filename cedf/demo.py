@@ -15,6 +15,7 @@ names at the end. Needs the examples extra: ``pip install "cedf[examples]"``.
 """
 import argparse
 import os
+import shutil
 import time
 
 import numpy as np
@@ -97,6 +98,8 @@ def logistic_regression(out, steps):
     plot.decision_boundary(p, x, X, labels, path=os.path.join(out, "decision_boundary_2d.png"))
     with open(os.path.join(out, "logistic_regression_graph.dot"), "w") as f:
         f.write(edf.draw(L, values=True))
+    if shutil.which("dot"):   # Graphviz renders the drawing too, when it is installed
+        edf.draw(L, path=os.path.join(out, "logistic_regression_graph.png"), values=True)
     x.value, y.value = X, labels
     return training_step(g, L)
 
