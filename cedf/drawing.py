@@ -16,7 +16,7 @@ import subprocess
 
 import numpy as np
 
-from .nodes import CompNode, Input, Parameter
+from .nodes import Input, Parameter, inputs_of
 
 #: Fill colours of the three kinds of node.
 COLOURS = {"input": "#a6cee3", "parameter": "#fdbf6f", "compute": "#b2df8a"}
@@ -28,25 +28,6 @@ def _kind(node):
     if isinstance(node, Parameter):
         return "parameter"
     return "compute"
-
-
-def _is_node(obj):
-    return isinstance(obj, (Input, Parameter, CompNode)) or (hasattr(obj, "addgrad") and hasattr(obj, "value"))
-
-
-def _inputs(node):
-    """The nodes that `node` reads: node-valued attributes, and those of a parameter holder (AffineParams)."""
-    if isinstance(node, (Input, Parameter)):
-        return []
-    found = []
-    for name, value in vars(node).items():
-        if name.startswith("_") or name in ("value", "grad"):
-            continue
-        if _is_node(value):
-            found.append(value)
-        elif hasattr(value, "__dict__") and not isinstance(value, type):
-            found.extend(v for v in vars(value).values() if _is_node(v))
-    return found
 
 
 def _label(node, values):
@@ -71,14 +52,14 @@ def to_dot(loss, values=False):
             continue
         seen[id(node)] = f"n{len(seen)}"
         order.append(node)
-        stack.extend(_inputs(node))
+        stack.extend(inputs_of(node))
     lines = ["digraph cedf {", "  rankdir=LR;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
     for node in reversed(order):
         lines.append(f'  {seen[id(node)]} [label="{_label(node, values)}", '
                      f'fillcolor="{COLOURS[_kind(node)]}", kind="{_kind(node)}"];')
     for node in reversed(order):
-        for source in _inputs(node):
+        for source in inputs_of(node):
             lines.append(f"  {seen[id(source)]} -> {seen[id(node)]};")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -102,5 +83,8 @@ def draw(loss, path=None, values=False):
         raise RuntimeError("draw: rendering needs Graphviz's `dot` program, which is not on PATH; install it "
                            "(apt install graphviz, brew install graphviz, conda install graphviz, or "
                            "https://graphviz.org/download/), or use the DOT text that draw(loss) returns")
-    subprocess.run([program, f"-T{fmt}", "-o", path], input=dot.encode(), check=True, capture_output=True)
+    run = subprocess.run([program, f"-T{fmt}", "-o", path], input=dot.encode(), capture_output=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"draw: Graphviz's dot failed (exit {run.returncode}): "
+                           f"{run.stderr.decode(errors='replace').strip()}")
     return dot

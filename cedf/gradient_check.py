@@ -74,7 +74,7 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise
     for i, p in enumerate(graph.Parameters):
         names[id(p)] = getattr(p, "name", None) or f"Parameter#{i}"
     arrays = [(names[id(p)], p) for p in graph.Parameters]
-    arrays += [(f"Input#{i}", x) for i, x in enumerate(inputs)]
+    arrays += [(getattr(x, "name", None) or f"Input#{i}", x) for i, x in enumerate(inputs)]
 
     # Backprop. An Input normally takes no gradient (the nodes and the plan skip it):
     # a checked one becomes, for this Backward, an Input whose addgrad keeps what it gets.

@@ -80,12 +80,15 @@ def zero_grad(node):
 
 
 class Input:
-    """Data fed to the graph: set ``.value`` before `Forward`. Takes no gradient."""
+    """Data fed to the graph: set ``.value`` before `Forward`. Takes no gradient.
+
+    `name`, if given, labels it in drawings (`cedf.draw`).
+    """
 
     value = None
 
-    def __init__(self):
-        pass
+    def __init__(self, name=None):
+        self.name = name
 
     def addgrad(self, delta):
         pass
@@ -234,6 +237,30 @@ class BuiltinNode(CompNode):
         if addgrad in (CompNode.addgrad, Parameter.addgrad) and writable_buffer(node.grad, shape, dtype):
             return node.grad, False
         return np.zeros(shape, dtype), True
+
+
+def _is_node(obj):
+    if isinstance(obj, type):   # a node class kept as an attribute is not a node
+        return False
+    return isinstance(obj, (Input, Parameter, CompNode)) or (hasattr(obj, "addgrad") and hasattr(obj, "value"))
+
+
+def inputs_of(node):
+    """The nodes that `node` reads, found from its attributes (so a user's node is covered too):
+    nodes, lists of nodes, and the nodes of a parameter holder (AffineParams)."""
+    if isinstance(node, (Input, Parameter)):
+        return []
+    found = []
+    for name, value in vars(node).items():
+        if name.startswith("_") or name in ("value", "grad"):
+            continue
+        if _is_node(value):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):   # a node reading several inputs
+            found.extend(v for v in value if _is_node(v))
+        elif hasattr(value, "__dict__") and not isinstance(value, type):
+            found.extend(v for v in vars(value).values() if _is_node(v))
+    return found
 
 
 class AffineParams:

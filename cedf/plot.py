@@ -119,9 +119,11 @@ def training_curves(history, path=None):
 def gradcheck_errors(result, path=None):
     """The worst relative error per checked array of a `cedf.gradcheck` result, against its tolerance."""
     names = list(result.errors)
-    errors = np.array([max(result.errors[n], 1e-17) for n in names])
+    errors = np.array([result.errors[n] for n in names], dtype=np.float64)
+    failed = ~(errors <= result.tol)   # NaN fails
+    shown = np.where(np.isfinite(errors), np.maximum(errors, 1e-17), 1.0)   # NaN/inf: a full bar
     fig, (ax,) = _figure(size=(5.5, 0.35 * len(names) + 1.5))
-    ax.barh(names, errors, color=[POSITIVE if e > result.tol else NEGATIVE for e in errors])
+    ax.barh(names, shown, color=np.where(failed, POSITIVE, NEGATIVE))
     ax.axvline(result.tol, color="k", ls="--", label=f"tol {result.tol:g}")
     ax.set_xscale("log")
     ax.invert_yaxis()

@@ -143,21 +143,31 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
 def predict(output, x, X, batch_size=None, graph=None):
     """The value of node `output` for data X fed to Input `x`: inference only.
 
-    Runs the graph's nodes up to `output` (not the loss, so no labels are
-    needed) and no Backward: no gradient buffer is touched. With `batch_size`,
+    Runs only the nodes that `output` depends on (not the loss, so no labels
+    are needed) and no Backward: no gradient buffer is touched. With `batch_size`,
     X goes through in chunks and the results are stacked. Returns a copy.
     """
     graph = graph if graph is not None else getattr(output, "_graph", None) or current_graph()
     upto = next((i for i, c in enumerate(graph.CompNodes) if c is output), None)
     if upto is None:
         raise ValueError(f"predict: {type(output).__name__} is not a node of the graph")
+    needed, stack = set(), [output]
+    while stack:
+        node = stack.pop()
+        if id(node) not in needed:
+            needed.add(id(node))
+            stack.extend(nodes.inputs_of(node))
+    path = [c for c in graph.CompNodes[:upto + 1] if id(c) in needed]
     X = np.asarray(X)
     chunks = [X] if batch_size is None else [X[i:i + batch_size] for i in range(0, len(X), batch_size)]
     graph.release_plan()   # the nodes run one by one here, into buffers the plan would not know
-    results = []
-    for chunk in chunks:
-        x.value = chunk
-        for c in graph.CompNodes[:upto + 1]:
-            c.forward()
-        results.append(np.array(output.value))
+    results, before = [], x.value
+    try:
+        for chunk in chunks:
+            x.value = chunk
+            for c in path:
+                c.forward()
+            results.append(np.array(output.value))
+    finally:
+        x.value = before   # the training data stays where it was
     return np.concatenate(results) if len(results) > 1 else results[0]

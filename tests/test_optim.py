@@ -237,3 +237,17 @@ def test_gradient_descent_stops_when_the_gradient_is_small_and_never_goes_uphill
     assert result.grad_norm < 1e-3 and result.fun < start
     again = edf.optim.minimize(L, method="gd", tol=1e-3)
     assert again.nit == 0 and again.fun == pytest.approx(result.fun)
+
+
+def test_success_means_the_gradient_got_below_tol():
+    # The lecture's clipped Sigmoid: where |x A + b| > 10 its gradient is not the
+    # loss's, and L-BFGS stalls above a tight tolerance; it must not claim success.
+    X, labels = edf.data.blobs(n=200, seed=0)
+    edf.DT = np.float64
+    np.random.seed(0)
+    x, y = edf.Input(), edf.Input()
+    x.value, y.value = X * 3, labels
+    L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+    for method in ("L-BFGS-B", "gd"):
+        result = edf.optim.minimize(L, method=method, tol=1e-10, max_iter=300)
+        assert result.success == (result.grad_norm <= 1e-10)

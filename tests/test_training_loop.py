@@ -119,3 +119,17 @@ def test_bad_arguments_are_named(call, message):
     L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
     with pytest.raises(ValueError, match=message):
         call(L, x, y)
+
+
+def test_predict_leaves_the_inputs_value_and_skips_unrelated_nodes():
+    X, labels = data.blobs(n=50, seed=4)
+    x, y, other = edf.Input(), edf.Input(), edf.Input()   # `other` never gets a value
+    x.value, y.value = X, labels
+    edf.Sigmoid(other)   # a node of the graph that the prediction does not need
+    p = edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x))
+    L = edf.BCELoss(p, y)
+    edf.predict(p, x, np.zeros((7, 2)), batch_size=3)
+    assert x.value is X
+    other.value = np.zeros(3)
+    edf.Forward()   # the training data is still in place
+    assert L.value.shape == (50,)
