@@ -65,12 +65,16 @@ cdef struct Op:
     double scalar
 
 
+#: The most dimensions a bound array may have (NumPy's own limit is 32 or 64).
+MAX_DIMS = 8
+
+
 cdef class Binding:
     """An array that a program reads from ``getattr(owner, attr)`` at every run."""
 
     cdef object owner, attr, convert
     cdef int ndim, n_types
-    cdef Py_ssize_t dims[4]
+    cdef Py_ssize_t dims[8]
     cdef int typenums[4]
     cdef bint writable
     cdef readonly object array
@@ -80,8 +84,8 @@ cdef class Binding:
     def __init__(self, owner, attr, shape, dtypes, convert, writable=False):
         self.owner, self.attr, self.convert = owner, attr, convert
         self.ndim = len(shape)
-        if self.ndim > 4:
-            raise ValueError("Binding: at most 4 dimensions")
+        if self.ndim > MAX_DIMS:
+            raise ValueError(f"Binding: at most {MAX_DIMS} dimensions")
         for i, d in enumerate(shape):
             self.dims[i] = d
         if not 0 < len(dtypes) <= 4:

@@ -52,6 +52,14 @@ def _check_node(owner, role, node):
     return node
 
 
+def _asarray(node, role, value):
+    """np.asarray(value), with NumPy's complaint about a ragged list turned into one naming the node."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{_name(node)}: {role} must be an array of numbers of one shape ({exc})") from None
+
+
 def _reuse(buf, shape, dtype):
     """`buf` if it already has this shape and dtype, else a new empty array."""
     if buf is not None and buf.shape == shape and buf.dtype == dtype:
@@ -119,7 +127,14 @@ class Parameter:
         self.grad += delta
 
     def UpdateParameters(self):
-        self.value -= cedf.learning_rate * self.grad
+        value = self.value
+        if not isinstance(value, np.ndarray):   # a list: `value - step` makes it an array, as in the lecture
+            self.value = value - cedf.learning_rate * self.grad
+            return
+        if value.dtype.kind != "f" or not value.flags.writeable:
+            what = f"dtype {value.dtype}" if value.dtype.kind != "f" else "a read-only array"
+            raise TypeError(f"Parameter: UpdateParameters needs a writable float array as .value, got {what}")
+        value -= cedf.learning_rate * self.grad
 
 
 class CompNode:
@@ -193,7 +208,7 @@ class BuiltinNode(CompNode):
                 f"{_name(self)}: its input {role} ({_name(node)}) has no value; "
                 f"set .value of every Input before Forward()"
             )
-        arr = np.asarray(value)
+        arr = _asarray(self, role, value)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{_name(self)}: {role} must hold real numbers, got dtype {arr.dtype}")
         if ndims is not None and arr.ndim not in ndims:
@@ -422,7 +437,7 @@ def _class_indices(node, n, n_classes, role="p"):
     """node.y.value as int64 class indices, checked to be integral and in [0, n_classes)."""
     if node.y.value is None:
         raise ValueError(f"{_name(node)}: its input y (Input) has no value; set y.value before Forward()")
-    y = np.asarray(node.y.value)
+    y = _asarray(node, "y", node.y.value)
     if y.dtype.kind not in "biuf":
         raise TypeError(f"{_name(node)}: y must hold integer class indices, got dtype {y.dtype}")
     y = _labels_like(_name(node), y, n)

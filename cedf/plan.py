@@ -31,8 +31,8 @@ import numpy as np
 from . import _engine, _kernels
 from ._engine import Binding, Program
 from .backend import Replan
-from .nodes import (Affine, BCELoss, CrossEntropyLoss, Input, Parameter, Sigmoid, Softmax, _labels_like,
-                    writable_buffer)
+from .nodes import (Affine, BCELoss, CrossEntropyLoss, Input, Parameter, Sigmoid, Softmax, _float_dtype,
+                    _labels_like, writable_buffer)
 
 _COMPILED = (Affine, Sigmoid, Softmax, CrossEntropyLoss, BCELoss)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -42,24 +42,46 @@ class _NotCompilable(Exception):
     """The graph is valid but outside what the engine runs (mixed dtypes)."""
 
 
-def _converter(dtype, shape):
-    """How a binding makes a usable array of awkward data (a list, a Fortran array, float64)."""
-    def convert(value):
+def _array(value):
+    """np.asarray(value), or Replan for what is no array of numbers (a ragged list): the node says so."""
+    try:
         arr = np.asarray(value)
-        if arr.dtype.kind not in "biuf" or arr.shape != shape:
+    except (ValueError, TypeError):
+        raise Replan("data") from None
+    if arr.dtype.kind not in "biuf":
+        raise Replan("data")
+    return arr
+
+
+def _cast(arr, dtype):
+    try:
+        with np.errstate(over="raise"):
+            return np.asarray(arr, dtype=dtype, order="C")
+    except FloatingPointError:
+        raise Replan("range") from None   # the node says what is wrong
+
+
+def _converter(dtype, shape, own_dtype):
+    """How a binding makes a usable array of awkward data (a list, a Fortran array, integers).
+
+    `own_dtype`: the reader computes in its data's own float dtype (a Sigmoid, a
+    loss), not in its parameters' (an Affine): data of another float dtype needs
+    another plan.
+    """
+    def convert(value):
+        arr = _array(value)
+        if arr.shape != shape:
             raise Replan("shape")
-        try:
-            with np.errstate(over="raise"):
-                return np.asarray(arr, dtype=dtype, order="C")
-        except FloatingPointError:
-            raise Replan("range") from None   # the node says what is wrong
+        if own_dtype and _float_dtype(arr) != dtype:
+            raise Replan("dtype")
+        return _cast(arr, dtype)
     return convert
 
 
 def _parameter_converter(dtype, shape):
     """A parameter read in another layout is copied; in another dtype, its layer changes dtype: replan."""
     def convert(value):
-        arr = np.asarray(value)
+        arr = _array(value)
         if arr.dtype != dtype or arr.shape != shape:
             raise Replan("parameter")
         return np.asarray(arr, order="C")
@@ -74,20 +96,20 @@ def _exact(value):
 
 def _class_converter(node, n, n_classes):
     def convert(value):
-        y = np.asarray(value)
-        if y.dtype.kind not in "biuf" or y.shape not in ((n,), (n, 1)):
+        y = _array(value)
+        if y.shape not in ((n,), (n, 1)):
             raise Replan("labels")
         return node._class_indices(n, n_classes)
     return convert
 
 
-def _binary_converter(n):
+def _binary_converter(n, dtype):
+    """Labels as the node reads them: in the loss's float dtype (int64 is read as it is, exactly)."""
     def convert(value):
-        y = np.asarray(value)
-        if y.dtype.kind not in "biuf" or y.shape not in ((n,), (n, 1)):
+        y = _array(value)
+        if y.shape not in ((n,), (n, 1)):
             raise Replan("labels")
-        y = _labels_like("BCELoss", y, n)
-        return np.ascontiguousarray(y, dtype=y.dtype if y.dtype in _FLOATS else np.int64)
+        return _cast(_labels_like("BCELoss", y, n), dtype)
     return convert
 
 
@@ -107,18 +129,21 @@ class _Builder:
     def fixed(self, array):
         return self._add(id(array), array)
 
-    def bound(self, owner, attr, shape, dtypes, convert, writable=False):
-        key = (id(owner), attr, shape, dtypes, writable)
+    def bound(self, owner, attr, shape, dtypes, convert, writable=False, kind=None):
+        if len(shape) > _engine.MAX_DIMS:
+            raise _NotCompilable(f"{len(shape)} dimensions")
+        key = (id(owner), attr, shape, dtypes, writable, kind)
         return self._add(key, Binding(owner, attr, shape, dtypes, convert, writable))
 
-    def value(self, node, shape, dtype):
-        """The buffer holding `node`'s value as a consumer of `dtype` reads it."""
+    def value(self, node, shape, dtype, own_dtype=True):
+        """The buffer holding `node`'s value as a consumer of `dtype` reads it (see `_converter`)."""
         if isinstance(node, _COMPILED):
             if node._value.dtype != dtype or node._value.shape != shape:
                 raise _NotCompilable(f"{type(node).__name__} feeds a layer of another dtype")
             return self.fixed(node._value)
-        convert = (_parameter_converter if isinstance(node, Parameter) else _converter)(dtype, shape)
-        return self.bound(node, "value", shape, (dtype,), convert)
+        if isinstance(node, Parameter):
+            return self.bound(node, "value", shape, (dtype,), _parameter_converter(dtype, shape))
+        return self.bound(node, "value", shape, (dtype,), _converter(dtype, shape, own_dtype), kind=own_dtype)
 
     def op(self, code, dtype, dims, args, accs=(), scalar=0.0, message=None):
         self.ops.append((code, dtype == np.float64, dims, args, accs, scalar))
@@ -165,7 +190,7 @@ class GraphPlan:
                 n_out = node._value.shape[1]
                 bias = None if id(node) in self._bias_in_sigmoid else b.value(node.params.b, (n_out,), dtype)
                 b.op(_engine.AFFINE_FWD, dtype, (n, n_in, n_out),
-                     [b.value(node.x, (n, n_in), dtype), b.value(node.params.A, (n_in, n_out), dtype),
+                     [b.value(node.x, (n, n_in), dtype, own_dtype=False), b.value(node.params.A, (n_in, n_out), dtype),
                       bias, b.fixed(node._value)])
             elif isinstance(node, Sigmoid):
                 if id(node.x) in self._bias_in_sigmoid:
@@ -209,7 +234,7 @@ class GraphPlan:
             b.op(_engine.CHECK_CLASSES, dtype, (n, classes), [labels],
                  message=f"CrossEntropyLoss: label {{value}} is outside [0, {classes}) (p has {classes} classes)")
             return labels
-        y = b.bound(node.y, "value", (n,), (np.int64, np.float32, np.float64), _binary_converter(n))
+        y = b.bound(node.y, "value", (n,), (np.int64, dtype), _binary_converter(n, dtype))
         # Buffers of the plan's own: the node's converted labels may be the user's array itself.
         converted, stamp = self._binary.setdefault(id(node), (np.empty(n, dtype), np.zeros(1, np.intp)))
         labels = b.fixed(converted)
@@ -292,7 +317,7 @@ class GraphPlan:
                 A = node.params.A
                 n, n_in = node._x.shape
                 n_out = node._value.shape[1]
-                x, Av = b.value(node.x, (n, n_in), dtype), b.value(A, (n_in, n_out), dtype)
+                x, Av = b.value(node.x, (n, n_in), dtype, own_dtype=False), b.value(A, (n_in, n_out), dtype)
                 (gx, ax), (gA, aA) = target(node.x), target(A)
                 gb, ab = (None, False) if id(node) in bias_done else target(node.params.b)
                 b.op(_engine.AFFINE_BWD, dtype, (n, n_in, n_out), [x, Av, g, gx, gA, gb], (ax, aA, ab))
@@ -378,7 +403,7 @@ def _no_update(learning_rate):
 def build(graph):
     """The plan of `graph`, right after a node-by-node Forward; None if the engine cannot run it."""
     if not (all(type(c) in _COMPILED for c in graph.CompNodes)
-            and all(type(p) is Parameter for p in graph.Parameters)):
+            and all(type(p) is Parameter and type(p.value) is np.ndarray for p in graph.Parameters)):
         return None
     if any(c._value is None or c._value.dtype not in _FLOATS for c in graph.CompNodes):
         return None

@@ -63,11 +63,8 @@ def sigmoid_backward(s, g, gx):
 def softmax_forward(x, out):
     """Row-wise softmax of x (B, C): shift by the row max, floor at -10, exponentiate, normalise."""
     x = _f64(x)
-    top = x.max(axis=1, keepdims=True)
-    # Only entries within 10 of the max are shifted: x - max of two huge logits
-    # of opposite signs would overflow, and is floored anyway.
-    shifted = np.full_like(x, SOFTMAX_FLOOR)
-    np.subtract(x, top, out=shifted, where=x >= top + SOFTMAX_FLOOR)
+    with np.errstate(over="ignore"):   # x - max of huge logits of opposite signs: -inf, floored anyway
+        shifted = np.maximum(x - x.max(axis=1, keepdims=True), SOFTMAX_FLOOR)
     e = np.exp(shifted)
     out[...] = e / e.sum(axis=1, keepdims=True)
 

@@ -19,7 +19,7 @@ def assert_close(actual, expected, rtol, what="", scale=0.0):
         return
     assert np.array_equal(np.isnan(actual), np.isnan(expected)), f"{what}: NaNs differ"
     finite = np.isfinite(expected)
-    assert np.array_equal(actual[~finite], expected[~finite]), f"{what}: infinities differ"
+    assert np.array_equal(actual[~finite], expected[~finite], equal_nan=True), f"{what}: infinities differ"
     scale = max(np.max(np.abs(expected[finite]), initial=0.0), scale, np.finfo(expected.dtype).tiny)
     err = np.max(np.abs(actual[finite].astype(np.float64) - expected[finite]), initial=0.0)
     assert err <= rtol * scale, f"{what}: max abs error {err:.3g} exceeds {rtol:g} x {scale:.3g}"

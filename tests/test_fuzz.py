@@ -23,9 +23,8 @@ UpdateParameters with a learning rate of 0: the update path is exercised, but
 huge gradients from huge data do not turn the next steps into ill-conditioned
 problems on which two correct backends may differ.
 
-Known bugs are kept out of the general properties and pinned, each by a strict
-xfail test at the end of this file (KNOWN BUGS): when one is fixed its test
-fails, and its exclusion in the strategies can go.
+The bugs these properties found are fixed; a test per bug, at the end of this
+file (FIXED BUGS), pins each on the input that showed it.
 """
 import copy
 import warnings
@@ -45,18 +44,13 @@ NUMERIC = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint
 DTYPES = NUMERIC + ("bool", "object", "str")
 REAL = tuple(d for d in NUMERIC if not d.startswith("complex")) + ("bool",)
 LAYOUTS = ("C", "F", "strided", "reversed", "readonly", "byteswapped", "unaligned", "list")
-# A parameter updated in place must stay a writable float array: other values are
-# known bugs (test_bug_parameter_value_*), not drawn here.
+# A parameter updated in place must stay a writable float array: other values raise
+# "Parameter: ..." at the update (test_parameter_value_that_cannot_be_updated), not drawn here.
 PARAM_DTYPES = ("float16", "float32", "float64", "longdouble", "complex64", "complex128", "object", "str")
 PARAM_LAYOUTS = ("C", "F", "strided", "reversed", "byteswapped", "unaligned")
 # Entries planted in data. Magnitudes stay where no sum of a few products overflows
 # in one summation order and not in another (1e300 in float64, 1e30 in float32).
 SPECIALS = (np.nan, np.inf, -np.inf, 1e300, -1e300, 1e30, -2.0 ** 62, 0.0, -0.0, 1e-300)
-# A NaN reaching a Softmax is a known bug (test_bug_softmax_of_a_row_with_nan): data read by
-# a Softmax gets no NaN, and data that flows into one through an Affine (where infinities
-# cancel to NaN) only finite specials, finite in float16 too.
-NO_NAN = tuple(s for s in SPECIALS if s == s)
-FINITE = (0.0, -0.0, 1e-300, 3e4, -3e4)
 GRAPH_DTYPES = st.sampled_from([np.float32, np.float64])
 LEARNING_RATE = 0.1
 
@@ -165,22 +159,6 @@ def lay_out(arr, layout):
 
 def clean(values, dtype):
     return Data(np.asarray(values, np.float64), np.dtype(dtype).name)
-
-
-def computes_in(data, graph_dtype):
-    """The dtype a node reading this value straight from an Input computes in (`nodes._float_dtype`)."""
-    dtype = np.asarray(data.make()).dtype
-    return dtype if dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(graph_dtype)
-
-
-def hits_bce_label_cast_bug(data):
-    """Whether BCELoss labels are floats other than native float32/64 holding a value that is not
-    an int64 integer: the plan casts them to int64 (test_bug_bce_labels_in_other_float_dtypes)."""
-    arr = np.asarray(data.make())
-    if arr.dtype.kind != "f" or arr.dtype in (np.dtype(np.float32), np.dtype(np.float64)):
-        return False
-    v = arr.astype(np.longdouble)
-    return not np.all(np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 2.0 ** 63))
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -506,14 +484,12 @@ def test_sigmoid_and_softmax(node, data):
     # Good data has a last axis: a 0-d input makes a (1,) value (np.ascontiguousarray), which a
     # plan never fits, so 0-d data is only drawn as the odd step's.
     good_shape = draw(shapes(min_dims=1).map(lambda s: s if node is edf.Sigmoid else s[:-1] + (s[-1] or 1,)))
-    # At most 4-D: more is a known bug (test_bug_five_dimensional_input).
-    odd_shape = draw(st.one_of(st.just(good_shape), shapes()))
-    specials = SPECIALS if node is edf.Sigmoid else NO_NAN
+    odd_shape = draw(st.one_of(st.just(good_shape), shapes(max_dims=6)))
+    specials = SPECIALS
     if source == "input":
         value = draw(arrays(odd_shape, specials=specials))
-        # Good data in the dtype the odd data is computed in: a plan built for one float
-        # dtype keeps it for another, a known bug (test_bug_pointwise_node_on_an_input_...).
-        good_dtype = computes_in(value, dtype)
+        # Good data in the graph's dtype: odd data of the other float dtype needs another plan.
+        good_dtype = dtype
     else:
         value, good_dtype = draw(arrays(odd_shape, PARAM_DTYPES, PARAM_LAYOUTS, specials)), dtype
     start = clean(np.random.default_rng(draw(seeds())).standard_normal(good_shape), good_dtype)
@@ -556,12 +532,12 @@ def test_losses(loss, data):
         return clean(rng.standard_normal((n, n_in)), data_dtype)
 
     n = draw(st.sampled_from([batch, batch, 0, 1, 7]))
-    y = draw(labels(n, classes, binary=not ce).filter(lambda d: ce or not hits_bce_label_cast_bug(d)))
+    y = draw(labels(n, classes, binary=not ce))
     x, good_dtype = x_of(n, dtype), dtype
     if source == "input" and draw(st.booleans()):
         shape = draw(st.sampled_from([(n,) + p_shape] * 3 + [(n,), (), (n, classes, 1), (n, classes + 1)]))
         x = draw(arrays(shape, low=-0.5, specials=SPECIALS + (1.0,)))
-        good_dtype = computes_in(x, dtype)   # as in test_sigmoid_and_softmax
+        good_dtype = dtype   # as in test_sigmoid_and_softmax
     good = Step((("x", x_of(batch, good_dtype)),
                  ("y", clean(rng.integers(0, classes if ce else 2, batch), np.int64))))
     check(loss_graph(loss, dtype, source, n_in, classes), loss.__name__, schedules(good, odd(("x", x), ("y", y))))
@@ -607,14 +583,13 @@ def test_whole_graphs_with_changing_batch_sizes(data):
                      ("y", clean(rng.integers(0, widths[-1] if loss == "ce" else 2, n), label_dtype))))
 
     kind = draw(st.sampled_from(["x", "y", "x in place", "y in place", "parameter", "parameter in place"]))
-    specials = FINITE if loss == "ce" else SPECIALS
+    specials = SPECIALS
     n = draw(st.sampled_from([sizes[1], 0, 5]))
     fresh = good(n).actions
     if kind == "x":
         change = [("x", draw(arrays(draw(feature_shapes(n, widths[0])), specials=specials)))]
     elif kind == "y":
-        y = draw(labels(n, widths[-1], binary=loss == "bce").filter(
-            lambda d: loss == "ce" or not hits_bce_label_cast_bug(d)))
+        y = draw(labels(n, widths[-1], binary=loss == "bce"))
         change = [("y", y)]
     elif kind == "x in place":
         change = [("x", InPlace(draw(st.integers(0, 99)), draw(st.sampled_from(specials))))]
@@ -639,10 +614,8 @@ def test_whole_graphs_with_changing_batch_sizes(data):
     })
 
 
-# -- KNOWN BUGS ------------------------------------------------------------------------------------
-# Each test is the property above on one input that breaks it today, kept out of the
-# strategies. They are strict xfails: when a bug is fixed, its test passes and so fails the
-# suite; then drop its mark, and the exclusion above that names it.
+# -- FIXED BUGS ------------------------------------------------------------------------------------
+# Each test is the property above on the one input that broke it, now fixed.
 
 def a_layer(loss=edf.BCELoss, dtype=np.float64):
     """Affine -> Sigmoid + BCELoss (or Softmax + CrossEntropyLoss, 3 classes) on 4 examples of 2 features."""
@@ -659,85 +632,60 @@ def on_an_input(node, dtype, value):
     return loss_graph(node, dtype, "input", 1, 1), Step((("x", x), y)), odd(("x", value), y)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: a node reading an Input computes float64 data in the float32 "
-                          "its plan was built for")
 @pytest.mark.parametrize("node", [edf.Sigmoid, edf.Softmax, edf.CrossEntropyLoss, edf.BCELoss],
                          ids=lambda n: n.__name__)
 @pytest.mark.parametrize("layout", ["C", "list"])
-def test_bug_pointwise_node_on_an_input_keeps_the_plans_dtype(node, layout):
+def test_fixed_pointwise_node_on_an_input_keeps_the_plans_dtype(node, layout):
     # The nodes compute in float64 (the data's dtype); the plan of float32 steps converts it to float32.
     build, good, step = on_an_input(node, np.float32, Data(np.full((4, 1), 0.3), "float64", layout))
     check(build, node.__name__, schedules(good, step))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: a 5-D input makes the compiled Forward raise "
-                          "'Binding: at most 4 dimensions'")
 @pytest.mark.parametrize("node", [edf.Sigmoid, edf.Softmax], ids=lambda n: n.__name__)
-def test_bug_five_dimensional_input(node):
+def test_fixed_five_dimensional_input(node):
     build, good, step = on_an_input(node, np.float64, clean(np.full((1, 2, 1, 2, 3), 0.3), np.float64))
     check(build, node.__name__, schedules(good, step))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: a NaN in a row of a Softmax's input gives 1/C per class on the "
-                          "reference, NaN on cedf")
-def test_bug_softmax_of_a_row_with_nan():
+def test_fixed_softmax_of_a_row_with_nan():
     build, good, step = on_an_input(edf.Softmax, np.float64, clean([[np.nan, 1.0, 2.0]], np.float64))
     check(build, "Softmax", schedules(good, step))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: the plan casts BCELoss labels of other float dtypes to int64, "
-                          "so that 0.5 passes as 0")
 @pytest.mark.parametrize("dtype", ["float16", "longdouble", ">f8", ">f4"])
-def test_bug_bce_labels_in_other_float_dtypes(dtype):
+def test_fixed_bce_labels_in_other_float_dtypes(dtype):
     build, good = a_layer()
     check(build, "BCELoss", schedules(good, odd(good.actions[0], ("y", Data([0, 1, 0.5, 1], dtype)))))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: float64 BCELoss labels that round to 0 or 1 in float32 pass "
-                          "node by node, not on the plan")
 @pytest.mark.parametrize("label", [1e-50, 1 + 1e-10])
-def test_bug_bce_float64_labels_that_round_to_0_or_1_in_float32(label):
+def test_fixed_bce_float64_labels_that_round_to_0_or_1_in_float32(label):
     build, good = a_layer(dtype=np.float32)
     check(build, "BCELoss", schedules(good, odd(good.actions[0], ("y", Data([0, 1, label, 1], "float64")))))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: the plan reports the uint64 BCELoss label 2**64 - 1 as -1.0")
-def test_bug_bce_label_message_names_the_label_given():
+def test_fixed_bce_label_message_names_the_label_given():
     build, good = a_layer()
     steps = [good, good, odd(good.actions[0], ("y", Data([0, 1, 2 ** 64 - 1, 1], "uint64")))]
     ref, comp = run("numpy", build, steps), run("cython", build, steps)
     assert comp[2].error == ref[2].error
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: a parameter whose value is a list makes the compiled Forward "
-                          "raise AttributeError")
-def test_bug_parameter_value_a_list():
+def test_fixed_parameter_value_a_list():
     build, good = a_layer()
     A = Data(np.full((2, 1), 0.5), "float64", "list")
     check(build, "Affine", schedules(good, odd(*good.actions, ("A", A))))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: UpdateParameters of integers or a read-only array raises NumPy's "
-                          "error, which names no node")
 @pytest.mark.parametrize("dtype, layout", [("int64", "C"), ("bool", "C"), ("float64", "readonly")])
-def test_bug_parameter_value_that_cannot_be_updated(dtype, layout):
+def test_fixed_parameter_value_that_cannot_be_updated(dtype, layout):
     build, good = a_layer()
     A = Data(np.full((2, 1), 1.0), dtype, layout)
     check(build, ("Affine", "Parameter", "UpdateParameters"), schedules(good, odd(*good.actions, ("A", A))))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: a ragged list raises NumPy's ValueError, which names no node")
 @pytest.mark.parametrize("slot", ["x", "y"])
-def test_bug_ragged_list(slot):
+def test_fixed_ragged_list(slot):
     build, good = a_layer(edf.CrossEntropyLoss)
     ragged = Exactly([[0.1, 0.2], [0.3]] if slot == "x" else [0, [1, 2], 0, 1])
     actions = dict(good.actions, **{slot: ragged})
