@@ -50,8 +50,15 @@ def affine_backward(x, A, g, gx, gA, gb):
 
 
 def sigmoid_forward(x, out):
-    """out = 1 / (1 + exp(-clip(x, -10, 10)))."""
-    out[...] = 1 / (1 + np.exp(-np.clip(_f64(x), -SIGMOID_CLIP, SIGMOID_CLIP)))
+    """out = 1 / (1 + exp(-clip(x, -10, 10))), as 1 - t or t with t = e / (1 + e), e = exp(-|x|).
+
+    The same formula as the compiled loop (csrc/pointwise.h says why): rounding
+    1 + e first would lose the digits of a small e that decide 1 - s.
+    """
+    x = np.clip(_f64(x), -SIGMOID_CLIP, SIGMOID_CLIP)
+    e = np.exp(-np.abs(x))
+    t = e / (1 + e)
+    out[...] = np.where(x < 0, t, 1 - t)
 
 
 def sigmoid_backward(s, g, gx):

@@ -132,8 +132,12 @@ static inline double cedf_bce_logits(double z, double y)
  * and double (f64, with cedf_exp), each in the buffer's own precision so that
  * it vectorises.
  *
- * cedf_sigmoid_*: the lecture's sigmoid, 1 / (1 + exp(-clip(x, -10, 10))).
- *   NaN fails both comparisons and propagates, as it does in NumPy.
+ * cedf_sigmoid_*: the lecture's sigmoid, 1 / (1 + exp(-clip(x, -10, 10))),
+ *   computed as 1 - t (x >= 0) or t (x < 0), t = e / (1 + e), e = exp(-|x|):
+ *   1 / (1 + e) would round 1 + e first and lose most digits of a small e, so a
+ *   sigmoid near 1 came out an ulp off, and 1 - s, the gradient's factor, a
+ *   thousandth off in float32; this way s is the correctly rounded value but for
+ *   near-ties, as the reference's. NaN fails both comparisons and propagates.
  * cedf_sigmoid_array_*: out = sigmoid(x).
  * cedf_bias_sigmoid_*: s = sigmoid(u + b), b added to every row: the bias of an
  *   Affine added in the pass of the Sigmoid that reads it, not in one of its own.
@@ -146,7 +150,9 @@ static inline double cedf_bce_logits(double z, double y)
     {                                                                                      \
         x = x > (T)CEDF_SIGMOID_CLIP ? (T)CEDF_SIGMOID_CLIP : x;                           \
         x = x < (T)-CEDF_SIGMOID_CLIP ? (T)-CEDF_SIGMOID_CLIP : x;                         \
-        return (T)1 / ((T)1 + EXP(-x));                                                    \
+        T e = EXP(x < 0 ? x : -x);  /* exp(-|x|) <= 1 */                                   \
+        T t = e / ((T)1 + e);        /* the smaller of s and 1 - s, to a few ulp */         \
+        return x < 0 ? t : (T)1 - t;                                                       \
     }                                                                                      \
                                                                                            \
     CEDF_MULTIVERSION static void cedf_sigmoid_array_##SFX(const T *x, T *out, ptrdiff_t n) \

@@ -132,6 +132,19 @@ def mlps(draw, user_node=False, x_param=False):
     )
 
 
+def through_sigmoid(m, s):
+    """The magnitude of a gradient sent back through a Sigmoid of output s, given that of the incoming m.
+
+    The local gradient s (1 - s) is computed from the rounded s: an ulp of s
+    moves it by |1 - 2s| ulp(s), which near saturation is a thousandth of it in
+    float32. Two backends may round s differently (rarely, near ties), so the
+    scale holds that term, in units of the dtype's tolerance.
+    """
+    s = np.asarray(s)
+    rounding = 2 * np.abs(1 - 2 * s.astype(np.float64)) * np.spacing(np.abs(s)) / rtol_for(s.dtype)
+    return m * (np.abs(s * (1 - s.astype(np.float64))) + rounding)
+
+
 def _magnitudes():
     """Per node and parameter, the largest entry of the lecture's backward pass run on absolute values.
 
@@ -157,9 +170,11 @@ def _magnitudes():
             send(node.x, m @ A.T)
             send(node.params.A, x.T @ m)
             send(node.params.b, m.sum(axis=0))
-        elif isinstance(node, (edf.Sigmoid, Tanh)):
+        elif isinstance(node, edf.Sigmoid):
+            send(node.x, through_sigmoid(m, node.value))
+        elif isinstance(node, Tanh):
             s = np.asarray(node.value, np.float64)
-            send(node.x, m * (s * (1 - s) if isinstance(node, edf.Sigmoid) else 1 - s ** 2))
+            send(node.x, m * (1 - s ** 2))
         elif isinstance(node, edf.Softmax):
             p = np.asarray(node.value, np.float64)
             send(node.x, p * (m + np.sum(p * m, axis=-1, keepdims=True)))

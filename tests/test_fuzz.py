@@ -37,7 +37,7 @@ from hypothesis import currently_in_test_context, event, given
 from hypothesis import strategies as st
 
 import cedf as edf
-from helpers import rtol_for
+from helpers import rtol_for, through_sigmoid
 
 NUMERIC = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
            "float16", "float32", "float64", "longdouble", "complex64", "complex128")
@@ -330,8 +330,7 @@ def snapshot():
                 send(node.params.A, _abs(node.x.value).T @ m)
                 send(node.params.b, m.sum(axis=0))
             elif isinstance(node, edf.Sigmoid):
-                s = _abs(node.value)
-                send(node.x, m * s * (1 - s))
+                send(node.x, through_sigmoid(m, np.asarray(node.value)))
             elif isinstance(node, edf.Softmax):
                 p = _abs(node.value)
                 send(node.x, p * (m + np.sum(p * m, axis=-1, keepdims=True)))

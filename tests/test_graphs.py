@@ -18,13 +18,18 @@ def test_random_graphs_agree_with_reference(spec):
     def train():
         for p, v in zip(edf.Parameters, start):
             p.value[...] = v
+        # A parameter's value carries the rounding of every update so far: learning
+        # rate times its gradient's scale, per step (a bias that moved from 0 to 1e-5).
+        n, drift = len(edf.Parameters), np.zeros(len(edf.Parameters))
         for _ in range(3):
             edf.Forward()
             edf.Backward(L)
             state = snapshot()
+            state[-n:] = [(name, v, g, max(vs, d), gs) for (name, v, g, vs, gs), d in zip(state[-n:], drift)]
+            drift += [edf.learning_rate * gs for *_, gs in state[-n:]]
             edf.UpdateParameters()
-        return state + [(f"updated Parameter#{i}", p.value.copy(), None, 0.0, 0.0)
-                        for i, p in enumerate(edf.Parameters)]
+        return state + [(f"updated Parameter#{i}", p.value.copy(), None, d, 0.0)
+                        for i, (p, d) in enumerate(zip(edf.Parameters, drift))]
 
     ref, comp = both_backends(train)
     # Three steps let float32 rounding differences grow a little; one step is held to 1e-5 below.
