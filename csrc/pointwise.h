@@ -150,7 +150,7 @@ static inline double cedf_bce_logits(double z, double y)
     {                                                                                      \
         x = x > (T)CEDF_SIGMOID_CLIP ? (T)CEDF_SIGMOID_CLIP : x;                           \
         x = x < (T)-CEDF_SIGMOID_CLIP ? (T)-CEDF_SIGMOID_CLIP : x;                         \
-        T e = EXP(x < 0 ? x : -x);  /* exp(-|x|) <= 1 */                                   \
+        T e = EXP(-(T)fabs(x));  /* exp(-|x|) <= 1; fabs, not a select: that vectorises */ \
         T t = e / ((T)1 + e);        /* the smaller of s and 1 - s, to a few ulp */         \
         return x < 0 ? t : (T)1 - t;                                                       \
     }                                                                                      \
