@@ -54,6 +54,12 @@ cpdef enum:
     BINARY_LABELS       # a: y (int64, float32 or float64), out (the float dtype), stamp   m = batch
                         # acc[0]: skip when y is the array the last conversion read (a backward
                         # after its forward); stamp (int64[1]) records that array's address
+    TANH_FWD            # a: x, out                            m = size
+    TANH_BWD            # a: t, g, gx; acc: gx
+    LEAKY_FWD           # a: x, out; scalar: slope             m = size
+    LEAKY_BWD           # a: x, g, gx; acc: gx; scalar: slope
+    CE_LOGITS_FWD       # a: z, labels, p, out                 m, n = batch, classes
+    CE_LOGITS_BWD       # a: p, labels, g, gz; acc: gz
 
 
 cdef struct Op:
@@ -335,6 +341,21 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
         loops.fill(<floating*>ptr[a[0]], <floating>op.scalar, op.m)
     elif op.code == SGD:
         loops.sgd(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating>lr, op.m)
+    elif op.code == TANH_FWD:
+        loops.tanh_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m)
+    elif op.code == TANH_BWD:
+        loops.tanh_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0], op.m)
+    elif op.code == LEAKY_FWD:
+        loops.leaky_relu_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m, op.scalar)
+    elif op.code == LEAKY_BWD:
+        loops.leaky_relu_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0],
+                                  op.m, op.scalar)
+    elif op.code == CE_LOGITS_FWD:
+        loops.cross_entropy_logits_forward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
+                                           <floating*>ptr[a[3]], op.m, op.n)
+    elif op.code == CE_LOGITS_BWD:
+        loops.cross_entropy_logits_backward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
+                                            <floating*>ptr[a[3]], op.acc[0], op.m, op.n)
     elif op.code == CHECK_CLASSES:
         # Before any loop indexes p[i, labels[i]].
         labels = <int64_t*>ptr[a[0]]

@@ -529,12 +529,15 @@ class SoftmaxCrossEntropyLoss(BuiltinNode):
     def probabilities(self):
         return self._p_buf
 
+    def _class_indices(self, n, n_classes):
+        return _class_indices(self, n, n_classes, role="logits")
+
     def forward(self):
         z = self._operand(self.x, "logits", ndims=(2,))
         if z.shape[1] == 0:
             raise ValueError(f"SoftmaxCrossEntropyLoss: logits must have at least one class, got shape {z.shape}")
         self._z = z
-        self._y = _class_indices(self, z.shape[0], z.shape[1], role="logits")
+        self._y = self._class_indices(z.shape[0], z.shape[1])
         self._p_buf = _reuse(self._p_buf, z.shape, z.dtype)
         backend.kernels.cross_entropy_logits_forward(z, self._y, self._p_buf,
                                                      self._output((z.shape[0],), z.dtype))

@@ -31,10 +31,12 @@ import numpy as np
 from . import _engine, _kernels
 from ._engine import Binding, Program
 from .backend import Replan
-from .nodes import (Affine, BCELoss, CrossEntropyLoss, Input, Parameter, Sigmoid, Softmax, _float_dtype,
-                    _labels_like, writable_buffer)
+from .nodes import (Affine, BCELoss, CrossEntropyLoss, Input, LeakyReLU, Parameter, ReLU, Sigmoid, Softmax,
+                    SoftmaxCrossEntropyLoss, Tanh, _float_dtype, _labels_like, writable_buffer)
 
-_COMPILED = (Affine, Sigmoid, Softmax, CrossEntropyLoss, BCELoss)
+_COMPILED = (Affine, Sigmoid, Softmax, CrossEntropyLoss, BCELoss, Tanh, LeakyReLU, ReLU, SoftmaxCrossEntropyLoss)
+_LOSSES = (CrossEntropyLoss, BCELoss, SoftmaxCrossEntropyLoss)
+_CLASSES = (CrossEntropyLoss, SoftmaxCrossEntropyLoss)   # losses of class indices
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -162,7 +164,7 @@ class GraphPlan:
         self.graph = graph
         self.consumers = {id(c): [] for c in graph.CompNodes}
         for c in graph.CompNodes:
-            for source in (c.x, c.y) if isinstance(c, (CrossEntropyLoss, BCELoss)) else (c.x,):
+            for source in (c.x, c.y) if isinstance(c, _LOSSES) else (c.x,):
                 if id(source) in self.consumers:
                     self.consumers[id(source)].append(c)
         # Affines read only by a Sigmoid: that Sigmoid adds their bias (forward)
@@ -209,6 +211,15 @@ class GraphPlan:
                 classes = node._value.shape[-1]
                 b.op(_engine.SOFTMAX_FWD, dtype, (node._value.size // classes, classes),
                      [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
+            elif isinstance(node, (Tanh, LeakyReLU)):
+                code, slope = (_engine.TANH_FWD, 0.0) if isinstance(node, Tanh) else (_engine.LEAKY_FWD, node.slope)
+                b.op(code, dtype, (node._value.size,),
+                     [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)], scalar=slope)
+            elif isinstance(node, SoftmaxCrossEntropyLoss):
+                n, classes = node._z.shape
+                b.op(_engine.CE_LOGITS_FWD, dtype, (n, classes),
+                     [b.value(node.x, node._z.shape, dtype), self._labels(b, node), b.fixed(node._p_buf),
+                      b.fixed(node._value)])
             else:
                 lazy.extend((node, self._loss_values(node, labels)) for labels in self._loss_forward(b, node, dtype))
         # Labels are checked before anything is computed, so that a step refused
@@ -227,13 +238,15 @@ class GraphPlan:
         still the same array (the lecture's Backward reads ``y.value`` again; an
         array changed in place between Forward and Backward is not seen).
         """
-        n, dtype = node._p.shape[0], node._value.dtype
-        if isinstance(node, CrossEntropyLoss):
-            classes = node._p.shape[1]
+        if isinstance(node, _CLASSES):
+            ce = isinstance(node, CrossEntropyLoss)
+            (n, classes), dtype = (node._p if ce else node._z).shape, node._value.dtype
             labels = b.bound(node.y, "value", (n,), (np.int64,), _class_converter(node, n, classes))
             b.op(_engine.CHECK_CLASSES, dtype, (n, classes), [labels],
-                 message=f"CrossEntropyLoss: label {{value}} is outside [0, {classes}) (p has {classes} classes)")
+                 message=f"{type(node).__name__}: label {{value}} is outside [0, {classes}) "
+                         f"({'p' if ce else 'logits'} has {classes} classes)")
             return labels
+        n, dtype = node._p.shape[0], node._value.dtype
         y = b.bound(node.y, "value", (n,), (np.int64, dtype), _binary_converter(n, dtype))
         # Buffers of the plan's own: the node's converted labels may be the user's array itself.
         converted, stamp = self._binary.setdefault(id(node), (np.empty(n, dtype), np.zeros(1, np.intp)))
@@ -338,6 +351,20 @@ class GraphPlan:
                     classes = node._value.shape[-1]
                     b.op(_engine.SOFTMAX_BWD, dtype, (node._value.size // classes, classes),
                          [b.fixed(node._value), g, gx], (acc,))
+            elif isinstance(node, Tanh):
+                gx, acc = target(node.x)
+                if gx is not None:
+                    b.op(_engine.TANH_BWD, dtype, (node._value.size,), [b.fixed(node._value), g, gx], (acc,))
+            elif isinstance(node, LeakyReLU):
+                gx, acc = target(node.x)
+                if gx is not None:   # the slope applies where the input is negative: read the input
+                    b.op(_engine.LEAKY_BWD, dtype, (node._value.size,),
+                         [b.value(node.x, node._value.shape, dtype), g, gx], (acc,), scalar=node.slope)
+            elif isinstance(node, SoftmaxCrossEntropyLoss):
+                gz, acc = target(node.x)
+                if gz is not None:
+                    b.op(_engine.CE_LOGITS_BWD, dtype, node._z.shape,
+                         [b.fixed(node._p_buf), self._labels(b, node, backward=True), g, gz], (acc,))
             else:
                 self._loss_backward(b, node, g, target, fused)
 

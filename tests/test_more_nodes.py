@@ -46,6 +46,7 @@ def run(activation, head, dtype, steps=4):
         out.append([(c.value.copy(), c.grad.copy()) for c in edf.CompNodes]
                    + [(p.value.copy(), p.grad.copy()) for p in edf.Parameters])
         edf.UpdateParameters()
+    run.planned = edf.current_graph()._planned
     return out
 
 
@@ -54,6 +55,9 @@ def run(activation, head, dtype, steps=4):
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_training_steps_agree_between_backends(activation, head, dtype):
     ref, comp = both_backends(lambda: run(activation, head, dtype))
+    # On the compiled backend, steps after the first run the compiled plan; BCEWithLogitsLoss
+    # (soft targets, which the plan's label check does not take) keeps its graph node by node.
+    assert run.planned == (head == "SoftmaxCrossEntropyLoss")
     for step, (r_step, c_step) in enumerate(zip(ref, comp)):
         for i, ((rv, rg), (cv, cg)) in enumerate(zip(r_step, c_step)):
             # Entries that cancel carry the rounding of their terms: scale by the step's largest gradient.
@@ -149,3 +153,20 @@ def test_bad_input_is_named(build, message):
     with pytest.raises((ValueError, TypeError), match=message):
         build(x, y)
         edf.Forward()
+
+
+def test_bad_labels_after_planned_steps_are_named():
+    edf.set_backend("cython")
+    _, L = network("ReLU", "SoftmaxCrossEntropyLoss", np.float32)
+    for _ in range(2):
+        edf.Forward()
+        edf.Backward(L)
+    assert edf.current_graph()._planned
+    good = L.y.value.copy()
+    L.y.value = np.where(np.arange(len(good)) == 3, 7, good)
+    with pytest.raises(ValueError, match=r"SoftmaxCrossEntropyLoss: label 7 is outside \[0, 4\) \(logits has 4 classes\)"):
+        edf.Forward()
+    L.y.value = good
+    edf.Forward()
+    edf.Backward(L)
+    assert edf.current_graph()._planned
