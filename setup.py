@@ -27,13 +27,32 @@ Each combination of switches builds in a directory of its own (build/asan-checke
 build/checked; the default build in build/ and cedf/*.c as always), so that
 switching between them never reuses objects compiled with other flags
 (setuptools and Cython look only at timestamps).
+
+CEDF_OPENMP=1 compiles and links the extensions with the compiler's OpenMP
+flags, decided per platform and compiler as scikit-learn decides them: /openmp
+for MSVC; -fopenmp for GCC and for LLVM's clang; for Apple's clang, which has
+no -fopenmp of its own, ``-Xpreprocessor -fopenmp`` and ``-lomp`` from libomp
+(Homebrew's, say, with its include and lib folders in CPPFLAGS and LDFLAGS).
+A tiny OpenMP program is compiled, linked and run with those flags first; if
+that fails, the build goes on without OpenMP and says so. Off by default:
+cedf's loops run on the calling thread (see cedf/backend.py set_num_threads:
+an OpenMP team next to OpenBLAS's threads made training slower here), so the
+switch only prepares the build for loops that may one day use it. Whether a
+build has it: `cedf._kernels.OPENMP`, or `cedf.show_config()`. No flag of any
+switch is tied to the building machine's CPU (no -march=native): the wheels
+run on any CPU of their platform.
 """
 import os
+import subprocess
 import sys
+import tempfile
+import textwrap
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError, LinkError
 
 sanitize = os.environ.get("CEDF_SANITIZE", "")
 if sanitize not in ("", "address"):
@@ -41,6 +60,10 @@ if sanitize not in ("", "address"):
 if sanitize and sys.platform == "win32":
     sys.exit("CEDF_SANITIZE=address: supported with GCC or clang only, not MSVC")
 checked = os.environ.get("CEDF_CHECKED", "1" if sanitize else "0") == "1"
+openmp = os.environ.get("CEDF_OPENMP", "0")
+if openmp not in ("0", "1", ""):
+    sys.exit(f"CEDF_OPENMP={openmp!r}: expected 1 (build with OpenMP when the compiler has it) or 0 (the default)")
+openmp = openmp == "1"
 
 # -fno-trapping-math lets GCC and clang vectorise loops that clip before they
 # exponentiate (sigmoid: 8x faster here); cedf never reads floating-point
@@ -52,7 +75,7 @@ if sanitize:
     compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-O1"]
     link_args += ["-fsanitize=address"]
 
-variant = "-".join(name for name, on in (("asan", sanitize), ("checked", checked)) if on)
+variant = "-".join(name for name, on in (("asan", sanitize), ("checked", checked), ("openmp", openmp)) if on)
 build_dir = os.path.join("build", variant) if variant else None
 
 common = dict(
@@ -63,6 +86,85 @@ common = dict(
     # The NumPy C API of 1.x and 2.x alike (the engine reads array fields directly).
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
+
+# Compiled, linked and run with the candidate flags: _OPENMP must be defined
+# (the flags really turned OpenMP on), omp.h found, the runtime linked and loaded.
+OPENMP_TEST = textwrap.dedent("""\
+    #include <omp.h>
+    #include <stdio.h>
+    #ifndef _OPENMP
+    #error "_OPENMP is not defined: these flags do not enable OpenMP"
+    #endif
+    int main(void) {
+        int threads = 0;
+    #pragma omp parallel reduction(+ : threads)
+        threads += 1;
+        printf("%d\\n", threads);
+        return threads >= 1 && threads <= omp_get_max_threads() ? 0 : 1;
+    }
+""")
+
+
+def _is_apple_clang(compiler):
+    try:
+        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "Apple" in out and "clang" in out
+
+
+def openmp_flags(compiler):
+    """(compile flags, link flags) that turn OpenMP on with this distutils compiler, as scikit-learn picks them."""
+    if compiler.compiler_type == "msvc":
+        return ["/openmp"], []  # MSVC links its runtime (vcomp) by itself
+    if sys.platform == "darwin" and _is_apple_clang(compiler.compiler_so[0]):
+        # Apple's clang rejects -fopenmp; its preprocessor takes it, and libomp
+        # supplies omp.h and the runtime (their folders from CPPFLAGS/LDFLAGS).
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]  # GCC, LLVM clang
+
+
+def openmp_works(compiler, compile_flags, link_flags):
+    """Whether a tiny OpenMP program compiles, links and runs with these flags."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "cedf_openmp_test.c")
+        with open(source, "w") as f:
+            f.write(OPENMP_TEST)
+        try:
+            objects = compiler.compile([source], output_dir=tmp, extra_postargs=compile_flags)
+            # LDFLAGS are not applied to executables by distutils; pass them as the build will.
+            ldflags = os.environ.get("LDFLAGS", "").split()
+            compiler.link_executable(objects, "cedf_openmp_test", output_dir=tmp,
+                                     extra_preargs=ldflags, extra_postargs=link_flags)
+        except (CompileError, LinkError):
+            return False
+        exe = os.path.join(tmp, "cedf_openmp_test" + (compiler.exe_extension or ""))
+        try:
+            run = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+        except OSError:
+            return True  # built for another machine (cross-compiling): linking is the test we can do
+        except subprocess.SubprocessError:
+            return False
+        return run.returncode == 0
+
+
+class BuildExt(build_ext):
+    """build_ext that adds OpenMP's flags once the compiler is known (CEDF_OPENMP=1)."""
+
+    def build_extensions(self):
+        if openmp:
+            compile_flags, link_flags = openmp_flags(self.compiler)
+            flags = " ".join(dict.fromkeys(compile_flags + link_flags))
+            if openmp_works(self.compiler, compile_flags, link_flags):
+                print(f"cedf: building with OpenMP ({flags})")
+                for ext in self.extensions:
+                    ext.extra_compile_args = ext.extra_compile_args + compile_flags
+                    ext.extra_link_args = ext.extra_link_args + link_flags
+            else:
+                print(f"cedf: CEDF_OPENMP=1, but this compiler cannot build an OpenMP program with "
+                      f"{flags}; building without OpenMP", file=sys.stderr)
+        super().build_extensions()
+
 
 extensions = [
     # One function per kernel, callable from Python (tests, node-by-node runs).
@@ -84,4 +186,5 @@ setup(
         },
     ),
     options={"build": {"build_base": build_dir}} if build_dir else {},
+    cmdclass={"build_ext": BuildExt},
 )

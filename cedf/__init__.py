@@ -32,6 +32,7 @@ from . import data, metrics, optim  # noqa: E402
 from .training import History, evaluate, fit, predict  # noqa: E402
 from .drawing import draw  # noqa: E402
 from . import plot  # noqa: E402  (matplotlib is imported when a figure is made)
+from .config import show_config  # noqa: E402
 from .graph import Backward, Forward, Graph, UpdateParameters, clear_compgraph, current_graph  # noqa: E402
 from .nodes import (  # noqa: E402
     Affine,
@@ -70,5 +71,5 @@ __all__ = [
     "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters",
     "set_backend", "get_backend", "set_num_threads", "get_num_threads", "save", "load",
     "gradcheck", "optim", "data", "metrics", "fit", "predict", "evaluate", "History",
-    "draw", "plot",
+    "draw", "plot", "show_config",
 ]

@@ -18,9 +18,12 @@ cimport cedf._loops as loops
 
 cdef extern from "build_info.h":
     const int CEDF_SANITIZED
+    const int CEDF_OPENMP
 
 # True when the kernels were compiled with AddressSanitizer (setup.py's CEDF_SANITIZE).
 SANITIZED = bool(CEDF_SANITIZED)
+# True when they were compiled with OpenMP (setup.py's CEDF_OPENMP=1, where the compiler has it).
+OPENMP = bool(CEDF_OPENMP)
 
 
 cdef int _expect(str kernel, str name, tuple got, tuple expected) except -1:

@@ -124,8 +124,10 @@ static inline double cedf_bce_logits(double z, double y)
  */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__)
 #define CEDF_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default"), unused))
-#else
+#elif defined(__GNUC__)
 #define CEDF_MULTIVERSION __attribute__((unused))
+#else  /* MSVC: no attributes */
+#define CEDF_MULTIVERSION
 #endif
 
 /*
