@@ -16,7 +16,7 @@ import subprocess
 
 import numpy as np
 
-from .nodes import Input, Parameter, inputs_of
+from .nodes import Input, Parameter, inputs_of, upstream
 
 #: Fill colours of the three kinds of node.
 COLOURS = {"input": "#a6cee3", "parameter": "#fdbf6f", "compute": "#b2df8a"}
@@ -45,14 +45,8 @@ def _label(node, values):
 
 def to_dot(loss, values=False):
     """The DOT source of the graph that `loss` depends on."""
-    order, seen, stack = [], {}, [loss]
-    while stack:   # every node that loss depends on, each once
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen[id(node)] = f"n{len(seen)}"
-        order.append(node)
-        stack.extend(inputs_of(node))
+    order = upstream(loss)
+    seen = {id(node): f"n{i}" for i, node in enumerate(order)}
     lines = ["digraph cedf {", "  rankdir=LR;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
     for node in reversed(order):

@@ -278,6 +278,18 @@ def inputs_of(node):
     return found
 
 
+def upstream(node):
+    """`node` and every node it depends on, each once, `node` first."""
+    order, seen, stack = [], set(), [node]
+    while stack:
+        current = stack.pop()
+        if id(current) not in seen:
+            seen.add(id(current))
+            order.append(current)
+            stack.extend(inputs_of(current))
+    return order
+
+
 class AffineParams:
     """The parameters of an affine layer: ``A`` (nInputs, nOutputs) and ``b`` (nOutputs,).
 

@@ -151,12 +151,7 @@ def predict(output, x, X, batch_size=None, graph=None):
     upto = next((i for i, c in enumerate(graph.CompNodes) if c is output), None)
     if upto is None:
         raise ValueError(f"predict: {type(output).__name__} is not a node of the graph")
-    needed, stack = set(), [output]
-    while stack:
-        node = stack.pop()
-        if id(node) not in needed:
-            needed.add(id(node))
-            stack.extend(nodes.inputs_of(node))
+    needed = {id(node) for node in nodes.upstream(output)}
     path = [c for c in graph.CompNodes[:upto + 1] if id(c) in needed]
     X = np.asarray(X)
     chunks = [X] if batch_size is None else [X[i:i + batch_size] for i in range(0, len(X), batch_size)]
