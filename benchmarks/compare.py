@@ -46,7 +46,7 @@ def interleaved(makers, repeat, budget):
                 fn()
             if name not in numbers:
                 numbers[name] = max(1, int(timeit.Timer(fn).autorange()[0] * budget / 0.2))
-            time.sleep(0.1)
+            time.sleep(0.25)
             t = timeit.Timer(fn).timeit(numbers[name]) / numbers[name]
             best[name] = min(best.get(name, float("inf")), t)
     return best

@@ -1,7 +1,8 @@
 # cython: language_level=3
 """cedf's one gateway to BLAS.
 
-Every matrix product of the compiled backend goes through `gemm` below: SciPy's
+Every matrix product of the compiled backend goes through `gemm` below, and
+the parameter update through `axpy`: SciPy's
 `cython_blas` hands us the BLAS that SciPy itself links (OpenBLAS in its
 wheels) as plain C function pointers, callable without the GIL, so no BLAS
 needs to be found at build time.
@@ -18,7 +19,25 @@ here against about 1 us for gemv.
 """
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+from scipy.linalg.cython_blas cimport daxpy, dgemm, dgemv, saxpy, sgemm, sgemv
+
+
+cdef inline void axpy(Py_ssize_t n, floating alpha, const floating* x, floating* y) noexcept nogil:
+    """y += alpha x over n elements (in pieces that fit BLAS's int).
+
+    OpenBLAS splits a long axpy over the threads that the step's products have
+    just woken: a parameter update of 200,000 floats took a third of the time of
+    cedf's own single-threaded loop here.
+    """
+    cdef int one = 1, piece
+    cdef Py_ssize_t done = 0
+    while done < n:
+        piece = <int>min(n - done, <Py_ssize_t>0x40000000)
+        if floating is float:
+            saxpy(&piece, &alpha, <float*>x + done, &one, y + done, &one)
+        else:
+            daxpy(&piece, &alpha, <double*>x + done, &one, y + done, &one)
+        done += piece
 
 
 cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* a, int lda,

@@ -21,7 +21,7 @@ from libc.math cimport exp, fabs, log, log1p, sqrt, tanh
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from cedf._blas cimport gemm
+from cedf._blas cimport axpy, gemm
 
 cdef extern from "pointwise.h" nogil:
     void cedf_sigmoid_array_f32(const float* x, float* out, Py_ssize_t n)
@@ -251,9 +251,15 @@ cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, cons
 
 
 cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:
+    # value -= lr grad, the lecture's update, as BLAS's axpy (see _blas.axpy).
+    # OpenBLAS returns at once when alpha is 0, leaving the value of an inf or
+    # NaN gradient as it was; the lecture's update makes it NaN (0 * inf).
     cdef Py_ssize_t i
-    for i in range(n):
-        value[i] -= lr * grad[i]
+    if lr == 0:
+        for i in range(n):
+            value[i] -= lr * grad[i]
+    else:
+        axpy(n, -lr, grad, value)
 
 
 # -- optimisers (cedf.optim): PyTorch's update rules, each element in double --------

@@ -482,6 +482,36 @@ def test_update_uses_a_gradient_the_user_replaced(loss):
     assert_runs(comp, ref, np.float64)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lr", [0.0, 0.25])
+def test_planned_update_matches_the_lectures_rule(dtype, lr):
+    """value -= lr * grad on the plan (BLAS axpy) as node by node: NaN from 0 * inf included."""
+    def train():
+        g = classifier("ce", dtype, hidden=300)   # a first layer of 1,500 weights
+        edf.learning_rate = lr
+        out = []
+        for step in range(3):
+            edf.Forward()
+            ran_plan = planned()
+            edf.Backward(g.L)
+            if step == 2:
+                g.first.A.grad[0, :3] = [np.inf, -np.inf, np.nan]
+            edf.UpdateParameters()
+            out.append((ran_plan, g.first.A.value.copy()))
+        return out
+
+    try:
+        with np.errstate(invalid="ignore"):   # the reference's 0 * inf
+            ref, comp = on_both(train)
+    finally:
+        edf.learning_rate = 0.01
+    assert [ran for ran, _ in comp] == [False, True, True]
+    for (_, c), (_, r) in zip(comp, ref):
+        np.testing.assert_array_equal(np.isnan(c), np.isnan(r))
+        np.testing.assert_allclose(c, r, rtol=rtol_for(dtype))
+    assert np.isnan(comp[-1][1][0, :3]).all() if lr == 0 else np.isinf(comp[-1][1][0, :2]).all()
+
+
 # -- 8. bad input after warm-up ----------------------------------------------------------
 
 def _set_label(g, value, dtype=None):
