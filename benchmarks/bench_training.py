@@ -4,7 +4,8 @@ A training step is ``Forward(); Backward(L); UpdateParameters()`` on a fixed
 batch. The contenders are named as in compare.py: "cedf" (compiled kernels),
 "cedf numpy" (cedf on its NumPy reference backend), and two reference points:
 "lecture" (the lecture's EDF in NumPy, `cedf.lecture`) and "floor" (only the
-matrix products a step cannot avoid, by NumPy's BLAS into ready buffers).
+matrix products a step cannot avoid, by NumPy's BLAS into ready buffers);
+"floor scipy" is the same products through SciPy's BLAS, which cedf calls.
 `Memory` is the peak memory of 100 training steps of mlp_mnist.
 """
 import numpy as np
@@ -14,15 +15,16 @@ from cedf import lecture
 
 from .workloads import WORKLOADS, edf_forward, edf_step, floor_forward, floor_step
 
-CONTENDERS = ["cedf", "cedf numpy", "lecture", "floor"]
+CONTENDERS = ["cedf", "cedf numpy", "lecture", "floor", "floor scipy"]
 DTYPES = ["float32", "float64"]
 
 
 def _make(what, contender, workload, dtype):
     """The step or forward function (`what`) of `contender` on `workload`, warmed up."""
     dtype = np.dtype(dtype).type
-    if contender == "floor":
-        fn = {"step": floor_step, "forward": floor_forward}[what](workload, dtype)
+    if contender.startswith("floor"):
+        blas = "scipy" if contender == "floor scipy" else "numpy"
+        fn = {"step": floor_step, "forward": floor_forward}[what](workload, dtype, blas)
     else:
         edf = lecture if contender == "lecture" else cedf
         cedf.set_backend("numpy" if contender == "cedf numpy" else "cython")
