@@ -23,10 +23,16 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 cimport cedf._loops as loops
+from cedf._blas cimport use_numpy_blas
 
 from cedf.backend import Replan
 
 cnp.import_array()
+
+
+def _use_numpy_blas(addresses):
+    """This module's products call NumPy's BLAS at `addresses`, or SciPy's for None (cedf.backend.set_blas)."""
+    use_numpy_blas(addresses)
 
 
 # Operations. Buffers are named by their index in the program's table.

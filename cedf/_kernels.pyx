@@ -15,6 +15,7 @@ from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t
 
 cimport cedf._loops as loops
+from cedf._blas cimport use_numpy_blas
 
 cdef extern from "build_info.h":
     const int CEDF_SANITIZED
@@ -24,6 +25,11 @@ cdef extern from "build_info.h":
 SANITIZED = bool(CEDF_SANITIZED)
 # True when they were compiled with OpenMP (setup.py's CEDF_OPENMP=1, where the compiler has it).
 OPENMP = bool(CEDF_OPENMP)
+
+
+def _use_numpy_blas(addresses):
+    """This module's products call NumPy's BLAS at `addresses`, or SciPy's for None (cedf.backend.set_blas)."""
+    use_numpy_blas(addresses)
 
 
 cdef int _expect(str kernel, str name, tuple got, tuple expected) except -1:

@@ -1,8 +1,13 @@
-"""The switch between cedf's two implementations of its kernels.
+"""The switch between cedf's two implementations of its kernels, and the BLAS they call.
 
 `cedf._kernels` (compiled) and `cedf.reference` (NumPy) hold the same functions
 with the same signatures; every node calls them through `backend.kernels`, so
 one assignment here moves the whole engine from one to the other.
+
+The compiled kernels' matrix products call NumPy's own BLAS when NumPy is the
+usual wheel (an OpenBLAS with 64-bit integers whose functions are exported as
+``scipy_sgemm_64_`` and so on), else SciPy's (`scipy.linalg.cython_blas`);
+`set_blas` and the environment variable ``CEDF_BLAS`` choose, `get_blas` tells.
 """
 import os
 import warnings
@@ -30,6 +35,7 @@ else:
     _import_error = None
 
 BACKENDS = ("cython", "numpy")
+BLAS_LIBRARIES = ("numpy", "scipy")
 
 #: The module whose functions the nodes call.
 kernels = _kernels if _kernels is not None else reference
@@ -79,6 +85,54 @@ def get_num_threads():
 
 
 _limits = None
+
+
+def _numpy_blas_addresses():
+    """The addresses of the functions cedf calls in NumPy's BLAS, or None and why not."""
+    import ctypes
+
+    try:
+        from numpy._core import _multiarray_umath as core
+    except ImportError:  # NumPy 1.x
+        from numpy.core import _multiarray_umath as core
+    names = ("sgemm", "dgemm", "sgemv", "dgemv", "saxpy", "daxpy")
+    try:
+        # The extension module's handle finds its BLAS too (dlsym searches what it links).
+        lib = ctypes.CDLL(core.__file__)
+        # The 64_ suffix is what makes the call safe: those functions take 64-bit integers.
+        return {name: ctypes.cast(getattr(lib, f"scipy_{name}_64_"), ctypes.c_void_p).value for name in names}, None
+    except (OSError, AttributeError) as exc:
+        return None, f"NumPy's BLAS exports no scipy_sgemm_64_ and kin ({exc})"
+
+
+def set_blas(name):
+    """Make the compiled kernels call NumPy's BLAS ("numpy") or SciPy's ("scipy").
+
+    Meant for the start of a program (or a test): a product that another thread
+    is running when the BLAS changes finishes on the one it started with.
+    """
+    global _blas
+    if name not in BLAS_LIBRARIES:
+        raise ValueError(f"cedf.set_blas: unknown BLAS {name!r}, expected one of {BLAS_LIBRARIES}")
+    if _kernels is None:
+        raise RuntimeError(f"cedf: the compiled backend is not available: {_import_error}")
+    if name == "numpy" and _numpy_blas is None:
+        raise RuntimeError(f"cedf.set_blas: cannot call NumPy's BLAS: {_numpy_blas_error}")
+    addresses = _numpy_blas if name == "numpy" else None
+    for module in (_kernels, _engine):
+        module._use_numpy_blas(addresses)
+    _blas = name
+
+
+def get_blas():
+    """Whose BLAS the compiled kernels call: "numpy" or "scipy" (None without the compiled kernels)."""
+    return _blas
+
+
+_blas = None
+_numpy_blas, _numpy_blas_error = _numpy_blas_addresses() if _kernels is not None else (None, "no compiled kernels")
+if _kernels is not None:
+    set_blas(os.environ.get("CEDF_BLAS") or ("numpy" if _numpy_blas is not None else "scipy"))
 
 
 # CEDF_BACKEND=numpy asks for the reference from the start (the tests use it to
