@@ -25,7 +25,7 @@ DT = np.float32
 learning_rate = 0.001
 
 from . import backend, graph, nodes, reference  # noqa: E402
-from .backend import get_backend, get_num_threads, set_backend, set_num_threads  # noqa: E402
+from .backend import get_backend, get_blas, get_num_threads, set_backend, set_blas, set_num_threads  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
 from .gradient_check import gradcheck  # noqa: E402
 from . import data, metrics, optim  # noqa: E402
@@ -69,7 +69,7 @@ __all__ = [
     "Input", "Parameter", "CompNode", "AffineParams", "Affine", "Sigmoid", "Softmax",
     "CrossEntropyLoss", "BCELoss", "Tanh", "ReLU", "LeakyReLU", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss",
     "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters",
-    "set_backend", "get_backend", "set_num_threads", "get_num_threads", "save", "load",
+    "set_backend", "get_backend", "set_blas", "get_blas", "set_num_threads", "get_num_threads", "save", "load",
     "gradcheck", "optim", "data", "metrics", "fit", "predict", "evaluate", "History",
     "draw", "plot", "show_config",
 ]

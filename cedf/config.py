@@ -5,10 +5,10 @@ For a bug report, or to see why a machine is slower than another::
     import cedf
     cedf.show_config()
 
-The BLAS reported is the library behind the matrix products: cedf calls
-SciPy's `scipy.linalg.cython_blas`, so it is the BLAS that SciPy loaded
-(NumPy may have loaded another one beside it; every library with a thread pool
-is listed under the thread pools, as threadpoolctl sees them).
+The BLAS reported is the library behind the matrix products: NumPy's own
+when cedf can call it (`cedf.get_blas()` is "numpy"), else the one SciPy loaded,
+called through `scipy.linalg.cython_blas` (every library with a thread pool is
+listed under the thread pools, as threadpoolctl sees them).
 """
 import os
 import platform
@@ -31,6 +31,19 @@ def _version():
 def _under(path, folder):
     path, folder = os.path.normcase(os.path.realpath(path)), os.path.normcase(os.path.realpath(folder))
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _numpy_blas(pools):
+    """The thread pool entry of NumPy's own BLAS, which cedf calls when get_blas() is "numpy"."""
+    import numpy
+
+    # NumPy's wheels carry it in numpy.libs/ (Linux, Windows) or numpy/.dylibs/ (macOS).
+    numpy_dir = os.path.dirname(numpy.__file__)
+    for pool in pools:
+        if pool["user_api"] == "blas" and (_under(pool["filepath"], numpy_dir)
+                                           or _under(pool["filepath"], numpy_dir + ".libs")):
+            return pool, "NumPy's own, called directly"
+    return None, "NumPy's own (its thread pool was not identified)"
 
 
 def _scipy_blas(pools):
@@ -66,10 +79,11 @@ def config():
     Keys: ``cedf`` (version), ``python``, ``platform``, ``numpy``, ``scipy``,
     ``backend`` (`cedf.get_backend()`), ``compiled`` (whether the compiled
     extension imports; ``compiled_path``, ``compiled_error``), ``openmp`` and
-    ``sanitized`` (how the extension was built; None without it), ``blas``
-    (threadpoolctl's entry for the BLAS cedf calls through SciPy: filepath,
-    version, internal_api, architecture, threading_layer, num_threads; None if
-    not identified) with ``blas_found_as``, ``num_threads``
+    ``sanitized`` (how the extension was built; None without it),
+    ``blas_library`` (`cedf.get_blas()`: "numpy" or "scipy"), ``blas``
+    (threadpoolctl's entry for the BLAS cedf calls: filepath, version,
+    internal_api, architecture, threading_layer, num_threads; None if not
+    identified) with ``blas_found_as``, ``num_threads``
     (`cedf.get_num_threads()`), ``cpu_count`` (`os.cpu_count()`) and
     ``threadpools`` (threadpoolctl's list of every library with a thread pool).
     """
@@ -80,7 +94,7 @@ def config():
 
     kernels = backend._kernels
     pools = threadpool_info()
-    blas, found_as = _scipy_blas(pools)
+    blas, found_as = (_numpy_blas if backend.get_blas() == "numpy" else _scipy_blas)(pools)
     return {
         "cedf": _version(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -93,6 +107,7 @@ def config():
         "compiled_error": None if backend._import_error is None else str(backend._import_error),
         "openmp": None if kernels is None else bool(getattr(kernels, "OPENMP", False)),
         "sanitized": None if kernels is None else bool(getattr(kernels, "SANITIZED", False)),
+        "blas_library": backend.get_blas(),
         "blas": blas,
         "blas_found_as": found_as,
         "num_threads": backend.get_num_threads(),
@@ -131,7 +146,8 @@ def show_config(file=None):
         lines += [
             f"  BLAS:       {blas['internal_api']} {blas.get('version') or '(version unknown)'}"
             + (f" ({', '.join(details)})" if details else "")
-            + f", called through SciPy's cython_blas ({c['blas_found_as']})",
+            + (f", {c['blas_found_as']}" if c["blas_library"] == "numpy"
+               else f", called through SciPy's cython_blas ({c['blas_found_as']})"),
             f"              {blas['filepath']}",
         ]
     lines += [

@@ -13,7 +13,7 @@ import cedf as edf
 from cedf.config import config
 
 KEYS = {"cedf", "python", "platform", "numpy", "scipy", "backend", "compiled", "compiled_path",
-        "compiled_error", "openmp", "sanitized", "blas", "blas_found_as", "num_threads", "cpu_count",
+        "compiled_error", "openmp", "sanitized", "blas_library", "blas", "blas_found_as", "num_threads", "cpu_count",
         "threadpools"}
 
 
@@ -59,14 +59,24 @@ def test_the_build_has_openmp_as_requested():
     assert config()["openmp"] is (os.environ["CEDF_EXPECT_OPENMP"] == "1")
 
 
-def test_config_names_the_blas_library_that_scipy_loaded():
-    c = config()
+@pytest.mark.parametrize("library", ["scipy"] + (["numpy"] if edf.backend._numpy_blas is not None else []))
+def test_config_names_the_blas_library_that_cedf_calls(library):
+    before = edf.get_blas()
+    edf.set_blas(library)
+    try:
+        c = config()
+    finally:
+        edf.set_blas(before)
+    assert c["blas_library"] == library
     blas = c["blas"]
     assert blas is not None, c["blas_found_as"]
     assert blas["user_api"] == "blas" and blas["internal_api"] in ("openblas", "mkl", "blis", "flexiblas")
     assert Path(blas["filepath"]).is_file()
     assert blas["num_threads"] >= 1
     assert blas in c["threadpools"]
+    if library == "numpy":   # the library in NumPy's wheel, not SciPy's
+        package = Path(np.__file__).resolve().parent
+        assert str(Path(blas["filepath"]).resolve()).startswith((str(package), str(package) + ".libs"))
 
 
 def test_config_follows_the_thread_limit(restore_threads):

@@ -1,0 +1,108 @@
+"""The compiled kernels on either BLAS: NumPy's own or SciPy's (cedf.set_blas).
+
+Every product shape that takes its own path in `_blas.pxd` (gemm; gemv for a
+result of one column or one row; axpy for the update) must give the
+reference's numbers on each library, and a planned training step must give
+the same parameters on both.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cedf as edf
+from cedf import _kernels, reference
+from helpers import assert_close, rtol_for
+
+LIBRARIES = ["scipy"] + (["numpy"] if edf.backend._numpy_blas is not None else [])
+
+
+def _numpy_ships_ilp64_openblas():
+    """NumPy's wheels: scipy-openblas built with 64-bit integers, the BLAS cedf can call."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:
+        return False
+    return blas.get("name") == "scipy-openblas" and "USE64BITINT" in str(blas.get("openblas configuration", ""))
+
+
+@pytest.fixture
+def blas_library():
+    before = edf.get_blas()
+    yield
+    edf.set_blas(before)
+
+
+def test_numpy_blas_is_used_where_numpy_ships_it():
+    # Not a silent fallback: where NumPy is the usual wheel, cedf must find its BLAS.
+    if not _numpy_ships_ilp64_openblas():
+        pytest.skip("this NumPy was not built with scipy-openblas64")
+    assert "numpy" in LIBRARIES, edf.backend._numpy_blas_error
+    if not os.environ.get("CEDF_BLAS"):
+        assert edf.get_blas() == "numpy"
+
+
+# (batch, n_in, n_out): a general product, one output column (gemv), a batch of one (gemv).
+SHAPES = [(7, 5, 3), (64, 33, 1), (1, 9, 4), (1, 1, 1), (130, 2, 1)]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_affine_kernels_match_the_reference_on_each_blas(library, dtype, shape, blas_library):
+    edf.set_blas(library)
+    n, n_in, n_out = shape
+    rng = np.random.default_rng(sum(shape))
+    x, A, b, g = (rng.standard_normal(s).astype(dtype) for s in ((n, n_in), (n_in, n_out), (n_out,), (n, n_out)))
+    outs = {}
+    for name, k in (("reference", reference), ("compiled", _kernels)):
+        out = np.empty((n, n_out), dtype)
+        k.affine_forward(x, A, b, out)
+        gx, gA, gb = np.full_like(x, 0.5), np.full_like(A, 0.5), np.full_like(b, 0.5)   # backward adds
+        k.affine_backward(x, A, g, gx, gA, gb)
+        outs[name] = (out, gx, gA, gb)
+    for got, want, what in zip(outs["compiled"], outs["reference"], ("out", "gx", "gA", "gb")):
+        assert_close(got, want, rtol_for(dtype), f"{library} {what}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_planned_training_run_is_the_same_on_both(dtype, blas_library):
+    if len(LIBRARIES) < 2:
+        pytest.skip("NumPy's BLAS cannot be called here: " + str(edf.backend._numpy_blas_error))
+    results = []
+    for library in LIBRARIES:
+        edf.set_blas(library)
+        edf.clear_compgraph()
+        np.random.seed(0)
+        rng = np.random.default_rng(0)
+        x, y = edf.Input(), edf.Input()
+        x.value, y.value = rng.standard_normal((40, 30)).astype(dtype), rng.integers(0, 4, 40)
+        first = edf.AffineParams(30, 50)   # the update of 1,500 weights: one axpy
+        L = edf.CrossEntropyLoss(edf.Softmax(edf.Affine(edf.AffineParams(50, 4), edf.Sigmoid(edf.Affine(first, x)))), y)
+        for _ in range(5):
+            edf.Forward()
+            edf.Backward(L)
+            edf.UpdateParameters()
+        assert edf.current_graph()._planned
+        results.append([p.value.copy() for p in edf.Parameters])
+    for got, want in zip(*results, strict=True):
+        assert_close(got, want, 10 * rtol_for(dtype), "parameters after 5 steps")
+
+
+def test_set_blas_refuses_what_it_cannot_do(blas_library):
+    with pytest.raises(ValueError, match=r"cedf.set_blas: unknown BLAS 'mkl', expected one of \('numpy', 'scipy'\)"):
+        edf.set_blas("mkl")
+    if "numpy" not in LIBRARIES:
+        with pytest.raises(RuntimeError, match="cedf.set_blas: cannot call NumPy's BLAS"):
+            edf.set_blas("numpy")
+
+
+@pytest.mark.parametrize("asked", LIBRARIES)
+def test_the_environment_variable_chooses(asked):
+    code = "import cedf; print(cedf.get_blas())"
+    env = dict(os.environ, CEDF_BLAS=asked)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert out.stdout.strip() == asked
