@@ -33,30 +33,36 @@ def _under(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _shipped_with(package, pools):
+    """The BLAS thread pool whose library a package's wheel carries, or None.
+
+    Wheels carry their libraries beside the package: <package>.libs/ (Linux,
+    Windows) or <package>/.dylibs/ (macOS).
+    """
+    folder = os.path.dirname(package.__file__)
+    for pool in pools:
+        path = pool["filepath"]
+        if pool["user_api"] == "blas" and (_under(path, folder) or _under(path, folder + ".libs")):
+            return pool
+    return None
+
+
 def _numpy_blas(pools):
     """The thread pool entry of NumPy's own BLAS, which cedf calls when get_blas() is "numpy"."""
     import numpy
 
-    # NumPy's wheels carry it in numpy.libs/ (Linux, Windows) or numpy/.dylibs/ (macOS).
-    numpy_dir = os.path.dirname(numpy.__file__)
-    for pool in pools:
-        if pool["user_api"] == "blas" and (_under(pool["filepath"], numpy_dir)
-                                           or _under(pool["filepath"], numpy_dir + ".libs")):
-            return pool, "NumPy's own, called directly"
-    return None, "NumPy's own (its thread pool was not identified)"
+    pool = _shipped_with(numpy, pools)
+    return pool, "NumPy's own, called directly" + ("" if pool else " (its thread pool was not identified)")
 
 
 def _scipy_blas(pools):
     """The thread pool entry of the BLAS that SciPy's cython_blas calls, or None, and how it was found."""
     import scipy
 
+    pool = _shipped_with(scipy, pools)
+    if pool is not None:
+        return pool, "shipped with SciPy"
     blas = [pool for pool in pools if pool["user_api"] == "blas"]
-    # SciPy's wheels carry their BLAS beside the package: scipy.libs/ (Linux,
-    # Windows) or scipy/.dylibs/ (macOS).
-    scipy_dir = os.path.dirname(scipy.__file__)
-    for pool in blas:
-        if _under(pool["filepath"], scipy_dir) or _under(pool["filepath"], scipy_dir + ".libs"):
-            return pool, "shipped with SciPy"
     # A SciPy built against a system BLAS: the loaded library of the name and
     # version SciPy was built with.
     try:

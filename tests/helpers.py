@@ -4,6 +4,9 @@ from hypothesis import strategies as st
 
 import cedf as edf
 
+#: The BLAS libraries the compiled kernels can call here (cedf.set_blas): SciPy's always, NumPy's when found.
+BLAS_LIBRARIES = ["scipy"] + (["numpy"] if edf.backend._numpy_blas is not None else [])
+
 
 def assert_close(actual, expected, rtol, what="", scale=0.0):
     """Normwise relative agreement: max|actual - expected| <= rtol * max(max|expected|, scale).

@@ -14,9 +14,8 @@ import pytest
 
 import cedf as edf
 from cedf import _kernels, reference
+from helpers import BLAS_LIBRARIES
 from helpers import assert_close, rtol_for
-
-LIBRARIES = ["scipy"] + (["numpy"] if edf.backend._numpy_blas is not None else [])
 
 
 def _numpy_ships_ilp64_openblas():
@@ -39,7 +38,7 @@ def test_numpy_blas_is_used_where_numpy_ships_it():
     # Not a silent fallback: where NumPy is the usual wheel, cedf must find its BLAS.
     if not _numpy_ships_ilp64_openblas():
         pytest.skip("this NumPy was not built with scipy-openblas64")
-    assert "numpy" in LIBRARIES, edf.backend._numpy_blas_error
+    assert "numpy" in BLAS_LIBRARIES, edf.backend._numpy_blas_error
     if not os.environ.get("CEDF_BLAS"):
         assert edf.get_blas() == "numpy"
 
@@ -48,7 +47,7 @@ def test_numpy_blas_is_used_where_numpy_ships_it():
 SHAPES = [(7, 5, 3), (64, 33, 1), (1, 9, 4), (1, 1, 1), (130, 2, 1)]
 
 
-@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("library", BLAS_LIBRARIES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_affine_kernels_match_the_reference_on_each_blas(library, dtype, shape, blas_library):
@@ -69,10 +68,10 @@ def test_affine_kernels_match_the_reference_on_each_blas(library, dtype, shape, 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_planned_training_run_is_the_same_on_both(dtype, blas_library):
-    if len(LIBRARIES) < 2:
+    if len(BLAS_LIBRARIES) < 2:
         pytest.skip("NumPy's BLAS cannot be called here: " + str(edf.backend._numpy_blas_error))
     results = []
-    for library in LIBRARIES:
+    for library in BLAS_LIBRARIES:
         edf.set_blas(library)
         edf.clear_compgraph()
         np.random.seed(0)
@@ -94,12 +93,12 @@ def test_a_planned_training_run_is_the_same_on_both(dtype, blas_library):
 def test_set_blas_refuses_what_it_cannot_do(blas_library):
     with pytest.raises(ValueError, match=r"cedf.set_blas: unknown BLAS 'mkl', expected one of \('numpy', 'scipy'\)"):
         edf.set_blas("mkl")
-    if "numpy" not in LIBRARIES:
+    if "numpy" not in BLAS_LIBRARIES:
         with pytest.raises(RuntimeError, match="cedf.set_blas: cannot call NumPy's BLAS"):
             edf.set_blas("numpy")
 
 
-@pytest.mark.parametrize("asked", LIBRARIES)
+@pytest.mark.parametrize("asked", BLAS_LIBRARIES)
 def test_the_environment_variable_chooses(asked):
     code = "import cedf; print(cedf.get_blas())"
     env = dict(os.environ, CEDF_BLAS=asked)

@@ -11,6 +11,7 @@ import scipy
 
 import cedf as edf
 from cedf.config import config
+from helpers import BLAS_LIBRARIES
 
 KEYS = {"cedf", "python", "platform", "numpy", "scipy", "backend", "compiled", "compiled_path",
         "compiled_error", "openmp", "sanitized", "blas_library", "blas", "blas_found_as", "num_threads", "cpu_count",
@@ -59,7 +60,7 @@ def test_the_build_has_openmp_as_requested():
     assert config()["openmp"] is (os.environ["CEDF_EXPECT_OPENMP"] == "1")
 
 
-@pytest.mark.parametrize("library", ["scipy"] + (["numpy"] if edf.backend._numpy_blas is not None else []))
+@pytest.mark.parametrize("library", BLAS_LIBRARIES)
 def test_config_names_the_blas_library_that_cedf_calls(library):
     before = edf.get_blas()
     edf.set_blas(library)
