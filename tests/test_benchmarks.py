@@ -1,24 +1,31 @@
-"""The benchmarks' floors measure the right products.
+"""The benchmarks measure what they say.
 
 `benchmarks/workloads.py` times the matrix products of a training step by
 NumPy's BLAS (the floor the performance targets are set against) and by
-SciPy's (the BLAS that cedf calls); both must compute the same products, or
-the comparison between them says nothing.
+SciPy's (the BLAS cedf falls back to); both must compute the same products, or
+the comparison between them says nothing. `benchmarks/compare.py` judges the
+targets by a paired ratio, whose arithmetic is checked on known sleeps.
 """
 import importlib.util
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 WORKLOADS = Path(__file__).resolve().parents[1] / "benchmarks" / "workloads.py"
+COMPARE = WORKLOADS.parent / "compare.py"
 
 
-def _workloads():
-    spec = importlib.util.spec_from_file_location("cedf_bench_workloads", WORKLOADS)
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _workloads():
+    return _load("cedf_bench_workloads", WORKLOADS)
 
 
 @pytest.mark.skipif(not WORKLOADS.exists(), reason="benchmarks/ is not beside tests/")
@@ -39,3 +46,22 @@ def test_the_scipy_floor_computes_the_numpy_floors_products(workload, dtype):
     x, _ = w.data(workload, dtype)
     np.testing.assert_array_equal(scipy_floor.x, x)
     np.testing.assert_allclose(scipy_floor.h[0], x @ scipy_floor.W[0], rtol=rtol, atol=rtol * np.abs(x @ scipy_floor.W[0]).max())
+
+
+@pytest.mark.skipif(not COMPARE.exists(), reason="benchmarks/ is not beside tests/")
+def test_the_paired_ratio_is_the_median_of_back_to_back_ratios():
+    compare = _load("cedf_bench_compare", COMPARE)
+    order = []
+
+    def sleeper(name, seconds):
+        def fn():
+            order.append(name)
+            time.sleep(seconds)
+        return lambda: fn
+
+    ratio, pairs = compare.paired_ratio(sleeper("a", 0.004), sleeper("b", 0.002), pairs=6, budget=0.002)
+    assert pairs == 6
+    assert 1.4 < ratio < 2.6   # 4 ms against 2 ms, plus each sleep's overshoot
+    # The budget makes each timing one call: the last twelve calls are the six
+    # pairs, whose first member alternates.
+    assert order[-12:] == ["a", "b", "b", "a"] * 3
