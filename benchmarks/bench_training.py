@@ -5,7 +5,7 @@ batch. The contenders are named as in compare.py: "cedf" (compiled kernels),
 "cedf numpy" (cedf on its NumPy reference backend), and two reference points:
 "lecture" (the lecture's EDF in NumPy, `cedf.lecture`) and "floor" (only the
 matrix products a step cannot avoid, by NumPy's BLAS into ready buffers);
-"floor scipy" is the same products through SciPy's BLAS, which cedf calls.
+"floor scipy" is the same products through SciPy's BLAS, cedf's fallback.
 `Memory` is the peak memory of 100 training steps of mlp_mnist.
 """
 import numpy as np

@@ -40,6 +40,11 @@ LOGREG_TARGETS = {"lecture": 10.0, "torch": 40.0}
 FORWARD_TARGET = ("mlp_mnist", 1.2)
 
 
+def _calls_for(fn, budget):
+    """How many calls of `fn` take about `budget` seconds (at least one)."""
+    return max(1, int(timeit.Timer(fn).autorange()[0] * budget / 0.2))
+
+
 def interleaved(makers, repeat, budget):
     """Best time of one call of each contender, their rounds interleaved.
 
@@ -56,7 +61,7 @@ def interleaved(makers, repeat, budget):
             for _ in range(3):
                 fn()
             if name not in numbers:
-                numbers[name] = max(1, int(timeit.Timer(fn).autorange()[0] * budget / 0.2))
+                numbers[name] = _calls_for(fn, budget)
             time.sleep(0.25)
             t = timeit.Timer(fn).timeit(numbers[name]) / numbers[name]
             best[name] = min(best.get(name, float("inf")), t)
@@ -78,7 +83,7 @@ def paired_ratio(make_a, make_b, pairs, budget):
     a, b = make_a(), make_b()
     for _ in range(3):
         a(), b()
-    number = max(1, int(timeit.Timer(a).autorange()[0] * budget / 0.2))
+    number = _calls_for(a, budget)
     pause = 0.0 if cedf.get_blas() == "numpy" else 0.25
     ratios = []
     for i in range(pairs):

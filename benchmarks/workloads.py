@@ -8,9 +8,8 @@ Contenders: cedf on either backend, the lecture's EDF in NumPy
 (`cedf.lecture`), PyTorch eager when installed, and the floor: the matrix
 products that a step cannot avoid (forward, dW of every layer, dX of every
 layer but the first), done by NumPy's BLAS into ready buffers. The same floor
-through SciPy's BLAS, the OpenBLAS build that cedf's kernels call (SciPy's
-wheels and NumPy's each bring their own, and they differ), tells cedf's own
-overhead apart from the BLAS build's.
+through SciPy's BLAS, the OpenBLAS build cedf falls back to (SciPy's wheels and
+NumPy's each bring their own, and they differ), tells what that build costs.
 """
 import numpy as np
 
@@ -154,9 +153,13 @@ class _ScipyFloor(_Floor):
         self.matmul = matmul
 
 
+def _floor(workload, dtype, blas):
+    return (_ScipyFloor if blas == "scipy" else _Floor)(workload, dtype)
+
+
 def floor_step(workload, dtype, blas="numpy"):
-    return (_ScipyFloor if blas == "scipy" else _Floor)(workload, dtype).step
+    return _floor(workload, dtype, blas).step
 
 
 def floor_forward(workload, dtype, blas="numpy"):
-    return (_ScipyFloor if blas == "scipy" else _Floor)(workload, dtype).forward
+    return _floor(workload, dtype, blas).forward
