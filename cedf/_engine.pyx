@@ -18,7 +18,7 @@ raise the clear errors.
 """
 cimport numpy as cnp
 from cython cimport floating
-from libc.stdint cimport int64_t, intptr_t
+from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -56,10 +56,10 @@ cpdef enum:
     SIGMOID_BCE_BWD     # a: p, y, g, gx, gp; acc: gx (gp, the Sigmoid's gradient, is written)
     FILL                # a: dst; scalar: value                 m = size
     SGD                 # a: value, grad; the learning rate is given to run()
-    CHECK_CLASSES       # a: labels                            m, n = batch, classes
-    BINARY_LABELS       # a: y (int64, float32 or float64), out (the float dtype), stamp   m = batch
-                        # acc[0]: skip when y is the array the last conversion read (a backward
-                        # after its forward); stamp (int64[1]) records that array's address
+    CLASS_LABELS        # a: y (int64, float32 or float64), staged (int64)   m, n = batch, classes
+    BINARY_LABELS       # a: y (int64, float32 or float64), staged (the float dtype)   m = batch
+                        # (both: every label checked as it is copied into `staged`)
+    COPY                # a: src, dst                          m = bytes
     TANH_FWD            # a: x, out                            m = size
     TANH_BWD            # a: t, g, gx; acc: gx
     LEAKY_FWD           # a: x, out; scalar: slope             m = size
@@ -161,11 +161,11 @@ cdef class Program:
     cdef int* binding_index  # and their indices in the table
     cdef list messages       # op index -> error message template, or None
     cdef public list after   # (node, function): set as node._pending_value after each good run
-    cdef list nodes, parameters          # the graph's lists, and the lengths the program was built for:
-    cdef Py_ssize_t n_nodes, n_parameters  # a graph that grew needs a new plan
+    cdef list nodes, parameters          # the graph's lists, and what they held when the program was built:
+    cdef tuple built_nodes, built_parameters   # a graph that grew or was rewired needs a new plan
+    cdef bint running          # a run is under way (a graph's lock serialises them; see `run`)
     cdef Py_ssize_t bad_row
-    cdef int64_t bad_label     # what CHECK_CLASSES found
-    cdef double bad_value      # what BINARY_LABELS found
+    cdef double bad_value      # what a label check found (float labels)
 
     def __cinit__(self, buffers, ops, messages=None):
         self.n_buffers = len(buffers)
@@ -203,9 +203,24 @@ cdef class Program:
         self.nodes = self.parameters = None
 
     def guard(self, list nodes, list parameters):
-        """Refuse to run (Replan) once `nodes` or `parameters` no longer have their present lengths."""
+        """Refuse to run (Replan) once `nodes` or `parameters` no longer hold what they hold now."""
         self.nodes, self.parameters = nodes, parameters
-        self.n_nodes, self.n_parameters = len(nodes), len(parameters)
+        self.built_nodes, self.built_parameters = tuple(nodes), tuple(parameters)
+
+    cdef bint _graph_changed(self):
+        # An identity test per node: a list that grew, shrank or had an entry replaced.
+        cdef Py_ssize_t i
+        if self.nodes is None:
+            return False
+        if len(self.nodes) != len(self.built_nodes) or len(self.parameters) != len(self.built_parameters):
+            return True
+        for i in range(len(self.built_nodes)):
+            if self.nodes[i] is not self.built_nodes[i]:
+                return True
+        for i in range(len(self.built_parameters)):
+            if self.parameters[i] is not self.built_parameters[i]:
+                return True
+        return False
 
     def __dealloc__(self):
         free(self.binding_index)
@@ -220,45 +235,57 @@ cdef class Program:
     def run(self, double lr=0):
         """Refresh the bound arrays, then run every operation; `lr` is the SGD step.
 
-        A run that raises leaves the bindings as the last good run left them, so
-        that what reads them later (a lazy loss value) sees that run's arrays.
+        The bindings hold every array the operations read until the next run, so
+        an array that the user replaces meanwhile stays alive. Two runs of one
+        program at once would replace them under each other's loops: the graph
+        serialises its steps with a lock (`cedf.graph.Graph`), and a run that
+        finds another under way (the program called from elsewhere) is refused.
+        A run that raises leaves the bindings as the last good run left them.
         """
         cdef int i = 0, failed = -1
         cdef bint ok
         cdef Binding b
-        cdef object value   # a Python int for a class label, a float for a binary one
-        if self.nodes is not None and (len(self.nodes) != self.n_nodes
-                                       or len(self.parameters) != self.n_parameters):
+        if self.running:
+            raise RuntimeError("cedf: a compiled program was started while another thread ran it; "
+                               "run a graph through its Forward/Backward/UpdateParameters, which take turns")
+        if self._graph_changed():
             raise Replan("graph")
+        self.running = True
         try:
-            for i in range(len(self.bindings)):
-                b = <Binding>self.bindings[i]
-                b.refresh()
-                self._set(self.binding_index[i], b.array)
-        except BaseException:
-            # Only the bindings this run reached: the others' `changed` is the last run's.
-            self._roll_back(i + 1)
-            raise
-        with nogil:
-            for i in range(self.n_ops):
-                if self.ops[i].f64:
-                    ok = _execute(<double>0, &self.ops[i], self.ptr, self.typenum, lr,
-                                  &self.bad_row, &self.bad_label, &self.bad_value)
-                else:
-                    ok = _execute(<float>0, &self.ops[i], self.ptr, self.typenum, lr,
-                                  &self.bad_row, &self.bad_label, &self.bad_value)
-                if not ok:
-                    failed = i
-                    break
-        if failed >= 0:
-            self._roll_back(len(self.bindings))
-            if self.ops[failed].code == CHECK_CLASSES:
-                value = self.bad_label
-            else:
-                value = self.bad_value
-            raise ValueError(self.messages[failed].format(value=value, row=self.bad_row))
-        for node, compute in self.after:
-            node._pending_value = compute
+            try:
+                for i in range(len(self.bindings)):
+                    b = <Binding>self.bindings[i]
+                    b.refresh()
+                    self._set(self.binding_index[i], b.array)
+            except BaseException:
+                # Only the bindings this run reached: the others' `changed` is the last run's.
+                self._roll_back(i + 1)
+                raise
+            with nogil:
+                for i in range(self.n_ops):
+                    if self.ops[i].f64:
+                        ok = _execute(<double>0, &self.ops[i], self.ptr, self.typenum, lr,
+                                      &self.bad_row, &self.bad_value)
+                    else:
+                        ok = _execute(<float>0, &self.ops[i], self.ptr, self.typenum, lr,
+                                      &self.bad_row, &self.bad_value)
+                    if not ok:
+                        failed = i
+                        break
+            if failed >= 0:
+                self._roll_back(len(self.bindings))
+                raise ValueError(self.messages[failed](self._bad_label(&self.ops[failed])))
+            for state, compute in self.after:
+                # The node's own dict: no Python __setattr__ of the node's (cedf.nodes) runs per step.
+                (<dict>state)["_pending_value"] = compute
+        finally:
+            self.running = False
+
+    cdef object _bad_label(self, Op* op):
+        """The label a failed check found, as a Python number: an int for int64 labels."""
+        if op.code == CLASS_LABELS and self.typenum[op.a[0]] == cnp.NPY_INT64:
+            return (<int64_t*>self.ptr[op.a[1]])[self.bad_row]
+        return self.bad_value
 
     cdef void _roll_back(self, int n):
         cdef int i
@@ -275,38 +302,12 @@ cdef inline void* _p(void** ptr, int i) noexcept nogil:
     return ptr[i] if i >= 0 else NULL
 
 
-ctypedef fused label_t:
-    int64_t
-    float
-    double
-
-
-cdef bint _binary_labels(const label_t* y, floating* out, Py_ssize_t n,
-                         Py_ssize_t* bad_row, double* bad_value) noexcept nogil:
-    """Copy 0/1 labels into the loss's float buffer, checking each."""
-    cdef Py_ssize_t i
-    cdef bint bad = False
-    for i in range(n):
-        # No early exit: the loop stays branch-free, and a bad label is rare.
-        out[i] = <floating>y[i]
-        bad |= (y[i] != 0) & (y[i] != 1)
-    if bad:
-        for i in range(n):
-            if y[i] != 0 and y[i] != 1:
-                bad_row[0], bad_value[0] = i, <double>y[i]
-                return False
-    return True
-
-
 cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
-                   Py_ssize_t* bad_row, int64_t* bad_label, double* bad_value) noexcept nogil:
+                   Py_ssize_t* bad_row, double* bad_value) noexcept nogil:
     """Run one operation (`dtype` only picks the float type); False, with the offending
-    row and value, when a label is invalid."""
+    row (and value, for float labels), when a label is invalid."""
     cdef int* a = op.a
-    cdef Py_ssize_t i
-    cdef int64_t* labels
-    cdef intptr_t* stamp
-    cdef bint ok
+    cdef Py_ssize_t row = -1
     if op.code == AFFINE_FWD:
         loops.affine_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>_p(ptr, a[2]),
                              <floating*>ptr[a[3]], op.m, op.n, op.k)
@@ -362,25 +363,23 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
     elif op.code == CE_LOGITS_BWD:
         loops.cross_entropy_logits_backward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
                                             <floating*>ptr[a[3]], op.acc[0], op.m, op.n)
-    elif op.code == CHECK_CLASSES:
-        # Before any loop indexes p[i, labels[i]].
-        labels = <int64_t*>ptr[a[0]]
-        for i in range(op.m):
-            if labels[i] < 0 or labels[i] >= op.n:
-                bad_row[0], bad_label[0] = i, labels[i]
-                return False
-    elif op.code == BINARY_LABELS:
-        stamp = <intptr_t*>ptr[a[2]]
-        if op.acc[0] and stamp[0] == <intptr_t>ptr[a[0]]:
-            return True
-        stamp[0] = 0
+    elif op.code == CLASS_LABELS:
         if typenum[a[0]] == cnp.NPY_INT64:
-            ok = _binary_labels(<int64_t*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+            row = loops.copy_class_labels(<int64_t*>ptr[a[0]], <int64_t*>ptr[a[1]], op.m, op.n, bad_value)
         elif typenum[a[0]] == cnp.NPY_FLOAT32:
-            ok = _binary_labels(<float*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
+            row = loops.copy_class_labels(<float*>ptr[a[0]], <int64_t*>ptr[a[1]], op.m, op.n, bad_value)
         else:
-            ok = _binary_labels(<double*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_row, bad_value)
-        if ok:
-            stamp[0] = <intptr_t>ptr[a[0]]
-        return ok
+            row = loops.copy_class_labels(<double*>ptr[a[0]], <int64_t*>ptr[a[1]], op.m, op.n, bad_value)
+    elif op.code == BINARY_LABELS:
+        if typenum[a[0]] == cnp.NPY_INT64:
+            row = loops.copy_binary_labels(<int64_t*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_value)
+        elif typenum[a[0]] == cnp.NPY_FLOAT32:
+            row = loops.copy_binary_labels(<float*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_value)
+        else:
+            row = loops.copy_binary_labels(<double*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_value)
+    elif op.code == COPY:
+        memcpy(ptr[a[1]], ptr[a[0]], op.m)
+    if row >= 0:
+        bad_row[0] = row
+        return False
     return True

@@ -7,12 +7,16 @@ the two on random inputs; the nodes call these when they run one by one, and
 `_engine.pyx` runs the same loops for a whole graph at once.
 
 Every function checks its buffers' dtypes (the memoryview types), layouts and
-shapes, and the class labels' range, with the GIL held, before the loop runs
-without it: no call from Python can make a loop read or write out of bounds.
+shapes with the GIL held, before the loop runs without it; class labels, which
+decide where a loop reads, are checked as they are copied into a buffer of the
+kernel's own (another thread may write the caller's array meanwhile): no call
+from Python can make a loop read or write out of bounds.
 """
 from cython cimport floating
 from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t
+
+import numpy as np
 
 cimport cedf._loops as loops
 from cedf._blas cimport use_numpy_blas
@@ -60,14 +64,22 @@ cdef inline floating* _out2(floating[:, ::1] a) noexcept nogil:
     return &a[0, 0] if a is not None and a.shape[0] and a.shape[1] else NULL
 
 
-cdef int _check_labels(str kernel, const int64_t[::1] labels, Py_ssize_t n, Py_ssize_t c) except -1:
-    # The loops index p[i, labels[i]] unchecked: every label must be in range first.
-    cdef Py_ssize_t i
+cdef int64_t[::1] _checked_labels(str kernel, const int64_t[::1] labels, Py_ssize_t n, Py_ssize_t c):
+    """A copy of the labels, each checked to be in [0, c) as it was copied.
+
+    The loops index p[i, labels[i]] unchecked, without the GIL: they must read a
+    buffer that no other thread can change between the check and the read.
+    """
     _expect(kernel, "labels", (labels.shape[0],), (n,))
-    for i in range(n):
-        if labels[i] < 0 or labels[i] >= c:
-            raise ValueError(f"{kernel}: label {labels[i]} at row {i} is outside [0, {c})")
-    return 0
+    cdef int64_t[::1] copy = np.empty(n, np.int64)
+    cdef Py_ssize_t bad = -1
+    cdef double unused
+    if n:
+        with nogil:
+            bad = loops.copy_class_labels(&labels[0], &copy[0], n, c, &unused)
+    if bad >= 0:
+        raise ValueError(f"{kernel}: label {copy[bad]} at row {bad} is outside [0, {c})")
+    return copy
 
 
 def affine_forward(const floating[:, ::1] x, const floating[:, ::1] A,
@@ -137,7 +149,7 @@ def softmax_backward(const floating[:, ::1] p, const floating[:, ::1] g, floatin
 
 def cross_entropy_forward(const floating[:, ::1] p, const int64_t[::1] labels, floating[::1] out):
     """out_i = -log p[i, labels_i] for probabilities p (B, C) and int64 labels (B,)."""
-    _check_labels("cross_entropy_forward", labels, p.shape[0], p.shape[1])
+    labels = _checked_labels("cross_entropy_forward", labels, p.shape[0], p.shape[1])
     _expect("cross_entropy_forward", "out", (out.shape[0],), (p.shape[0],))
     with nogil:
         loops.cross_entropy_forward(_in2(p), &labels[0] if labels.shape[0] else NULL, _out(out),
@@ -147,7 +159,7 @@ def cross_entropy_forward(const floating[:, ::1] p, const int64_t[::1] labels, f
 def cross_entropy_backward(const floating[:, ::1] p, const int64_t[::1] labels,
                            const floating[::1] g, floating[:, ::1] gp):
     """gp[i, labels_i] += -g_i / p[i, labels_i]; every other entry of row i gets nothing."""
-    _check_labels("cross_entropy_backward", labels, p.shape[0], p.shape[1])
+    labels = _checked_labels("cross_entropy_backward", labels, p.shape[0], p.shape[1])
     _expect("cross_entropy_backward", "g", (g.shape[0],), (p.shape[0],))
     _expect("cross_entropy_backward", "gp", (gp.shape[0], gp.shape[1]), (p.shape[0], p.shape[1]))
     with nogil:
@@ -232,7 +244,7 @@ def cross_entropy_logits_forward(const floating[:, ::1] z, const int64_t[::1] la
     """p = softmax(z) and out_i = logsumexp(z_i) - z[i, y_i], for logits z (B, C)."""
     if z.shape[1] == 0 and z.shape[0]:
         raise ValueError("cross_entropy_logits_forward: z has no classes")
-    _check_labels("cross_entropy_logits_forward", labels, z.shape[0], z.shape[1])
+    labels = _checked_labels("cross_entropy_logits_forward", labels, z.shape[0], z.shape[1])
     _expect("cross_entropy_logits_forward", "p", (p.shape[0], p.shape[1]), (z.shape[0], z.shape[1]))
     _expect("cross_entropy_logits_forward", "out", (out.shape[0],), (z.shape[0],))
     with nogil:
@@ -243,7 +255,7 @@ def cross_entropy_logits_forward(const floating[:, ::1] z, const int64_t[::1] la
 def cross_entropy_logits_backward(const floating[:, ::1] p, const int64_t[::1] labels,
                                   const floating[::1] g, floating[:, ::1] gz):
     """gz += g_i (p_i - onehot(y_i)), with p the forward's probabilities."""
-    _check_labels("cross_entropy_logits_backward", labels, p.shape[0], p.shape[1])
+    labels = _checked_labels("cross_entropy_logits_backward", labels, p.shape[0], p.shape[1])
     _expect("cross_entropy_logits_backward", "g", (g.shape[0],), (p.shape[0],))
     _expect("cross_entropy_logits_backward", "gz", (gz.shape[0], gz.shape[1]), (p.shape[0], p.shape[1]))
     with nogil:

@@ -4,8 +4,9 @@
 Shared by `_kernels.pyx` (one Python-callable function per kernel, which checks
 its arguments and calls the loop) and `_engine.pyx` (the compiled plan of a
 whole graph, which checks its buffers once and calls many loops in one go).
-Nothing here checks anything: callers guarantee the shapes, and that every
-class label is in range.
+Nothing here checks anything but labels: callers guarantee the shapes, and
+the loops that index by class label read labels that `copy_class_labels` has
+checked and copied out of the user's reach (see there).
 
 Conventions:
 - `floating` is float or double; one loop serves both.
@@ -17,7 +18,7 @@ Conventions:
 - The per-element maths is in `csrc/pointwise.h`.
 """
 from cython cimport floating
-from libc.math cimport exp, fabs, log, log1p, sqrt, tanh
+from libc.math cimport exp, fabs, floor, log, log1p, sqrt, tanh
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
@@ -36,6 +37,59 @@ cdef extern from "pointwise.h" nogil:
     double cedf_leaky_relu_grad(double x, double slope)
     double cedf_bce_logits(double z, double y)
     double cedf_sigmoid_exact(double z)
+
+
+ctypedef fused label_t:
+    int64_t
+    float
+    double
+
+
+# -- labels: checked while they are copied -----------------------------------------------
+# The user's label array may be changed by another thread while a loop runs
+# without the GIL, so a check before the loop proves nothing about what the
+# loop reads next. Each label is read once, checked, and written to a buffer
+# that only cedf holds; the loops that index p[i, label] read that copy.
+
+cdef inline Py_ssize_t copy_class_labels(const label_t* y, int64_t* out, Py_ssize_t n, Py_ssize_t c,
+                                         double* bad_value) noexcept nogil:
+    """out = y as int64 class indices; -1, or the first row whose label is not a whole number in
+    [0, c) (its value in out[row] for int64 labels, in bad_value for float ones)."""
+    cdef Py_ssize_t i
+    cdef label_t v
+    for i in range(n):
+        v = y[i]
+        if label_t is int64_t:
+            out[i] = v
+            if v < 0 or v >= c:
+                return i
+        else:
+            # Written so that NaN fails every comparison; a whole float below c converts exactly.
+            if not (v >= 0 and v < c and v == floor(v)):
+                bad_value[0] = v
+                return i
+            out[i] = <int64_t>v
+    return -1
+
+
+cdef inline Py_ssize_t copy_binary_labels(const label_t* y, floating* out, Py_ssize_t n,
+                                          double* bad_value) noexcept nogil:
+    """out = y in the loss's float dtype; -1, or the first row whose label, so rounded, is not 0 or 1."""
+    cdef Py_ssize_t i
+    cdef floating v
+    cdef bint bad = False
+    for i in range(n):
+        # Checked after the rounding, as the node checks its converted labels. No early
+        # exit: the loop stays branch-free, and a bad label is rare.
+        v = <floating>y[i]
+        out[i] = v
+        bad |= (v != 0) & (v != 1)
+    if bad:
+        for i in range(n):
+            if out[i] != 0 and out[i] != 1:
+                bad_value[0] = out[i]
+                return i
+    return -1
 
 
 cdef inline void fill(floating* dst, floating value, Py_ssize_t n) noexcept nogil:

@@ -108,12 +108,12 @@ def logistic_regression_1d(out):
     """The slides' 1-D example, fit by L-BFGS, and its four panels."""
     X, labels = data.logistic_1d(seed=0)
     edf.DT = np.float64
-    with edf.Graph():
+    with edf.Graph() as g:   # kept: nodes hold their graph only weakly
         x, y = edf.Input(), edf.Input()
         x.value, y.value = X, labels
         params = edf.AffineParams(1, 1)
         L = edf.BCELoss(edf.Sigmoid(edf.Affine(params, x)), y)
-    edf.optim.minimize(L, method="L-BFGS-B", tol=1e-6)
+    edf.optim.minimize(L, method="L-BFGS-B", tol=1e-6, graph=g)
     plot.logistic_regression_1d(X, labels, params.A.value, params.b.value,
                                 path=os.path.join(out, "logistic_regression_1d.png"))
 

@@ -14,6 +14,17 @@ once (the kernels run without the GIL).
 On the compiled backend a graph of cedf's own nodes is also compiled into a
 plan (`cedf.plan`) after its first Forward, and later steps run the plan: the
 same results, without a Python call per node.
+
+One graph driven from several threads at once is safe: each graph has a lock,
+and its Forward, Backward and UpdateParameters (and every change to its nodes
+that drops its plan) take turns on it, so a step never reads a buffer that
+another thread's step replaces. Separate graphs run in parallel.
+
+A Forward that raises leaves no value half computed: when the plan refuses a
+step (bad labels) it has changed nothing, and when a node raises midway the
+nodes before it, which computed from the refused inputs, raise too when their
+``.value`` is read, naming the error, until a Forward succeeds; the others keep
+the last good step's values.
 """
 import threading
 
@@ -21,7 +32,7 @@ import cedf
 
 from . import backend
 from .backend import Replan
-from .nodes import zero_grad
+from .nodes import refuse_values, zero_grad
 
 if backend._engine is not None:
     from . import plan
@@ -36,10 +47,31 @@ class Graph:
     """
 
     def __init__(self):
-        self.CompNodes = []
-        self.Parameters = []
+        self._lock = threading.RLock()   # one step at a time (see the module's docstring)
+        self._nodes, self._parameters = [], []
         self._plan = None           # the compiled plan, once built
         self._planned = False       # whether the last Forward ran the plan
+
+    # The lists may be replaced as a whole, too: the plan, built for the old ones, goes.
+    @property
+    def CompNodes(self):
+        return self._nodes
+
+    @CompNodes.setter
+    def CompNodes(self, nodes):
+        with self._lock:
+            self.release_plan()
+            self._nodes = nodes
+
+    @property
+    def Parameters(self):
+        return self._parameters
+
+    @Parameters.setter
+    def Parameters(self, parameters):
+        with self._lock:
+            self.release_plan()
+            self._parameters = parameters
 
     def __repr__(self):
         return f"<cedf.Graph: {len(self.CompNodes)} nodes, {len(self.Parameters)} parameters>"
@@ -56,30 +88,43 @@ class Graph:
 
     def Forward(self):
         """Compute every node's value, in creation order."""
-        if self._plan is not None and backend.kernels is backend._kernels:
-            try:
-                self._plan.forward()
-                self._planned = True
-                return
-            except Replan:
-                pass
-        self._forward_node_by_node()
+        with self._lock:
+            if self._plan is not None and backend.kernels is backend._kernels:
+                try:
+                    self._plan.forward()
+                    self._planned = True
+                    return
+                except Replan:
+                    pass
+            self._forward_node_by_node()
 
     def release_plan(self):
         """Drop the compiled plan (the next Forward runs node by node and builds a new one)."""
-        if self._planned:
-            # Loss values the plan left to compute read buffers that are about to change.
-            for c in self.CompNodes:
-                c.value
-        self._plan = None
-        self._planned = False
+        with self._lock:
+            if self._planned:
+                # Loss values the plan left to compute read buffers that are about to change.
+                for c in self.CompNodes:
+                    c.value
+            self._plan = None
+            self._planned = False
 
     def _forward_node_by_node(self):
-        self.release_plan()
-        for c in self.CompNodes:
-            c.forward()
-        if backend.kernels is backend._kernels:   # the compiled backend: compile the graph
-            self._plan = plan.build(self)
+        with self._lock:
+            self.release_plan()
+            nodes, done, before = self.CompNodes, 0, None
+            try:
+                for c in nodes:
+                    before = c.__dict__.get("_value")
+                    c.forward()
+                    done += 1
+            except BaseException as exc:
+                # The nodes that ran hold values of the refused inputs; the one that raised
+                # had checked them first, unless it took a new buffer already.
+                ran = nodes[:done + (nodes[done].__dict__.get("_value") is not before)]
+                refuse_values(ran, exc)
+                raise
+            if backend.kernels is backend._kernels:   # the compiled backend: compile the graph
+                self._plan = plan.build(self)
 
     def Backward(self, loss):
         """Backpropagate the mean of `loss` over the batch into every ``.grad``.
@@ -88,34 +133,36 @@ class Graph:
         size, the length of ``loss.value``), and the nodes run backward in reverse
         creation order, each adding into its inputs' gradients.
         """
-        if self._planned:
-            if backend.kernels is backend._kernels:
-                try:
-                    self._plan.backward(loss)
-                    return
-                except Replan:
-                    pass
-            # The nodes' own backward needs what their own forward saw.
-            self._forward_node_by_node()
-        if not any(c is loss for c in self.CompNodes):
-            raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of this graph")
-        for c in self.CompNodes + self.Parameters:
-            zero_grad(c)
-        n = len(loss.value) if loss.value.ndim else 1
-        loss.grad[...] = 1.0 / max(n, 1)
-        for c in reversed(self.CompNodes):
-            c.backward()
+        with self._lock:
+            if self._planned:
+                if backend.kernels is backend._kernels:
+                    try:
+                        self._plan.backward(loss)
+                        return
+                    except Replan:
+                        pass
+                # The nodes' own backward needs what their own forward saw.
+                self._forward_node_by_node()
+            if not any(c is loss for c in self.CompNodes):
+                raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of this graph")
+            for c in self.CompNodes + self.Parameters:
+                zero_grad(c)
+            n = len(loss.value) if loss.value.ndim else 1
+            loss.grad[...] = 1.0 / max(n, 1)
+            for c in reversed(self.CompNodes):
+                c.backward()
 
     def UpdateParameters(self):
         """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
-        if self._plan is not None and backend.kernels is backend._kernels:
-            try:
-                self._plan.update(cedf.learning_rate)
-                return
-            except Replan:
-                pass
-        for p in self.Parameters:
-            p.UpdateParameters()
+        with self._lock:
+            if self._plan is not None and backend.kernels is backend._kernels:
+                try:
+                    self._plan.update(cedf.learning_rate)
+                    return
+                except Replan:
+                    pass
+            for p in self.Parameters:
+                p.UpdateParameters()
 
     def clear(self):
         """Forget every node and free their buffers; the graph stays usable for new nodes.
@@ -125,17 +172,17 @@ class Graph:
         parameter keeps its ``.value``, so that a trained model can still be read
         or saved; its gradient is freed.
         """
-        self._plan = None
-        self._planned = False
-        for node in self.CompNodes + self.Parameters:
-            node._graph = None
-            node.grad = None
-            if not isinstance(node, cedf.nodes.Parameter):
-                node.value = None
-            if isinstance(node, cedf.nodes.BuiltinNode):
-                node._release()
-        self.CompNodes = []
-        self.Parameters = []
+        with self._lock:
+            self._plan = None
+            self._planned = False
+            for node in self.CompNodes + self.Parameters:
+                node._graph_ref = None   # first: what follows is no change of a live graph's node
+                node.grad = None
+                if not isinstance(node, cedf.nodes.Parameter):
+                    node.value = None
+                if isinstance(node, cedf.nodes.BuiltinNode):
+                    node._release()
+            self._nodes, self._parameters = [], []
 
 
 _default = Graph()          # the lecture's global graph
@@ -154,6 +201,20 @@ def current_graph():
     """The graph that new nodes join and that Forward/Backward/UpdateParameters run."""
     stack = _stack()
     return stack[-1] if stack else _default
+
+
+def graph_of(node, graph=None, owner="cedf"):
+    """`graph`, or else the graph that `node` belongs to, checked to hold `node`."""
+    if graph is None:
+        graph = getattr(node, "_graph", None)
+        if graph is None and getattr(node, "_graph_ref", None) is not None:
+            # Nodes hold their graph weakly (cedf.nodes): a graph nobody kept is gone.
+            raise ValueError(f"{owner}: the graph of {type(node).__name__} no longer exists, since nothing held "
+                             f"it after its `with` block; keep it (`with edf.Graph() as g:`) and pass graph=g")
+        graph = graph if graph is not None else current_graph()
+    if not any(c is node for c in graph.CompNodes):
+        raise ValueError(f"{owner}: {type(node).__name__} is not a node of the graph")
+    return graph
 
 
 def clear_compgraph():

@@ -13,7 +13,17 @@ kernel, and raises an exception naming itself when something does not fit.
 Values and gradients live in buffers that a node allocates once and reuses as
 long as the batch shape stays the same; copy a ``.value`` you want to keep
 across steps.
+
+A node belongs to the graph it was created in, which holds it; the node holds
+its graph only weakly, so that a graph nobody holds is freed at once, with its
+nodes and buffers, by reference counting (no cycle for the garbage collector).
+What a compiled plan depends on (a node's inputs, its parameters, a slope, its
+``.value`` or ``.grad`` array) may be changed after construction: setting a
+public attribute of one of cedf's nodes checks the new value as the
+constructor does and drops the graph's plan, so the next step follows it.
 """
+import weakref
+
 import numpy as np
 
 import cedf
@@ -23,9 +33,21 @@ from . import backend
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def default_dtype():
+    """``cedf.DT`` as a dtype, after checking that it is one the engine computes in."""
+    try:
+        dtype = None if cedf.DT is None else np.dtype(cedf.DT)
+    except TypeError:
+        dtype = None
+    if dtype not in _FLOATS:
+        raise TypeError(f"cedf.DT must be np.float32 or np.float64, got {cedf.DT!r}: the kernels compute in "
+                        f"those two; set edf.DT = np.float32 (the default) or edf.DT = np.float64")
+    return dtype
+
+
 def _float_dtype(arr):
     """The dtype a node computes in for input `arr`: its own if float32/64, else cedf.DT."""
-    return arr.dtype if arr.dtype in _FLOATS else np.dtype(cedf.DT)
+    return arr.dtype if arr.dtype in _FLOATS else default_dtype()
 
 
 def _name(node):
@@ -35,8 +57,8 @@ def _name(node):
 _ANY_GRAPH = object()   # what an Input belongs to: it holds data, not part of a graph
 
 
-def _check_node(owner, role, node):
-    """`node`, after checking that it is a node that a node of the current graph may read."""
+def _check_node(owner, role, node, graph=None):
+    """`node`, after checking that it is a node that a node of `graph` (default: the current one) may read."""
     if not hasattr(node, "addgrad"):
         raise TypeError(
             f"{owner}: {role} must be a cedf node (Input, Parameter or CompNode), "
@@ -44,9 +66,9 @@ def _check_node(owner, role, node):
         )
     home = getattr(node, "_graph", _ANY_GRAPH)
     if home is None:
-        raise ValueError(f"{owner}: {role} ({_name(node)}) belongs to a graph that was cleared; "
-                         f"create it again in the current graph")
-    if home is not _ANY_GRAPH and home is not cedf.graph.current_graph():
+        raise ValueError(f"{owner}: {role} ({_name(node)}) belongs to a graph that was cleared or no longer "
+                         f"exists; create it again in the current graph")
+    if home is not _ANY_GRAPH and home is not (cedf.graph.current_graph() if graph is None else graph):
         raise ValueError(f"{owner}: {role} ({_name(node)}) belongs to another graph; "
                          f"a graph's nodes can only read nodes of the same graph")
     return node
@@ -84,7 +106,15 @@ def zero_grad(node):
     if writable_buffer(grad, value.shape, dtype):
         grad.fill(0)
     else:
-        node.grad = np.zeros(value.shape, dtype)
+        set_quietly(node, "grad", np.zeros(value.shape, dtype))
+
+
+def set_quietly(node, name, value):
+    """Set an attribute of a node as the engine's own bookkeeping: a plan of the graph is kept."""
+    if isinstance(node, BuiltinNode):
+        object.__setattr__(node, name, value)
+    else:
+        setattr(node, name, value)
 
 
 class Input:
@@ -102,7 +132,31 @@ class Input:
         pass
 
 
-class Parameter:
+class _Member:
+    """What belongs to a graph: a weak reference to it (see the module's docstring)."""
+
+    _graph_ref = None
+
+    @property
+    def _graph(self):
+        """The graph this belongs to; None once it was cleared or freed."""
+        ref = self._graph_ref
+        return ref() if ref is not None else None
+
+    def _join(self, nodes_of):
+        """Join the current graph: append to the list that `nodes_of(graph)` gives."""
+        graph = cedf.graph.current_graph()
+        self._graph_ref = weakref.ref(graph)
+        nodes_of(graph).append(self)
+
+
+def describe(p):
+    """How messages name a parameter: by its name, else by its shape."""
+    name = getattr(p, "name", None)
+    return f"Parameter {name!r}" if name is not None else f"Parameter (unnamed, shape {np.shape(p.value)})"
+
+
+class Parameter(_Member):
     """A trainable array: ``.value`` (in cedf.DT), ``.grad``, updated by `UpdateParameters`.
 
     `name`, if given, is the parameter's key in a checkpoint (`cedf.save`).
@@ -112,13 +166,13 @@ class Parameter:
     grad = None
 
     def __init__(self, value, name=None):
+        dtype = default_dtype()
         try:
-            self.value = np.array(value, dtype=cedf.DT)
+            self.value = np.array(value, dtype=dtype)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"Parameter: value must be an array of real numbers ({exc})") from None
         self.name = name
-        self._graph = cedf.graph.current_graph()
-        self._graph.Parameters.append(self)
+        self._join(lambda graph: graph.Parameters)
 
     def addgrad(self, delta):
         # A per-example gradient has an extra leading batch axis: sum it out.
@@ -127,6 +181,9 @@ class Parameter:
         self.grad += delta
 
     def UpdateParameters(self):
+        if self.grad is None:
+            raise RuntimeError(f"{describe(self)}: UpdateParameters() needs its gradient, and .grad is None: "
+                               f"call Backward(L) first (and leave .grad to cedf)")
         value = self.value
         if not isinstance(value, np.ndarray):   # a list: `value - step` makes it an array, as in the lecture
             self.value = value - cedf.learning_rate * self.grad
@@ -135,21 +192,6 @@ class Parameter:
             what = f"dtype {value.dtype}" if value.dtype.kind != "f" else "a read-only array"
             raise TypeError(f"Parameter: UpdateParameters needs a writable float array as .value, got {what}")
         value -= cedf.learning_rate * self.grad
-
-
-class CompNode:
-    """Base class of computed nodes: ``.value``, ``.grad``, ``addgrad(delta)``.
-
-    A node of your own subclasses it, appends itself to ``cedf.CompNodes`` in
-    ``__init__``, sets ``self.value`` in ``forward()`` and calls its inputs'
-    ``addgrad`` in ``backward()``, exactly as in the lecture.
-    """
-
-    value = None
-    grad = None
-
-    def addgrad(self, delta):
-        self.grad += delta
 
 
 class _Lazy:
@@ -162,6 +204,9 @@ class _Lazy:
     reading the attribute runs it, so ``.value`` is always there for a user who
     asks. The function reads buffers that only the next Forward overwrites,
     and that Forward leaves a new one.
+
+    A Forward that raised midway leaves `_Refused` instead, so that a value
+    half of whose inputs are new is never read as if it were a result.
     """
 
     def __set_name__(self, owner, name):
@@ -172,7 +217,8 @@ class _Lazy:
             return self
         compute = getattr(node, self.pending)
         if compute is not None:
-            setattr(node, self.pending, None)
+            if type(compute) is not _Refused:
+                setattr(node, self.pending, None)
             compute()
         return getattr(node, self.slot)
 
@@ -181,16 +227,65 @@ class _Lazy:
         setattr(node, self.slot, value)
 
 
-class BuiltinNode(CompNode):
-    """Base of cedf's own nodes: checked inputs, reused buffers, direct gradient routing."""
+class CompNode:
+    """Base class of computed nodes: ``.value``, ``.grad``, ``addgrad(delta)``.
+
+    A node of your own subclasses it, appends itself to ``cedf.CompNodes`` in
+    ``__init__``, sets ``self.value`` in ``forward()`` and calls its inputs'
+    ``addgrad`` in ``backward()``, exactly as in the lecture.
+    """
 
     value = _Lazy()
     _value = _pending_value = None
+    grad = None
+
+    def addgrad(self, delta):
+        self.grad += delta
+
+
+class _Refused:
+    """A node's value after a Forward that raised: reading it raises, naming that error."""
+
+    def __init__(self, node, error):
+        self.node, self.error = _name(node), f"{type(error).__name__}: {error}"
+
+    def __call__(self):
+        raise RuntimeError(f"{self.node}: no value: the last Forward() was refused ({self.error}); "
+                           f"fix what it names and run Forward() again")
+
+
+def refuse_values(nodes, error):
+    """Make the values of `nodes` unreadable after a Forward that raised `error` midway."""
+    for node in nodes:
+        if isinstance(node, CompNode):
+            node.__dict__["_pending_value"] = _Refused(node, error)
+
+
+class BuiltinNode(CompNode, _Member):
+    """Base of cedf's own nodes: checked inputs, reused buffers, direct gradient routing."""
+
     _value_buf = None
+    _UNPLANNED = frozenset({"name"})   # public attributes that no computation reads
 
     def _register(self):
-        self._graph = cedf.graph.current_graph()
-        self._graph.CompNodes.append(self)
+        default_dtype()   # a bad cedf.DT is named now, not at the first Forward
+        self._join(lambda graph: graph.CompNodes)
+
+    def __setattr__(self, name, value):
+        # Private names are the node's own bookkeeping; a public one is what it computes from.
+        graph = self._graph if name[0] != "_" and name not in self._UNPLANNED else None
+        if graph is None:
+            object.__setattr__(self, name, value)
+            return
+        old = self.__dict__.get(name)
+        check = getattr(self, f"_check_{name}", None)
+        if check is not None:
+            value = check(value, graph)
+        elif _is_node(old):
+            value = _check_node(_name(self), name, value, graph)
+        with graph._lock:   # not under a step that another thread runs
+            graph.release_plan()
+            object.__setattr__(self, name, value)
 
     def _release(self):
         """Drop every buffer (the graph was cleared)."""
@@ -201,7 +296,8 @@ class BuiltinNode(CompNode):
     def _operand(self, node, role, dtype=None, ndims=None):
         """`node.value` as a C-contiguous float array of `dtype`, after checking it."""
         if self._graph is None:
-            raise RuntimeError(f"{_name(self)}: its graph was cleared (clear_compgraph); create the node again")
+            raise RuntimeError(f"{_name(self)}: its graph was cleared (clear_compgraph) or no longer exists; "
+                               f"create the node again")
         value = node.value
         if value is None:
             raise ValueError(
@@ -224,7 +320,8 @@ class BuiltinNode(CompNode):
 
     def _output(self, shape, dtype):
         """The node's value buffer for this shape and dtype, allocated on first use."""
-        self.value = self._value_buf = _reuse(self._value_buf, shape, dtype)
+        self._value = self._value_buf = _reuse(self._value_buf, shape, dtype)
+        self._pending_value = None
         return self._value_buf
 
     def _incoming(self):
@@ -307,18 +404,35 @@ class AffineParams:
                            name=None if name is None else f"{name}.A")
         self.b = Parameter(np.zeros(nOutputs), name=None if name is None else f"{name}.b")
 
+    def __setattr__(self, name, value):
+        # A parameter swapped for another after construction: checked as the Affine checks
+        # its parameters, and the graph's plan (which reads the old one) dropped.
+        old = self.__dict__.get(name)
+        graph = old._graph if isinstance(old, Parameter) else None
+        if graph is None:
+            object.__setattr__(self, name, value)
+            return
+        _check_node("AffineParams", name, value, graph)
+        with graph._lock:
+            graph.release_plan()
+            object.__setattr__(self, name, value)
+
 
 class Affine(BuiltinNode):
     """``x @ A + b`` for a batch x of shape (B, nInputs)."""
 
     def __init__(self, params, x):
-        if not (hasattr(params, "A") and hasattr(params, "b")):
-            raise TypeError(f"Affine: params must be an AffineParams, got {type(params).__name__}")
-        _check_node("Affine", "A", params.A)
-        _check_node("Affine", "b", params.b)
-        self.params = params
+        self.params = self._check_params(params)
         self.x = _check_node("Affine", "x", x)
         self._register()
+
+    @staticmethod
+    def _check_params(params, graph=None):
+        if not (hasattr(params, "A") and hasattr(params, "b")):
+            raise TypeError(f"Affine: params must be an AffineParams, got {type(params).__name__}")
+        _check_node("Affine", "A", params.A, graph)
+        _check_node("Affine", "b", params.b, graph)
+        return params
 
     def forward(self):
         A = self._operand(self.params.A, "A", ndims=(2,))
@@ -393,10 +507,13 @@ class LeakyReLU(_Elementwise):
     """x where x >= 0 and slope * x below; the gradient at 0 is slope's, as in PyTorch."""
 
     def __init__(self, x, slope=0.01):
+        self.slope = self._check_slope(slope)
+        super().__init__(x)
+
+    def _check_slope(self, slope, graph=None):
         if not isinstance(slope, (int, float, np.floating)) or isinstance(slope, bool) or not np.isfinite(slope):
             raise ValueError(f"{_name(self)}: slope must be a finite number, got {slope!r}")
-        self.slope = float(slope)
-        super().__init__(x)
+        return float(slope)
 
     def _forward(self, x, out):
         backend.kernels.leaky_relu_forward(x, out, self.slope)
@@ -452,7 +569,8 @@ def _class_indices(node, n, n_classes, role="p"):
     y = _asarray(node, "y", node.y.value)
     if y.dtype.kind not in "biuf":
         raise TypeError(f"{_name(node)}: y must hold integer class indices, got dtype {y.dtype}")
-    y = _labels_like(_name(node), y, n)
+    # A copy of our own, checked: the kernels index by it, and Backward reads what Forward read.
+    y = _labels_like(_name(node), y, n).copy()
     if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.floor(y))):
         bad = y[~(np.isfinite(y) & (y == np.floor(y)))][0]
         raise ValueError(f"{_name(node)}: y must hold whole class indices, got {bad}")
@@ -504,11 +622,15 @@ class BCELoss(BuiltinNode):
         if p.ndim == 2 and p.shape[1] != 1:
             raise ValueError(f"BCELoss: p has shape {p.shape}, expected (B, 1) or (B,): one probability per example")
         n = p.shape[0]
-        y = _labels_like("BCELoss", self._operand(self.y, "y", dtype=p.dtype), n)
+        self._p, self._y = p, self._labels(n, p.dtype)
+        backend.kernels.bce_forward(p.reshape(n), self._y, self._output((n,), p.dtype))
+
+    def _labels(self, n, dtype):
+        """y.value as 0/1 labels in `dtype`: a copy of our own (Backward reads what Forward read), checked."""
+        y = _labels_like("BCELoss", self._operand(self.y, "y", dtype=dtype), n).copy()
         if not np.all((y == 0) | (y == 1)):
             raise ValueError(f"BCELoss: y must hold labels 0 or 1, got {y[(y != 0) & (y != 1)][0]}")
-        self._p, self._y = p, y
-        backend.kernels.bce_forward(p.reshape(n), y, self._output((n,), p.dtype))
+        return y
 
     def backward(self):
         p = self._p
@@ -583,7 +705,7 @@ class BCEWithLogitsLoss(BuiltinNode):
             raise ValueError(f"BCEWithLogitsLoss: logits has shape {z.shape}, expected (B, 1) or (B,): "
                              f"one logit per example")
         n = z.shape[0]
-        y = _labels_like("BCEWithLogitsLoss", self._operand(self.y, "y", dtype=z.dtype), n)
+        y = _labels_like("BCEWithLogitsLoss", self._operand(self.y, "y", dtype=z.dtype), n).copy()
         if not np.all((y >= 0) & (y <= 1)):
             raise ValueError(f"BCEWithLogitsLoss: y must hold targets in [0, 1], got {y[~((y >= 0) & (y <= 1))][0]}")
         self._z, self._y = z, y

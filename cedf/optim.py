@@ -15,7 +15,7 @@ infinity norm, SciPy's ``gtol``) is below `tol`.
 import numpy as np
 
 from . import backend
-from .graph import current_graph
+from .graph import graph_of
 from .nodes import Parameter
 
 
@@ -159,7 +159,7 @@ def minimize(loss, method="L-BFGS-B", tol=1e-6, max_iter=1000, params=None, grap
     Sigmoid clips its input at +-10, where its gradient is not the loss's:
     use `BCEWithLogitsLoss` for an exact optimum.)
     """
-    graph = graph if graph is not None else getattr(loss, "_graph", None) or current_graph()
+    graph = graph_of(loss, graph, "minimize")
     params = _parameters(graph.Parameters if params is None else params, "minimize")
     for p in params:
         if not (isinstance(p.value, np.ndarray) and p.value.dtype.kind == "f" and p.value.flags.writeable):

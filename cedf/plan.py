@@ -23,6 +23,13 @@ What compiling buys, besides the calls:
   (BLAS ``beta = 0``), so no buffer is zeroed only to be overwritten; only
   gradients that receive nothing are filled with zeros.
 
+Labels are checked as they are copied into buffers of the plan's own, before
+anything is computed, and the copies become the ones the losses read only
+once every label of the step passed: a step refused for its labels leaves
+every value, and the loss values still to compute, as the last good step left
+them, and no other thread writing the user's label array can make a loop read
+out of bounds. Backward reads the labels its Forward copied.
+
 Graphs with nodes other than cedf's own (a user's NumPy node, a subclass), or
 whose layers mix dtypes, keep running node by node.
 """
@@ -32,7 +39,7 @@ from . import _engine, _kernels
 from ._engine import Binding, Program
 from .backend import Replan
 from .nodes import (Affine, BCELoss, CrossEntropyLoss, Input, LeakyReLU, Parameter, ReLU, Sigmoid, Softmax,
-                    SoftmaxCrossEntropyLoss, Tanh, _float_dtype, _labels_like, writable_buffer)
+                    SoftmaxCrossEntropyLoss, Tanh, _float_dtype, _labels_like, set_quietly, writable_buffer)
 
 _COMPILED = (Affine, Sigmoid, Softmax, CrossEntropyLoss, BCELoss, Tanh, LeakyReLU, ReLU, SoftmaxCrossEntropyLoss)
 _LOSSES = (CrossEntropyLoss, BCELoss, SoftmaxCrossEntropyLoss)
@@ -105,6 +112,21 @@ def _class_converter(node, n, n_classes):
     return convert
 
 
+def _label_message(check, fallback):
+    """What a refused label check says: the node's own message, from its own check of y.value.
+
+    `fallback` formats the label the engine found, should y.value have changed since
+    (another thread), so that the node's check passes.
+    """
+    def message(value):
+        try:
+            check()
+        except ValueError as exc:
+            return str(exc)
+        return fallback.format(value=value)
+    return message
+
+
 def _binary_converter(n, dtype):
     """Labels as the node reads them: in the loss's float dtype (int64 is read as it is, exactly)."""
     def convert(value):
@@ -151,17 +173,20 @@ class _Builder:
         self.ops.append((code, dtype == np.float64, dims, args, accs, scalar))
         self.messages.append(message)
 
-    def program(self, graph):
+    def program(self, nodes, parameters):
         program = Program(self.buffers, self.ops, self.messages)
-        program.guard(graph.CompNodes, graph.Parameters)
+        program.guard(nodes, parameters)
         return program
 
 
 class GraphPlan:
-    """The compiled programs of one graph, for the shapes and dtypes it was built for."""
+    """The compiled programs of one graph, for the shapes and dtypes it was built for.
+
+    It holds the graph's lists, not the graph (which holds the plan): no cycle.
+    """
 
     def __init__(self, graph):
-        self.graph = graph
+        self.nodes, self.parameters = graph.CompNodes, graph.Parameters
         self.consumers = {id(c): [] for c in graph.CompNodes}
         for c in graph.CompNodes:
             for source in (c.x, c.y) if isinstance(c, _LOSSES) else (c.x,):
@@ -172,7 +197,7 @@ class GraphPlan:
         self._bias_in_sigmoid = {id(c.x) for c in graph.CompNodes
                                  if isinstance(c, Sigmoid) and isinstance(c.x, Affine)
                                  and self.consumers[id(c.x)] == [c]}
-        self._binary = {}   # id(BCELoss) -> its float copy of the labels, shared by the programs
+        self._labels_of = {}   # id(loss) -> (staged, checked): its labels, copied by the forward
         self._forward = self._build_forward()
         self._backward = {}
         self._last_loss = self._last_backward = None
@@ -185,7 +210,7 @@ class GraphPlan:
 
     def _build_forward(self):
         b, lazy = _Builder(), []
-        for node in self.graph.CompNodes:
+        for node in self.nodes:
             dtype = node._value.dtype
             if isinstance(node, Affine):
                 n, n_in = node._x.shape
@@ -222,38 +247,46 @@ class GraphPlan:
                       b.fixed(node._value)])
             else:
                 lazy.extend((node, self._loss_values(node, labels)) for labels in self._loss_forward(b, node, dtype))
-        # Labels are checked before anything is computed, so that a step refused
-        # for its labels leaves every value (and the losses still to compute) as they were.
-        checks = {_engine.CHECK_CLASSES, _engine.BINARY_LABELS}
-        order = sorted(range(len(b.ops)), key=lambda i: b.ops[i][0] not in checks)
+        # Labels are checked before anything is computed, and committed (copied where
+        # the losses read them) only when all passed: see the module's docstring.
+        stage = {_engine.CLASS_LABELS: 0, _engine.BINARY_LABELS: 0, _engine.COPY: 1}
+        order = sorted(range(len(b.ops)), key=lambda i: stage.get(b.ops[i][0], 2))
         b.ops, b.messages = [b.ops[i] for i in order], [b.messages[i] for i in order]
-        program = b.program(self.graph)
-        program.after = lazy
+        program = b.program(self.nodes, self.parameters)
+        program.after = [(node.__dict__, compute) for node, compute in lazy]
         return program
 
     def _labels(self, b, node, backward=False):
-        """The loss's labels, checked: int64 class indices, or 0/1 in a float buffer.
+        """The index of the loss's checked labels: int64 class indices, or 0/1 in its float dtype.
 
-        A backward reuses the 0/1 labels its forward converted when ``y.value`` is
-        still the same array (the lecture's Backward reads ``y.value`` again; an
-        array changed in place between Forward and Backward is not seen).
+        The forward copies them from ``y.value`` (see the module's docstring); a
+        backward reads that copy, as the node's backward reads its forward's.
         """
+        ce = isinstance(node, CrossEntropyLoss)
         if isinstance(node, _CLASSES):
-            ce = isinstance(node, CrossEntropyLoss)
-            (n, classes), dtype = (node._p if ce else node._z).shape, node._value.dtype
-            labels = b.bound(node.y, "value", (n,), (np.int64,), _class_converter(node, n, classes))
-            b.op(_engine.CHECK_CLASSES, dtype, (n, classes), [labels],
-                 message=f"{type(node).__name__}: label {{value}} is outside [0, {classes}) "
-                         f"({'p' if ce else 'logits'} has {classes} classes)")
-            return labels
-        n, dtype = node._p.shape[0], node._value.dtype
-        y = b.bound(node.y, "value", (n,), (np.int64, dtype), _binary_converter(n, dtype))
-        # Buffers of the plan's own: the node's converted labels may be the user's array itself.
-        converted, stamp = self._binary.setdefault(id(node), (np.empty(n, dtype), np.zeros(1, np.intp)))
-        labels = b.fixed(converted)
-        b.op(_engine.BINARY_LABELS, dtype, (n,), [y, labels, b.fixed(stamp)], (backward,),
-             message="BCELoss: y must hold labels 0 or 1, got {value}")
-        return labels
+            (n, classes), dtype = (node._p if ce else node._z).shape, np.int64
+        else:
+            n, classes, dtype = node._p.shape[0], 2, node._value.dtype
+        if id(node) not in self._labels_of:
+            self._labels_of[id(node)] = (np.empty(n, dtype), np.empty(n, dtype))
+        staged, checked = self._labels_of[id(node)]
+        if backward:
+            return b.fixed(checked)
+        name, loss_dtype = type(node).__name__, node._value.dtype
+        # Integral float labels are read as they are, as int64 ones: the check converts them.
+        if isinstance(node, _CLASSES):
+            y = b.bound(node.y, "value", (n,), (np.int64, np.float32, np.float64), _class_converter(node, n, classes),
+                        kind=id(node))   # each loss converts by its own rules
+            message = _label_message(lambda: node._class_indices(n, classes),
+                                     f"{name}: label {{value}} is outside [0, {classes})")
+            b.op(_engine.CLASS_LABELS, loss_dtype, (n, classes), [y, b.fixed(staged)], message=message)
+        else:
+            y = b.bound(node.y, "value", (n,), (np.int64, np.float32, np.float64), _binary_converter(n, dtype),
+                        kind=id(node))
+            message = _label_message(lambda: node._labels(n, dtype), "BCELoss: y must hold labels 0 or 1, got {value}")
+            b.op(_engine.BINARY_LABELS, dtype, (n,), [y, b.fixed(staged)], message=message)
+        b.op(_engine.COPY, loss_dtype, (staged.nbytes,), [b.fixed(staged), b.fixed(checked)])
+        return b.fixed(checked)
 
     def _loss_forward(self, b, node, dtype):
         """Emit a loss's forward; returns [labels index] when its values are left lazy."""
@@ -274,11 +307,15 @@ class GraphPlan:
         return lambda: np.add(u, bias, out=u)
 
     def _loss_values(self, node, label_index):
-        """What computes a loss's values from the buffers that the forward program last ran on."""
-        p, out = node.x._value, node._value
+        """What computes a loss's values from the buffers that the forward program last ran on.
+
+        Only arrays are captured, not the plan: the node holds this function, and a
+        node that held its graph's plan would make a cycle (see `cedf.nodes`).
+        """
+        p, out, labels = node.x._value, node._value, self._labels_of[id(node)][1]
         if isinstance(node, CrossEntropyLoss):
-            return lambda: _kernels.cross_entropy_forward(p, self._forward.bound(label_index), out)
-        return lambda: _kernels.bce_forward(p.reshape(p.shape[0]), self._forward.bound(label_index), out)
+            return lambda: _kernels.cross_entropy_forward(p, labels, out)
+        return lambda: _kernels.bce_forward(p.reshape(p.shape[0]), labels, out)
 
     # -- backward ----------------------------------------------------------
 
@@ -291,7 +328,7 @@ class GraphPlan:
             if id(node) not in grads:
                 value = node.value if isinstance(node, Parameter) else node._value
                 if not writable_buffer(node.grad, value.shape, value.dtype):
-                    node.grad = np.zeros_like(value, order="C")
+                    set_quietly(node, "grad", np.zeros_like(value, order="C"))
                 if isinstance(node, Parameter):
                     index = b.bound(node, "grad", value.shape, (value.dtype,), _exact, writable=True)
                 else:
@@ -308,7 +345,7 @@ class GraphPlan:
             written.add(index)
             return index, acc
 
-        for node in self.graph.CompNodes + self.graph.Parameters:
+        for node in self.nodes + self.parameters:
             grad_of(node)
         n_loss = loss._value.shape[0] if loss._value.ndim else 1
         seed, _ = target(loss)
@@ -316,7 +353,7 @@ class GraphPlan:
 
         fused = set()
         bias_done = set()   # Affines whose bias gradient their Sigmoid's (unfused) backward summed
-        for node in reversed(self.graph.CompNodes):
+        for node in reversed(self.nodes):
             if id(node) in fused:
                 continue
             dtype, g = node._value.dtype, grad_of(node)
@@ -371,7 +408,7 @@ class GraphPlan:
         for index, value in grads.values():
             if index not in written:
                 b.op(_engine.FILL, value.dtype, (value.size,), [index])
-        return b.program(self.graph)
+        return b.program(self.nodes, self.parameters)
 
     def _loss_backward(self, b, node, g, target, fused):
         dtype, n = node._value.dtype, node._p.shape[0]
@@ -402,7 +439,7 @@ class GraphPlan:
         if loss is not self._last_loss:
             program = self._backward.get(id(loss))
             if program is None:
-                if not any(c is loss for c in self.graph.CompNodes):
+                if not any(c is loss for c in self.nodes):
                     raise Replan("loss")   # the node-by-node Backward says what is wrong
                 program = self._backward[id(loss)] = self._build_backward(loss)
             self._last_loss, self._last_backward = loss, program
@@ -413,14 +450,14 @@ class GraphPlan:
     def _build_update(self):
         """The SGD program (run with the learning rate), or None if a parameter is not a float array."""
         b = _Builder()
-        for p in self.graph.Parameters:
+        for p in self.parameters:
             shape, dtype = p.value.shape, p.value.dtype
             if dtype not in _FLOATS:
                 return None
             value = b.bound(p, "value", shape, (dtype,), _exact, writable=True)
             grad = b.bound(p, "grad", shape, (dtype,), _exact)
             b.op(_engine.SGD, dtype, (p.value.size,), [value, grad])
-        return b.program(self.graph)
+        return b.program(self.nodes, self.parameters)
 
 
 def _no_update(learning_rate):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import data, metrics, nodes
-from .graph import current_graph
+from .graph import graph_of
 
 
 @dataclass
@@ -42,11 +42,6 @@ def _probabilities(loss):
     return np.asarray(loss.x.value)
 
 
-def _graph_of(loss, graph):
-    graph = graph if graph is not None else getattr(loss, "_graph", None) or current_graph()
-    if not any(c is loss for c in graph.CompNodes):
-        raise ValueError(f"fit: the loss {type(loss).__name__} is not a node of the graph")
-    return graph
 
 
 def _progress(enabled, total, desc):
@@ -64,7 +59,7 @@ def _progress(enabled, total, desc):
 
 def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
     """Mean loss and accuracy of the graph on (X, Y), forward passes only."""
-    graph = _graph_of(loss, graph)
+    graph = graph_of(loss, graph, "evaluate")
     total = correct = 0.0
     n = len(X)
     for Xb, Yb in data.batches(X, Y, batch_size, shuffle=False):
@@ -88,7 +83,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     put back. `progress`: True, False, or None (a bar when on a terminal).
     `on_epoch(epoch, history)` is called after each epoch (epoch counts from 1).
     """
-    graph = _graph_of(loss, graph)
+    graph = graph_of(loss, graph, "fit")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
@@ -147,22 +142,21 @@ def predict(output, x, X, batch_size=None, graph=None):
     are needed) and no Backward: no gradient buffer is touched. With `batch_size`,
     X goes through in chunks and the results are stacked. Returns a copy.
     """
-    graph = graph if graph is not None else getattr(output, "_graph", None) or current_graph()
-    upto = next((i for i, c in enumerate(graph.CompNodes) if c is output), None)
-    if upto is None:
-        raise ValueError(f"predict: {type(output).__name__} is not a node of the graph")
+    graph = graph_of(output, graph, "predict")
+    upto = next(i for i, c in enumerate(graph.CompNodes) if c is output)
     needed = {id(node) for node in nodes.upstream(output)}
     path = [c for c in graph.CompNodes[:upto + 1] if id(c) in needed]
     X = np.asarray(X)
     chunks = [X] if batch_size is None else [X[i:i + batch_size] for i in range(0, len(X), batch_size)]
-    graph.release_plan()   # the nodes run one by one here, into buffers the plan would not know
-    results, before = [], x.value
-    try:
-        for chunk in chunks:
-            x.value = chunk
-            for c in path:
-                c.forward()
-            results.append(np.array(output.value))
-    finally:
-        x.value = before   # the training data stays where it was
+    with graph._lock:   # a step of another thread's waits
+        graph.release_plan()   # the nodes run one by one here, into buffers the plan would not know
+        results, before = [], x.value
+        try:
+            for chunk in chunks:
+                x.value = chunk
+                for c in path:
+                    c.forward()
+                results.append(np.array(output.value))
+        finally:
+            x.value = before   # the training data stays where it was
     return np.concatenate(results) if len(results) > 1 else results[0]
