@@ -47,7 +47,9 @@ class Graph:
     """
 
     def __init__(self):
-        self._lock = threading.RLock()   # one step at a time (see the module's docstring)
+        #: One step at a time (see the module's docstring). Hold it yourself to make a
+        #: sequence atomic: ``with g.lock: x.value = X; g.Forward(); out = L.value.copy()``.
+        self.lock = threading.RLock()
         self._nodes, self._parameters = [], []
         self._plan = None           # the compiled plan, once built
         self._planned = False       # whether the last Forward ran the plan
@@ -59,7 +61,7 @@ class Graph:
 
     @CompNodes.setter
     def CompNodes(self, nodes):
-        with self._lock:
+        with self.lock:
             self.release_plan()
             self._nodes = nodes
 
@@ -69,7 +71,7 @@ class Graph:
 
     @Parameters.setter
     def Parameters(self, parameters):
-        with self._lock:
+        with self.lock:
             self.release_plan()
             self._parameters = parameters
 
@@ -88,7 +90,7 @@ class Graph:
 
     def Forward(self):
         """Compute every node's value, in creation order."""
-        with self._lock:
+        with self.lock:
             if self._plan is not None and backend.kernels is backend._kernels:
                 try:
                     self._plan.forward()
@@ -100,7 +102,7 @@ class Graph:
 
     def release_plan(self):
         """Drop the compiled plan (the next Forward runs node by node and builds a new one)."""
-        with self._lock:
+        with self.lock:
             if self._planned:
                 # Loss values the plan left to compute read buffers that are about to change.
                 for c in self.CompNodes:
@@ -109,7 +111,7 @@ class Graph:
             self._planned = False
 
     def _forward_node_by_node(self):
-        with self._lock:
+        with self.lock:
             self.release_plan()
             nodes, done, before = self.CompNodes, 0, None
             try:
@@ -133,7 +135,7 @@ class Graph:
         size, the length of ``loss.value``), and the nodes run backward in reverse
         creation order, each adding into its inputs' gradients.
         """
-        with self._lock:
+        with self.lock:
             if self._planned:
                 if backend.kernels is backend._kernels:
                     try:
@@ -154,7 +156,7 @@ class Graph:
 
     def UpdateParameters(self):
         """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
-        with self._lock:
+        with self.lock:
             if self._plan is not None and backend.kernels is backend._kernels:
                 try:
                     self._plan.update(cedf.learning_rate)
@@ -172,7 +174,7 @@ class Graph:
         parameter keeps its ``.value``, so that a trained model can still be read
         or saved; its gradient is freed.
         """
-        with self._lock:
+        with self.lock:
             self._plan = None
             self._planned = False
             for node in self.CompNodes + self.Parameters:

@@ -39,7 +39,7 @@ def default_dtype():
         dtype = None if cedf.DT is None else np.dtype(cedf.DT)
     except TypeError:
         dtype = None
-    if dtype not in _FLOATS:
+    if dtype is None or dtype not in _FLOATS:   # (NumPy finds None equal to float64)
         raise TypeError(f"cedf.DT must be np.float32 or np.float64, got {cedf.DT!r}: the kernels compute in "
                         f"those two; set edf.DT = np.float32 (the default) or edf.DT = np.float64")
     return dtype
@@ -283,7 +283,7 @@ class BuiltinNode(CompNode, _Member):
             value = check(value, graph)
         elif _is_node(old):
             value = _check_node(_name(self), name, value, graph)
-        with graph._lock:   # not under a step that another thread runs
+        with graph.lock:   # not under a step that another thread runs
             graph.release_plan()
             object.__setattr__(self, name, value)
 
@@ -413,7 +413,7 @@ class AffineParams:
             object.__setattr__(self, name, value)
             return
         _check_node("AffineParams", name, value, graph)
-        with graph._lock:
+        with graph.lock:
             graph.release_plan()
             object.__setattr__(self, name, value)
 

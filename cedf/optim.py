@@ -16,7 +16,7 @@ import numpy as np
 
 from . import backend
 from .graph import graph_of
-from .nodes import Parameter
+from .nodes import Parameter, describe
 
 
 def _parameters(params, owner):
@@ -43,7 +43,7 @@ def _flat(p, owner):
     """The parameter's value and gradient as flat, writable views (the kernels run on 1-D buffers)."""
     value, grad = p.value, p.grad
     if grad is None:
-        raise RuntimeError(f"{owner}: a parameter has no gradient; call Backward(L) before step()")
+        raise RuntimeError(f"{owner}: {describe(p)} has no gradient; call Backward(L) before step()")
     if not (isinstance(value, np.ndarray) and value.dtype in (np.float32, np.float64)
             and value.flags.c_contiguous and value.flags.writeable):
         p.value = value = np.ascontiguousarray(value, dtype=value.dtype if np.asarray(value).dtype.kind == "f"

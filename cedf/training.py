@@ -148,7 +148,7 @@ def predict(output, x, X, batch_size=None, graph=None):
     path = [c for c in graph.CompNodes[:upto + 1] if id(c) in needed]
     X = np.asarray(X)
     chunks = [X] if batch_size is None else [X[i:i + batch_size] for i in range(0, len(X), batch_size)]
-    with graph._lock:   # a step of another thread's waits
+    with graph.lock:   # a step of another thread's waits
         graph.release_plan()   # the nodes run one by one here, into buffers the plan would not know
         results, before = [], x.value
         try:
