@@ -70,3 +70,62 @@ def test_a_hundred_thousand_steps_leave_memory_where_it_was(dtype):
     gc.collect()
     grown = rss() - before
     assert grown < 10 * MB, f"100,000 steps grew the resident memory by {grown / MB:.1f} MB"
+
+
+def large_graph(backend, rows=4000, width=500):
+    """A graph of about 60 MB (values, gradients, the plan's buffers), trained on both losses, then dropped."""
+    edf.set_backend(backend)
+    rng = np.random.default_rng(2)
+    with edf.Graph() as g:
+        x, y, z = edf.Input(), edf.Input(), edf.Input()
+        x.value = rng.standard_normal((rows, width))
+        y.value, z.value = rng.integers(0, 3, rows), rng.integers(0, 2, rows)
+        h = edf.Tanh(edf.Affine(edf.AffineParams(width, width), x))
+        L = edf.CrossEntropyLoss(edf.Softmax(edf.Affine(edf.AffineParams(width, 3), h)), y)
+        M = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(width, 1), h)), z)
+        for loss in (L, M, L):
+            edf.Forward()
+            edf.Backward(loss)
+            edf.UpdateParameters()
+    return g, L
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_a_dropped_graph_is_freed_by_reference_counting(backend):
+    """No cycle between a graph, its nodes and its plan: with the cycle collector off, dropping the
+    graph and its nodes frees them at once (graphs dropped without clear() once waited for it)."""
+    import weakref
+
+    if backend == "cython" and edf.backend._kernels is None:
+        pytest.skip("the compiled kernels are not built")
+    gc.disable()
+    try:
+        g, L = large_graph(backend, rows=50, width=8)
+        L.value                               # a lazy loss value, computed
+        refs = [weakref.ref(obj) for obj in [g, L, *g.CompNodes, *g.Parameters]]
+        if g._plan is not None:
+            refs.append(weakref.ref(g._plan))
+        del g, L
+        alive = [r() for r in refs if r() is not None]
+        assert not alive, f"still alive without the cycle collector: {[type(a).__name__ for a in alive]}"
+    finally:
+        gc.enable()
+
+
+def test_twenty_large_graphs_dropped_need_no_more_memory_than_two():
+    edf.set_backend("cython")
+    gc.disable()
+    try:
+        large_graph("cython")   # the allocator's pools reach their size
+        base = rss()
+        g = large_graph("cython")
+        one = rss() - base
+        del g
+        peak = 0
+        for _ in range(20):
+            large_graph("cython")
+            peak = max(peak, rss() - base)
+        assert one > 30 * MB, f"the graph is too small to measure ({one / MB:.0f} MB)"
+        assert peak < 2 * one, f"20 graphs dropped one after another peaked at {peak / MB:.0f} MB, one takes {one / MB:.0f} MB"
+    finally:
+        gc.enable()
