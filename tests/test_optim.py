@@ -178,7 +178,8 @@ def test_optimiser_arguments_are_checked(make, message):
 
 def test_step_before_backward_raises():
     p = edf.Parameter(np.zeros(3))
-    with pytest.raises(RuntimeError, match=r"SGD: a parameter has no gradient; call Backward\(L\) before step\(\)"):
+    with pytest.raises(RuntimeError, match=r"SGD: Parameter \(unnamed, shape \(3,\)\) has no gradient; "
+                                           r"call Backward\(L\) before step\(\)"):
         edf.optim.SGD([p], lr=0.1).step()
 
 
