@@ -17,6 +17,7 @@ so that the caller rebuilds the plan through the nodes' own checks, which
 raise the clear errors.
 """
 cimport numpy as cnp
+from cpython.object cimport PyObject
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -28,6 +29,13 @@ from cedf._blas cimport use_numpy_blas
 from cedf.backend import Replan
 
 cnp.import_array()
+
+cdef extern from "Python.h":
+    # Borrowed references, compared as pointers only.
+    PyObject* PyList_GET_ITEM(object, Py_ssize_t)
+    PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
+    Py_ssize_t PyList_GET_SIZE(object)
+    Py_ssize_t PyTuple_GET_SIZE(object)
 
 
 def _use_numpy_blas(addresses):
@@ -208,19 +216,8 @@ cdef class Program:
         self.built_nodes, self.built_parameters = tuple(nodes), tuple(parameters)
 
     cdef bint _graph_changed(self):
-        # An identity test per node: a list that grew, shrank or had an entry replaced.
-        cdef Py_ssize_t i
-        if self.nodes is None:
-            return False
-        if len(self.nodes) != len(self.built_nodes) or len(self.parameters) != len(self.built_parameters):
-            return True
-        for i in range(len(self.built_nodes)):
-            if self.nodes[i] is not self.built_nodes[i]:
-                return True
-        for i in range(len(self.built_parameters)):
-            if self.parameters[i] is not self.built_parameters[i]:
-                return True
-        return False
+        return self.nodes is not None and (_list_changed(self.nodes, self.built_nodes)
+                                           or _list_changed(self.parameters, self.built_parameters))
 
     def __dealloc__(self):
         free(self.binding_index)
@@ -296,6 +293,18 @@ cdef class Program:
         """The array that buffer `index` was bound to at the last run."""
         buf = self.buffers[index]
         return buf.array if isinstance(buf, Binding) else buf
+
+
+cdef bint _list_changed(list now, tuple built) noexcept:
+    """Whether `now` grew, shrank or had an entry replaced since it held `built`: an identity
+    test per entry, on the pointers (a few nanoseconds for a graph's nodes)."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(built)
+    if PyList_GET_SIZE(now) != n:
+        return True
+    for i in range(n):
+        if PyList_GET_ITEM(now, i) != PyTuple_GET_ITEM(built, i):
+            return True
+    return False
 
 
 cdef inline void* _p(void** ptr, int i) noexcept nogil:

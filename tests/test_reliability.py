@@ -434,3 +434,31 @@ def test_a_grad_replaced_by_none_is_named(backend):
     opt = edf.optim.SGD(edf.Parameters, lr=0.1)
     with pytest.raises(RuntimeError, match=r"SGD: Parameter 'out.b' has no gradient; call Backward\(L\)"):
         opt.step()
+
+
+@COMPILED
+def test_setting_any_public_attribute_of_any_node_drops_the_plan():
+    """The rule holds for every node of cedf's, by construction (BuiltinNode.__setattr__), so
+    that a node added later follows it without code of its own."""
+    edf.set_backend("cython")
+    edf.DT = np.float64
+    rng = np.random.default_rng(0)
+    x, y, z = edf.Input(), edf.Input(), edf.Input()
+    x.value, y.value, z.value = rng.standard_normal((8, 3)), rng.integers(0, 3, 8), rng.integers(0, 2, 8)
+    a = edf.Affine(edf.AffineParams(3, 3), x)
+    hidden = [cls(a) for cls in (edf.Sigmoid, edf.Tanh, edf.ReLU, edf.LeakyReLU, edf.Softmax)]
+    [edf.CrossEntropyLoss(hidden[-1], y), edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(3, 1), a)), z),
+     edf.SoftmaxCrossEntropyLoss(hidden[1], y)]
+    g = edf.current_graph()
+    classes = {type(node) for node in g.CompNodes}
+    # Every node the plan covers (BCEWithLogitsLoss keeps its graph node by node, see cedf.plan).
+    assert classes == {cls for cls in vars(edf.nodes).values()
+                       if isinstance(cls, type) and issubclass(cls, edf.nodes.BuiltinNode)
+                       and not cls.__name__.startswith("_")} - {edf.nodes.BuiltinNode, edf.BCEWithLogitsLoss}
+    for node in list(g.CompNodes):
+        for name in [n for n in vars(node) if not n.startswith("_")] + ["value", "grad"]:
+            edf.Forward()
+            edf.Forward()
+            assert g._planned
+            setattr(node, name, getattr(node, name))
+            assert g._plan is None, f"{type(node).__name__}.{name} = ... kept the plan"
