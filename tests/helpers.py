@@ -44,6 +44,16 @@ def both_backends(fn):
     return ref, comp
 
 
+def on_both(script):
+    """`script()` on a fresh graph under the reference, then under the compiled backend: (ref, comp)."""
+    out = []
+    for name in ("numpy", "cython"):
+        edf.clear_compgraph()
+        edf.set_backend(name)
+        out.append(script())
+    return out
+
+
 def rtol_for(dtype):
     """The agreement that the compiled backend owes the reference: 1e-12 in float64, 1e-5 in float32."""
     return {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]

@@ -20,23 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cedf as edf
-from helpers import Tanh, assert_close, mlps, random_mlp, rtol_for, snapshot
+from helpers import Tanh, assert_close, mlps, on_both, random_mlp, rtol_for, snapshot
 
 FLOATS = pytest.mark.parametrize("dtype", [np.float32, np.float64])
 LOSSES = pytest.mark.parametrize("loss", ["ce", "bce"])
 
 
 # -- helpers ---------------------------------------------------------------
-
-def on_both(script):
-    """`script()` on a fresh graph under the reference, then under the compiled backend: (ref, comp)."""
-    out = []
-    for name in ("numpy", "cython"):
-        edf.clear_compgraph()
-        edf.set_backend(name)
-        out.append(script())
-    return out
-
 
 def planned():
     return edf.current_graph()._planned

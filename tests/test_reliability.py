@@ -12,20 +12,10 @@ import pytest
 import cedf as edf
 from cedf import _kernels, reference
 from conftest import reference_requested
-from helpers import assert_close
+from helpers import assert_close, on_both
 
 BACKENDS = pytest.mark.parametrize("backend", ["numpy", "cython"])
 COMPILED = pytest.mark.skipif(reference_requested(), reason="the compiled kernels are not in use (CEDF_BACKEND=numpy)")
-
-
-def on_both(script):
-    """`script()` on a fresh graph under the reference, then under the compiled backend."""
-    out = []
-    for name in ("numpy", "cython"):
-        edf.clear_compgraph()
-        edf.set_backend(name)
-        out.append(script())
-    return out
 
 
 def mlp(loss="ce", batch=64, n_in=6, hidden=7, classes=4, seed=0, dtype=np.float64):
