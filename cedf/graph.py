@@ -163,6 +163,9 @@ class Graph:
                     return
                 except Replan:
                     pass
+            # All checked first: a step refused for one parameter updates none.
+            for p in self.Parameters:
+                getattr(p, "check_update", lambda: None)()
             for p in self.Parameters:
                 p.UpdateParameters()
 

@@ -180,17 +180,24 @@ class Parameter(_Member):
             delta = np.sum(delta, axis=0)
         self.grad += delta
 
-    def UpdateParameters(self):
+    def check_update(self):
+        """Raise what `UpdateParameters` would: the graph checks every parameter before it updates one."""
         if self.grad is None:
             raise RuntimeError(f"{describe(self)}: UpdateParameters() needs its gradient, and .grad is None: "
                                f"call Backward(L) first (and leave .grad to cedf)")
         value = self.value
+        if isinstance(value, np.ndarray) and (value.dtype.kind != "f" or not value.flags.writeable):
+            what = f"dtype {value.dtype}" if value.dtype.kind != "f" else "a read-only array"
+            raise TypeError(f"Parameter: UpdateParameters needs a writable float array as .value, got {what}")
+        if np.shape(self.grad) != np.shape(value):   # `value -= lr * grad` would broadcast it silently
+            raise ValueError(f"{describe(self)}: .grad has shape {np.shape(self.grad)}, .value {np.shape(value)}")
+
+    def UpdateParameters(self):
+        self.check_update()
+        value = self.value
         if not isinstance(value, np.ndarray):   # a list: `value - step` makes it an array, as in the lecture
             self.value = value - cedf.learning_rate * self.grad
             return
-        if value.dtype.kind != "f" or not value.flags.writeable:
-            what = f"dtype {value.dtype}" if value.dtype.kind != "f" else "a read-only array"
-            raise TypeError(f"Parameter: UpdateParameters needs a writable float array as .value, got {what}")
         value -= cedf.learning_rate * self.grad
 
 

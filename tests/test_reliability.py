@@ -422,8 +422,14 @@ def test_a_grad_replaced_by_none_is_named(backend):
     L = edf.BCELoss(edf.Sigmoid(edf.Affine(params, x)), y)
     train(L, 2)
     params.b.grad = None
+    before = params.A.value.copy()
     with pytest.raises(RuntimeError, match=r"Parameter 'out.b': UpdateParameters\(\) needs its gradient"):
         edf.UpdateParameters()
+    np.testing.assert_array_equal(params.A.value, before)   # refused for one parameter: none updated
+    params.b.grad = np.zeros(3)
+    with pytest.raises(ValueError, match=r"Parameter 'out.b': .grad has shape \(3,\), .value \(1,\)"):
+        edf.UpdateParameters()
+    params.b.grad = None
     opt = edf.optim.SGD(edf.Parameters, lr=0.1)
     with pytest.raises(RuntimeError, match=r"SGD: Parameter 'out.b' has no gradient; call Backward\(L\)"):
         opt.step()
