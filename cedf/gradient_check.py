@@ -7,6 +7,12 @@ parameter by ±eps, run the graph forward, and compare
 every Input) of a graph, with user-written nodes too, and reports the worst
 relative error per array. Run it in float64 (``cedf.DT = np.float64``): in
 float32 the quotient itself is only good to about 1e-3.
+
+It checks the graph as training runs it: on the compiled backend, a graph's
+compiled plan (`cedf.plan`) once it has one, for the backprop and for every
+Forward of the quotients, so that the plan's own gradients are what is
+checked. Checking Inputs needs their gradients, which the plan never computes:
+then the backprop runs node by node. The result says which ran.
 """
 from dataclasses import dataclass, field
 
@@ -18,10 +24,22 @@ from .graph import current_graph
 
 @dataclass
 class GradcheckResult:
-    """Per checked array: max |numeric - backprop| / max(|numeric|, |backprop|, floor), its worst relative error."""
+    """Per checked array: max |numeric - backprop| / max(|numeric|, |backprop|, floor), its worst relative error.
+
+    `planned_backprop`: the gradients compared are those of the graph's compiled
+    plan (False: its nodes' own backward, one by one). `planned_quotients`: every
+    Forward of the difference quotients ran the plan.
+    """
 
     errors: dict = field(default_factory=dict)
     tol: float = 0.0
+    planned_backprop: bool = False
+    planned_quotients: bool = False
+
+    @property
+    def planned(self):
+        """Whether the compiled plan ran throughout: the backprop and every quotient."""
+        return self.planned_backprop and self.planned_quotients
 
     @property
     def passed(self):
@@ -32,7 +50,9 @@ class GradcheckResult:
         return max(self.errors.values(), default=0.0)
 
     def __str__(self):
-        lines = [f"gradcheck: {'passed' if self.passed else 'FAILED'} (tol {self.tol:g})"]
+        ran = {True: "the compiled plan", False: "node by node"}
+        lines = [f"gradcheck: {'passed' if self.passed else 'FAILED'} (tol {self.tol:g}; "
+                 f"backprop {ran[self.planned_backprop]}, quotients {ran[self.planned_quotients]})"]
         lines += [f"  {name:<24} {err:.3g}{'' if err <= self.tol else '  <-- exceeds tol'}"
                   for name, err in self.errors.items()]
         return "\n".join(lines)
@@ -43,8 +63,10 @@ class _WatchedInput(nodes.Input):
         self._caught += delta
 
 
-def _mean_loss(graph, loss):
+def _mean_loss(graph, loss, planned):
+    """The batch-mean loss after a Forward of the graph; whether that Forward ran the plan is appended to `planned`."""
     graph.Forward()
+    planned.append(graph._planned)
     return float(np.mean(np.asarray(loss.value, dtype=np.float64)))
 
 
@@ -59,9 +81,13 @@ def _relative_error(numeric, backprop, floor):
 def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise_on_failure=False):
     """Compare ``Backward(loss)`` with central differences for every parameter of the graph.
 
-    `inputs` lists Input nodes to check as well (their gradient is what a
-    node sends them through ``addgrad``, caught here; an Input itself keeps
-    none). The loss differentiated is the mean of ``loss.value``, as in
+    The graph runs as training runs it: through its compiled plan where it
+    has one (a graph that has not run yet gets one from its first Forward,
+    here), both for the backprop and for the quotients. `inputs` lists Input
+    nodes to check as well (their gradient is what a node sends them through
+    ``addgrad``, caught here; an Input itself keeps none); their backprop
+    runs node by node, as the plan computes no gradient for an Input.
+    The loss differentiated is the mean of ``loss.value``, as in
     `Backward`. Each array's error is relative to its largest gradient, or to
     `floor` if that is smaller. Returns a `GradcheckResult`; with `raise_on_failure`, raises
     AssertionError listing the errors when one exceeds `tol`. Parameters and
@@ -86,8 +112,15 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise
         x.value = np.array(value, dtype=value.dtype if value.dtype.kind == "f" else np.float64)
         x.__class__, x._caught = _WatchedInput, np.zeros(np.shape(x.value))
     try:
-        graph._forward_node_by_node()   # the plan would skip the inputs' gradients
+        if checked:
+            graph._forward_node_by_node()   # the plan would skip the inputs' gradients
+        else:
+            graph.Forward()
+            if graph._plan is not None and not graph._planned:
+                graph.Forward()   # that Forward built the plan: later ones run it
         graph.Backward(loss)
+        # A Backward that could not run the plan ran the nodes, after a Forward of theirs.
+        planned_backprop = graph._planned
         backprop = {id(node): np.array(node._caught if node in checked else node.grad, dtype=np.float64)
                     for _, node in arrays}
     finally:
@@ -95,7 +128,8 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise
             x.__class__ = nodes.Input
             del x._caught
 
-    result = GradcheckResult(tol=tol)
+    result = GradcheckResult(tol=tol, planned_backprop=bool(planned_backprop))
+    planned = []
     for name, node in arrays:
         value = node.value
         original = value.copy()
@@ -103,14 +137,15 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise
         try:
             for index in np.ndindex(value.shape):
                 value[index] = original[index] + eps
-                up = _mean_loss(graph, loss)
+                up = _mean_loss(graph, loss, planned)
                 value[index] = original[index] - eps
-                down = _mean_loss(graph, loss)
+                down = _mean_loss(graph, loss, planned)
                 value[index] = original[index]
                 numeric[index] = (up - down) / (2 * eps)
         finally:
             value[...] = original
         result.errors[name] = _relative_error(numeric, backprop[id(node)], floor)
+    result.planned_quotients = bool(planned) and all(planned)
     graph.Forward()   # values as they were before the check
     if raise_on_failure and not result.passed:
         raise AssertionError(str(result))

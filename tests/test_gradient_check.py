@@ -61,3 +61,28 @@ def test_the_loss_must_belong_to_the_graph():
     with edf.Graph() as other:
         with pytest.raises(ValueError, match="gradcheck: the loss CrossEntropyLoss is not a node of the graph"):
             edf.gradcheck(L, graph=other)
+
+
+@pytest.mark.parametrize("backend, check_input, node, planned", [
+    ("cython", False, edf.Tanh, (True, True)),      # the plan's own gradients and quotients
+    ("cython", True, edf.Tanh, (False, True)),      # an Input's gradient: the nodes' backprop
+    ("cython", False, Tanh, (False, False)),        # a user's node: no plan at all
+    ("numpy", False, edf.Tanh, (False, False)),
+])
+def test_the_result_says_whether_the_plan_ran(backend, check_input, node, planned):
+    edf.set_backend(backend)
+    x, L = mlp(node=node)
+    result = edf.gradcheck(L, inputs=[x] if check_input else ())
+    assert result.passed and result.worst < 1e-6, str(result)
+    assert (result.planned_backprop, result.planned_quotients) == planned
+    assert result.planned == all(planned)
+    ran = {True: "the compiled plan", False: "node by node"}
+    assert f"backprop {ran[planned[0]]}, quotients {ran[planned[1]]}" in str(result).splitlines()[0]
+
+
+def test_a_graph_not_run_yet_is_checked_through_its_plan():
+    edf.set_backend("cython")
+    _, L = mlp(node=edf.Tanh)
+    assert edf.current_graph()._plan is None
+    result = edf.gradcheck(L)
+    assert result.planned and result.passed, str(result)

@@ -1,0 +1,174 @@
+"""The compiled plan's backward pass against central differences, for every node and pass the plan has.
+
+tests/test_plan.py holds the plan's gradients to the reference backend's; here
+they are held to the derivative itself, the symmetric difference quotient of
+the mean loss (float64), with `gradcheck` running the plan for the backprop and
+for every quotient: a fused or folded pass that only the plan has is checked
+against the loss it differentiates, not only against another implementation
+of the same formulas.
+
+One graph per case, each built so that the plan takes the pass named: the fused
+pairs, the unfused ones (the Softmax or Sigmoid read by a second node too), an
+Affine's bias added and differentiated in its Sigmoid's passes, an Affine
+reading an Input (no gradient for x), and gradients accumulated from two
+consumers. With cedf's own nodes, the only ones the plan compiles, a computed
+node has one differentiable input, so two consumers can both reach a loss only
+through a shared parameter: that is the accumulation case.
+"""
+import numpy as np
+import pytest
+
+import cedf as edf
+from cedf import _engine, plan
+
+#: What gradcheck's quotients are good to in float64 here: eps = 1e-6 leaves a truncation
+#: error of about 1e-12 and a rounding error of about 1e-10 of the loss; the errors found
+#: are 1e-10 to 1e-8. A wrong loop is off by far more (a sign, a factor).
+TOL = 1e-6
+
+#: The plan's operations, by number (cedf._engine's enum).
+OPS = {getattr(_engine, name): name for name in dir(_engine) if name.endswith(("_FWD", "_BWD"))}
+
+
+@pytest.fixture
+def programs(monkeypatch):
+    """The operations of every program the plan builds, as names; a backward one that adds into a
+    gradient buffer another operation wrote also appears with " +=", an AFFINE_BWD without dX as such."""
+    made = set()
+    build = plan.Program
+
+    def recording(buffers, ops, messages=None):
+        for code, _, _, args, accs, _ in ops:
+            name = OPS.get(code)
+            if name is None:
+                continue
+            made.add(name)
+            if name.endswith("_BWD") and any(accs):
+                made.add(name + " +=")
+            if code == _engine.AFFINE_BWD and args[3] is None:
+                made.add("AFFINE_BWD without dX")
+        return build(buffers, ops, messages)
+
+    monkeypatch.setattr(plan, "Program", recording)
+    return made
+
+
+BATCH, FEATURES, CLASSES = 8, 4, 3
+
+
+def data(labels, seed=0):
+    """Inputs x (random data) and y (class indices, or 0/1 for labels="binary"); the lecture's seed for the parameters."""
+    np.random.seed(seed)
+    rng = np.random.default_rng(seed)
+    x, y = edf.Input(), edf.Input()
+    x.value = rng.standard_normal((BATCH, FEATURES))
+    y.value = rng.integers(0, 2, BATCH).astype(np.float64) if labels == "binary" else rng.integers(0, CLASSES, BATCH)
+    return x, y
+
+
+def layer(h, n_in, n_out, params=None):
+    return edf.Affine(params or edf.AffineParams(n_in, n_out), h)
+
+
+def ce_head(h, n_in, y):
+    return edf.CrossEntropyLoss(edf.Softmax(layer(h, n_in, CLASSES)), y)
+
+
+# Each case builds its graph and returns (loss, pre-activations that must stay away from a kink).
+
+def fused_softmax_ce():
+    x, y = data("classes")
+    return ce_head(x, FEATURES, y), []
+
+
+def fused_sigmoid_bce():
+    x, y = data("binary")
+    return edf.BCELoss(edf.Sigmoid(layer(x, FEATURES, 1)), y), []
+
+
+def hidden_sigmoid():
+    x, y = data("classes")
+    return ce_head(edf.Sigmoid(layer(x, FEATURES, 5)), 5, y), []
+
+
+def softmax_and_ce_apart():
+    x, y = data("classes")
+    p = edf.Softmax(layer(edf.Tanh(layer(x, FEATURES, 5)), 5, CLASSES))
+    edf.Tanh(p)   # a second consumer, not upstream of the loss: no fusion
+    return edf.CrossEntropyLoss(p, y), []
+
+
+def sigmoid_and_bce_apart():
+    x, y = data("binary")
+    s = edf.Sigmoid(layer(edf.Tanh(layer(x, FEATURES, 5)), 5, 1))
+    edf.Tanh(s)
+    return edf.BCELoss(s, y), []
+
+
+def tanh():
+    x, y = data("classes")
+    return ce_head(edf.Tanh(layer(x, FEATURES, 5)), 5, y), []
+
+
+def leaky_relu():
+    x, y = data("classes")
+    u = layer(x, FEATURES, 5)
+    return ce_head(edf.LeakyReLU(u, slope=0.2), 5, y), [u]
+
+
+def relu():
+    x, y = data("classes", seed=3)
+    u = layer(x, FEATURES, 5)
+    return ce_head(edf.ReLU(u), 5, y), [u]
+
+
+def softmax_cross_entropy_loss():
+    x, y = data("classes")
+    return edf.SoftmaxCrossEntropyLoss(layer(edf.Tanh(layer(x, FEATURES, 5)), 5, CLASSES), y), []
+
+
+def shared_parameters():
+    x, y = data("classes")
+    shared = edf.AffineParams(FEATURES, FEATURES)
+    h = edf.Sigmoid(layer(edf.Sigmoid(layer(x, FEATURES, FEATURES, shared)), FEATURES, FEATURES, shared))
+    return ce_head(h, FEATURES, y), []
+
+
+#: case -> (graph, the plan's operations it must run).
+CASES = {
+    "Affine of an Input -> Softmax -> CrossEntropyLoss, fused":
+        (fused_softmax_ce, {"AFFINE_BWD without dX", "SOFTMAX_CE_BWD"}),
+    "Affine -> Sigmoid -> BCELoss, fused, the bias added by the Sigmoid":
+        (fused_sigmoid_bce, {"BIAS_SIGMOID_FWD", "SIGMOID_BCE_BWD", "AFFINE_BWD without dX"}),
+    "hidden Sigmoid summing its Affine's bias gradient":
+        (hidden_sigmoid, {"BIAS_SIGMOID_FWD", "SIGMOID_BWD", "AFFINE_BWD", "SOFTMAX_CE_BWD"}),
+    "Softmax and CrossEntropyLoss apart":
+        (softmax_and_ce_apart, {"SOFTMAX_FWD", "SOFTMAX_BWD", "CE_BWD", "TANH_BWD"}),
+    "Sigmoid and BCELoss apart":
+        (sigmoid_and_bce_apart, {"BIAS_SIGMOID_FWD", "SIGMOID_BWD", "BCE_BWD"}),
+    "Tanh": (tanh, {"TANH_FWD", "TANH_BWD"}),
+    "LeakyReLU, slope 0.2": (leaky_relu, {"LEAKY_FWD", "LEAKY_BWD"}),
+    "ReLU": (relu, {"LEAKY_FWD", "LEAKY_BWD"}),
+    "SoftmaxCrossEntropyLoss": (softmax_cross_entropy_loss, {"CE_LOGITS_FWD", "CE_LOGITS_BWD"}),
+    "one parameter read by two layers":
+        (shared_parameters, {"AFFINE_BWD +=", "SIGMOID_BWD +=", "AFFINE_BWD without dX"}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_planned_gradients_agree_with_central_differences(case, programs):
+    build, ops = CASES[case]
+    edf.set_backend("cython")
+    edf.DT = np.float64
+    L, kinks = build()
+    for _ in range(2):   # the first Forward runs node by node and builds the plan
+        edf.Forward()
+    assert edf.current_graph()._planned
+    for u in kinks:
+        # ReLU's kink: an input within a nudge of 0 would make the quotient straddle it.
+        assert np.min(np.abs(u.value)) > 1e-3, "choose data away from the kink"
+    result = edf.gradcheck(L, tol=TOL)
+    assert result.planned_backprop and result.planned_quotients, str(result)
+    assert result.passed, str(result)
+    missing = ops - programs
+    assert not missing, f"the plan did not run {sorted(missing)}; it ran {sorted(programs)}"
