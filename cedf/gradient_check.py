@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import nodes
-from .graph import current_graph
+from .graph import graph_of
 
 
 @dataclass
@@ -93,9 +93,7 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise
     AssertionError listing the errors when one exceeds `tol`. Parameters and
     inputs are left exactly as they were.
     """
-    graph = graph if graph is not None else getattr(loss, "_graph", None) or current_graph()
-    if not any(c is loss for c in graph.CompNodes):
-        raise ValueError(f"gradcheck: the loss {type(loss).__name__} is not a node of the graph")
+    graph = graph_of(loss, graph, "gradcheck", "the loss ")
     names = {}
     for i, p in enumerate(graph.Parameters):
         names[id(p)] = getattr(p, "name", None) or f"Parameter#{i}"

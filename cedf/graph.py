@@ -208,17 +208,17 @@ def current_graph():
     return stack[-1] if stack else _default
 
 
-def graph_of(node, graph=None, owner="cedf"):
-    """`graph`, or else the graph that `node` belongs to, checked to hold `node`."""
+def graph_of(node, graph=None, owner="cedf", role=""):
+    """`graph`, or else the graph that `node` belongs to, checked to hold `node` (named `role` in messages)."""
     if graph is None:
         graph = getattr(node, "_graph", None)
         if graph is None and getattr(node, "_graph_ref", None) is not None:
             # Nodes hold their graph weakly (cedf.nodes): a graph nobody kept is gone.
-            raise ValueError(f"{owner}: the graph of {type(node).__name__} no longer exists, since nothing held "
+            raise ValueError(f"{owner}: the graph of {role}{type(node).__name__} no longer exists, since nothing held "
                              f"it after its `with` block; keep it (`with edf.Graph() as g:`) and pass graph=g")
         graph = graph if graph is not None else current_graph()
     if not any(c is node for c in graph.CompNodes):
-        raise ValueError(f"{owner}: {type(node).__name__} is not a node of the graph")
+        raise ValueError(f"{owner}: {role}{type(node).__name__} is not a node of the graph")
     return graph
 
 

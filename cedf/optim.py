@@ -159,7 +159,7 @@ def minimize(loss, method="L-BFGS-B", tol=1e-6, max_iter=1000, params=None, grap
     Sigmoid clips its input at +-10, where its gradient is not the loss's:
     use `BCEWithLogitsLoss` for an exact optimum.)
     """
-    graph = graph_of(loss, graph, "minimize")
+    graph = graph_of(loss, graph, "minimize", "the loss ")
     params = _parameters(graph.Parameters if params is None else params, "minimize")
     for p in params:
         if not (isinstance(p.value, np.ndarray) and p.value.dtype.kind == "f" and p.value.flags.writeable):

@@ -59,7 +59,7 @@ def _progress(enabled, total, desc):
 
 def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
     """Mean loss and accuracy of the graph on (X, Y), forward passes only."""
-    graph = graph_of(loss, graph, "evaluate")
+    graph = graph_of(loss, graph, "evaluate", "the loss ")
     total = correct = 0.0
     n = len(X)
     for Xb, Yb in data.batches(X, Y, batch_size, shuffle=False):
@@ -83,7 +83,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     put back. `progress`: True, False, or None (a bar when on a terminal).
     `on_epoch(epoch, history)` is called after each epoch (epoch counts from 1).
     """
-    graph = graph_of(loss, graph, "fit")
+    graph = graph_of(loss, graph, "fit", "the loss ")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")

@@ -461,3 +461,21 @@ def test_setting_any_public_attribute_of_any_node_drops_the_plan():
             assert g._planned
             setattr(node, name, getattr(node, name))
             assert g._plan is None, f"{type(node).__name__}.{name} = ... kept the plan"
+
+
+def test_the_nodes_of_a_graph_nobody_kept_say_so():
+    """Nodes hold their graph weakly (a dropped graph is freed at once): using the nodes of a
+    graph that nobody kept after its `with` block names the fix, instead of a graph mix-up."""
+    with edf.Graph():
+        x, y = edf.Input(), edf.Input()
+        L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+    message = r"the graph of the loss BCELoss no longer exists, .* keep it \(`with edf.Graph\(\) as g:`\)"
+    with pytest.raises(ValueError, match="fit: " + message):
+        edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(4), epochs=1)
+    with pytest.raises(ValueError, match="gradcheck: " + message):
+        edf.gradcheck(L)
+    with pytest.raises(ValueError, match="minimize: " + message):
+        edf.optim.minimize(L)
+    x.value, y.value = np.zeros((4, 2)), np.zeros(4)
+    with pytest.raises(RuntimeError, match="Affine: its graph was cleared .* or no longer exists"):
+        L.x.x.forward()
