@@ -21,6 +21,7 @@ from cpython.object cimport PyObject
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
+from libc.math cimport pow
 from libc.string cimport memcpy
 
 cimport cedf._loops as loops
@@ -62,16 +63,21 @@ cpdef enum:
     BCE_FWD             # a: p, y, out                         m = batch
     BCE_BWD             # a: p, y, g, gp; acc: gp
     SIGMOID_BCE_BWD     # a: p, y, g, gx, gp; acc: gx (gp, the Sigmoid's gradient, is written)
-    FILL                # a: dst; scalar: value                 m = size
+    FILL                # a: dst; s: value                     m = size
     SGD                 # a: value, grad; the learning rate is given to run()
+    SGD_STEP            # a: value, grad, buffer (absent without momentum), state; m = size
+                        # s: momentum, weight decay, nesterov (0 or 1); state (float64[1]):
+                        # 0 before the first step (the buffer starts as the gradient), then 1
+    ADAM_STEP           # a: value, grad, m, v, state; s: beta1, beta2, eps, weight decay
+                        # state (float64[1]): the steps taken, counted here
     CLASS_LABELS        # a: y (int64, float32 or float64), staged (int64)   m, n = batch, classes
     BINARY_LABELS       # a: y (int64, float32 or float64), staged (the float dtype)   m = batch
                         # (both: every label checked as it is copied into `staged`)
     COPY                # a: src, dst                          m = bytes
     TANH_FWD            # a: x, out                            m = size
     TANH_BWD            # a: t, g, gx; acc: gx
-    LEAKY_FWD           # a: x, out; scalar: slope             m = size
-    LEAKY_BWD           # a: x, g, gx; acc: gx; scalar: slope
+    LEAKY_FWD           # a: x, out; s: slope                  m = size
+    LEAKY_BWD           # a: x, g, gx; acc: gx; s: slope
     CE_LOGITS_FWD       # a: z, labels, p, out                 m, n = batch, classes
     CE_LOGITS_BWD       # a: p, labels, g, gz; acc: gz
 
@@ -82,7 +88,7 @@ cdef struct Op:
     Py_ssize_t m, n, k
     int a[6]
     bint acc[3]
-    double scalar
+    double s[4]         # the operation's constants
 
 
 #: The most dimensions a bound array may have (NumPy's own limit is 32 or 64).
@@ -186,7 +192,7 @@ cdef class Program:
             raise MemoryError()
 
     def __init__(self, buffers, ops, messages=None):
-        """`buffers`: ndarrays and Bindings; `ops`: tuples (code, f64, (m, n, k), args, accs, scalar)."""
+        """`buffers`: ndarrays and Bindings; `ops`: tuples (code, f64, (m, n, k), args, accs, scalars)."""
         cdef int i, j
         self.buffers = list(buffers)
         self.bindings = []
@@ -197,7 +203,7 @@ cdef class Program:
                 self.ptr[i] = NULL
             else:
                 self._set(i, buf)
-        for i, (code, f64, dims, args, accs, scalar) in enumerate(ops):
+        for i, (code, f64, dims, args, accs, scalars) in enumerate(ops):
             self.ops[i].code = code
             self.ops[i].f64 = f64
             self.ops[i].m, self.ops[i].n, self.ops[i].k = (tuple(dims) + (0, 0, 0))[:3]
@@ -205,7 +211,11 @@ cdef class Program:
                 self.ops[i].a[j] = args[j] if j < len(args) and args[j] is not None else -1
             for j in range(3):
                 self.ops[i].acc[j] = accs[j] if j < len(accs) else False
-            self.ops[i].scalar = scalar
+            scalars = tuple(scalars)
+            if len(scalars) > 4:
+                raise ValueError("Program: at most four constants per operation")
+            for j in range(4):
+                self.ops[i].s[j] = scalars[j] if j < len(scalars) else 0.0
         self.messages = list(messages) if messages is not None else [None] * self.n_ops
         self.after = []
         self.nodes = self.parameters = None
@@ -317,6 +327,7 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
     row (and value, for float labels), when a label is invalid."""
     cdef int* a = op.a
     cdef Py_ssize_t row = -1
+    cdef double* state
     if op.code == AFFINE_FWD:
         loops.affine_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>_p(ptr, a[2]),
                              <floating*>ptr[a[3]], op.m, op.n, op.k)
@@ -354,18 +365,30 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
         loops.sigmoid_bce_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
                                    <floating*>ptr[a[3]], op.acc[0], <floating*>ptr[a[4]], op.m)
     elif op.code == FILL:
-        loops.fill(<floating*>ptr[a[0]], <floating>op.scalar, op.m)
+        loops.fill(<floating*>ptr[a[0]], <floating>op.s[0], op.m)
     elif op.code == SGD:
         loops.sgd(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating>lr, op.m)
+    elif op.code == SGD_STEP:
+        state = <double*>ptr[a[3]]
+        loops.sgd_momentum(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>_p(ptr, a[2]), op.m, lr,
+                           op.s[0], op.s[1], op.s[2] != 0, state[0] == 0)
+        state[0] = 1
+    elif op.code == ADAM_STEP:
+        # PyTorch's rule, as cedf.optim.Adam's node-by-node step: the corrections
+        # 1 - beta^t of this parameter's step t, computed once per parameter and step.
+        state = <double*>ptr[a[4]]
+        state[0] += 1
+        loops.adam(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], <floating*>ptr[a[3]], op.m,
+                   lr, op.s[0], op.s[1], op.s[2], op.s[3], 1 - pow(op.s[0], state[0]), 1 - pow(op.s[1], state[0]))
     elif op.code == TANH_FWD:
         loops.tanh_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m)
     elif op.code == TANH_BWD:
         loops.tanh_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0], op.m)
     elif op.code == LEAKY_FWD:
-        loops.leaky_relu_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m, op.scalar)
+        loops.leaky_relu_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m, op.s[0])
     elif op.code == LEAKY_BWD:
         loops.leaky_relu_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0],
-                                  op.m, op.scalar)
+                                  op.m, op.s[0])
     elif op.code == CE_LOGITS_FWD:
         loops.cross_entropy_logits_forward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
                                            <floating*>ptr[a[3]], op.m, op.n)

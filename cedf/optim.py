@@ -2,9 +2,11 @@
 
 `SGD` and `Adam` follow PyTorch's update rules exactly (``torch.optim.SGD``
 and ``torch.optim.Adam``); after ``Forward(); Backward(L)``, ``opt.step()``
-updates every parameter it was given from its ``.grad``, in place, with the
-kernels of the backend in use (`cedf.backend`). The lecture's
-``UpdateParameters()`` stays plain gradient descent.
+updates every parameter it was given from its ``.grad``, in place: on the
+compiled backend all of them in one compiled call, as ``UpdateParameters()``
+does, else with the kernels of the backend in use (`cedf.backend`) one
+parameter at a time. The lecture's ``UpdateParameters()`` stays plain
+gradient descent.
 
 `minimize` is for a whole data set at once, as the slides do it: gradient
 descent with backtracking line search (``method="gd"``), or any gradient-based
@@ -12,9 +14,12 @@ method of `scipy.optimize.minimize` ("L-BFGS-B", "CG", "BFGS", ...) on a flat
 vector of all the parameters, stopping when the gradient's largest entry (its
 infinity norm, SciPy's ``gtol``) is below `tol`.
 """
+import threading
+
 import numpy as np
 
 from . import backend
+from .backend import Replan, _engine
 from .graph import graph_of
 from .nodes import Parameter, describe
 
@@ -54,53 +59,132 @@ def _flat(p, owner):
     return value.reshape(-1), grad.reshape(-1)
 
 
-class SGD:
+class _Optimizer:
+    """What SGD and Adam share: their state, and one compiled update of all their parameters.
+
+    On the compiled backend ``step()`` runs one program (`cedf.plan.update_program`):
+    every parameter updated in one call without the GIL, no Python per parameter.
+    A parameter whose value or gradient that program cannot take as it is (a
+    list, a Fortran array, another dtype) makes the step go through the kernels
+    one parameter at a time, as on the NumPy backend, which convert or raise;
+    the next step compiles again. Both ways read and write the same state
+    buffers, allocated when a parameter is first stepped and again when its
+    shape or dtype changes. Setting a hyperparameter drops the program, so the
+    next step uses it (the learning rate is read at every step). A step takes
+    the lock of the parameters' graph, as the graph's own steps do.
+    """
+
+    _NAME = ""
+    _CODE = None    # the update's operation in cedf._engine
+
+    def __init__(self, params):
+        self.params = _parameters(params, self._NAME)
+        self._state = {}   # id(param) -> [buffers of the rule (None: not in use)..., step count (float64[1])]
+        self._program = None
+        graph = self.params[0]._graph
+        self._lock = graph.lock if graph is not None else threading.RLock()
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name[0] != "_" and name != "lr":
+            object.__setattr__(self, "_program", None)
+
+    def step(self):
+        """Update every parameter from its ``.grad`` (call ``Backward(L)`` first)."""
+        with self._lock:
+            if backend.kernels is backend._kernels:
+                program = self._program if self._program is not None else self._compile()
+                if program is not None:
+                    try:
+                        program.run(self.lr)
+                        return
+                    except Replan:
+                        pass
+            self._program = None
+            for p in self.params:
+                value, grad = _flat(p, self._NAME)
+                self._update(value, grad, self._state_of(p, value))
+
+    def _state_of(self, p, value):
+        """The state buffers of parameter `p` (flat `value`), made anew when it does not fit."""
+        state = self._state.get(id(p))
+        if state is None or not self._fits(state) or any(
+                s is not None and (s.shape != value.shape or s.dtype != value.dtype) for s in state[:-1]):
+            state = self._state[id(p)] = self._new_state(value) + [np.zeros(1)]
+            self._program = None
+        return state
+
+    def _fits(self, state):
+        """Whether `state` is one of this rule's, as its hyperparameters now are."""
+        return True
+
+    def _compile(self):
+        from .plan import update_program
+
+        for p in self.params:
+            if not (isinstance(p.value, np.ndarray) and p.value.dtype.kind == "f"):
+                return None   # the kernels one by one say what is wrong, or convert
+            self._state_of(p, p.value.reshape(-1))
+        self._program = update_program(self.params, self._CODE, lambda p: self._state[id(p)], self._constants())
+        return self._program
+
+
+class SGD(_Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay."""
 
+    _NAME = "SGD"
+    _CODE = _engine.SGD_STEP if _engine is not None else None
+
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        self.params = _parameters(params, "SGD")
+        super().__init__(params)
         self.lr = _check_rate("SGD", "lr", lr, closed=False)
         self.momentum = _check_rate("SGD", "momentum", momentum)
         self.weight_decay = _check_rate("SGD", "weight_decay", weight_decay)
         if nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov needs a momentum above 0")
         self.nesterov = bool(nesterov)
-        self._buffers = {}   # id(param) -> momentum buffer
 
-    def step(self):
-        for p in self.params:
-            value, grad = _flat(p, "SGD")
-            buf, first = None, False
-            if self.momentum:
-                buf = self._buffers.get(id(p))
-                if buf is None or buf.shape != value.shape or buf.dtype != value.dtype:
-                    buf = self._buffers[id(p)] = np.zeros_like(value)
-                    first = True
-            backend.kernels.sgd_update(value, grad, buf, self.lr, self.momentum, self.weight_decay,
-                                       self.nesterov, first)
+    def _new_state(self, value):
+        return [np.zeros_like(value) if self.momentum else None]   # the momentum buffer
+
+    def _fits(self, state):
+        return (state[0] is None) == (self.momentum == 0)   # momentum switched on or off: start again
+
+    def _constants(self):
+        return self.momentum, self.weight_decay, float(self.nesterov)
+
+    def _update(self, value, grad, state):
+        buf, steps = state
+        backend.kernels.sgd_update(value, grad, buf, self.lr, self.momentum, self.weight_decay,
+                                   self.nesterov, steps[0] == 0)
+        steps[0] = 1
 
 
-class Adam:
+class Adam(_Optimizer):
     """Adam (Kingma and Ba), with PyTorch's bias correction and L2 weight decay."""
 
+    _NAME = "Adam"
+    _CODE = _engine.ADAM_STEP if _engine is not None else None
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self.params = _parameters(params, "Adam")
+        super().__init__(params)
         self.lr = _check_rate("Adam", "lr", lr, closed=False)
         self.beta1 = _check_rate("Adam", "betas[0]", betas[0], 0.0, 1.0)
         self.beta2 = _check_rate("Adam", "betas[1]", betas[1], 0.0, 1.0)
         self.eps = _check_rate("Adam", "eps", eps)
         self.weight_decay = _check_rate("Adam", "weight_decay", weight_decay)
-        self._state = {}   # id(param) -> [step, m, v]
 
-    def step(self):
-        for p in self.params:
-            value, grad = _flat(p, "Adam")
-            state = self._state.get(id(p))
-            if state is None or state[1].shape != value.shape or state[1].dtype != value.dtype:
-                state = self._state[id(p)] = [0, np.zeros_like(value), np.zeros_like(value)]
-            state[0] += 1
-            backend.kernels.adam_update(value, grad, state[1], state[2], self.lr, self.beta1, self.beta2,
-                                        self.eps, self.weight_decay, state[0])
+    def _new_state(self, value):
+        return [np.zeros_like(value), np.zeros_like(value)]   # the moments m and v
+
+    def _constants(self):
+        return self.beta1, self.beta2, self.eps, self.weight_decay
+
+    def _update(self, value, grad, state):
+        m, v, steps = state
+        steps[0] += 1
+        backend.kernels.adam_update(value, grad, m, v, self.lr, self.beta1, self.beta2,
+                                    self.eps, self.weight_decay, int(steps[0]))
 
 
 class MinimizeResult(dict):

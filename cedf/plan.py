@@ -169,8 +169,8 @@ class _Builder:
             return self.bound(node, "value", shape, (dtype,), _parameter_converter(dtype, shape))
         return self.bound(node, "value", shape, (dtype,), _converter(dtype, shape, own_dtype), kind=own_dtype)
 
-    def op(self, code, dtype, dims, args, accs=(), scalar=0.0, message=None):
-        self.ops.append((code, dtype == np.float64, dims, args, accs, scalar))
+    def op(self, code, dtype, dims, args, accs=(), scalars=(), message=None):
+        self.ops.append((code, dtype == np.float64, dims, args, accs, scalars))
         self.messages.append(message)
 
     def program(self, nodes, parameters):
@@ -239,7 +239,7 @@ class GraphPlan:
             elif isinstance(node, (Tanh, LeakyReLU)):
                 code, slope = (_engine.TANH_FWD, 0.0) if isinstance(node, Tanh) else (_engine.LEAKY_FWD, node.slope)
                 b.op(code, dtype, (node._value.size,),
-                     [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)], scalar=slope)
+                     [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)], scalars=(slope,))
             elif isinstance(node, SoftmaxCrossEntropyLoss):
                 n, classes = node._z.shape
                 b.op(_engine.CE_LOGITS_FWD, dtype, (n, classes),
@@ -349,7 +349,7 @@ class GraphPlan:
             grad_of(node)
         n_loss = loss._value.shape[0] if loss._value.ndim else 1
         seed, _ = target(loss)
-        b.op(_engine.FILL, loss._value.dtype, (loss._value.size,), [seed], scalar=1.0 / max(n_loss, 1))
+        b.op(_engine.FILL, loss._value.dtype, (loss._value.size,), [seed], scalars=(1.0 / max(n_loss, 1),))
 
         fused = set()
         bias_done = set()   # Affines whose bias gradient their Sigmoid's (unfused) backward summed
@@ -396,7 +396,7 @@ class GraphPlan:
                 gx, acc = target(node.x)
                 if gx is not None:   # the slope applies where the input is negative: read the input
                     b.op(_engine.LEAKY_BWD, dtype, (node._value.size,),
-                         [b.value(node.x, node._value.shape, dtype), g, gx], (acc,), scalar=node.slope)
+                         [b.value(node.x, node._value.shape, dtype), g, gx], (acc,), scalars=(node.slope,))
             elif isinstance(node, SoftmaxCrossEntropyLoss):
                 gz, acc = target(node.x)
                 if gz is not None:
@@ -449,15 +449,32 @@ class GraphPlan:
 
     def _build_update(self):
         """The SGD program (run with the learning rate), or None if a parameter is not a float array."""
-        b = _Builder()
-        for p in self.parameters:
-            shape, dtype = p.value.shape, p.value.dtype
-            if dtype not in _FLOATS:
-                return None
-            value = b.bound(p, "value", shape, (dtype,), _exact, writable=True)
-            grad = b.bound(p, "grad", shape, (dtype,), _exact)
-            b.op(_engine.SGD, dtype, (p.value.size,), [value, grad])
-        return b.program(self.nodes, self.parameters)
+        program = update_program(self.parameters, _engine.SGD)
+        if program is not None:
+            program.guard(self.nodes, self.parameters)
+        return program
+
+
+def update_program(params, code, state_of=lambda p: (), scalars=()):
+    """One update per parameter in one program: operation `code` on (value, grad, *state_of(p)).
+
+    Run with the learning rate (``program.run(lr)``). The values and gradients are
+    bound: read afresh at every run, and a parameter whose value or gradient is
+    no longer a C-contiguous array of its dtype and shape raises Replan (its
+    caller then updates through the kernels one by one, which convert or
+    raise). `state_of(p)` gives buffers of the caller's own (an optimiser's
+    moments), None for one not in use. None when a value is not a float array.
+    """
+    b = _Builder()
+    for p in params:
+        value = p.value
+        if type(value) is not np.ndarray or value.dtype not in _FLOATS:
+            return None
+        shape, dtype = value.shape, value.dtype
+        args = [b.bound(p, "value", shape, (dtype,), _exact, writable=True), b.bound(p, "grad", shape, (dtype,), _exact)]
+        args += [None if s is None else b.fixed(s) for s in state_of(p)]
+        b.op(code, dtype, (value.size,), args, scalars=scalars)
+    return Program(b.buffers, b.ops, b.messages)
 
 
 def _no_update(learning_rate):

@@ -119,6 +119,75 @@ def test_optimisers_follow_pytorchs_update_rules(name, backend, dtype):
     np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == np.float64 else 2e-6, atol=1e-6)
 
 
+def train_layers(make, backend, dtype, steps=12, change=None, upset=None):
+    """`steps` optimiser steps on three parameters of a graph's shapes, gradients given;
+    `change(opt)` after step 5 (a hyperparameter), `upset(params)` before step 6 (a layout).
+    Returns the values and whether each step ran the optimiser's compiled program."""
+    edf.set_backend(backend)
+    edf.clear_compgraph()
+    edf.DT = dtype
+    rng = np.random.default_rng(7)
+    params = [edf.Parameter(rng.standard_normal(shape)) for shape in ((6, 4), (4,), (3, 5))]
+    opt = make(params)
+    compiled = []
+    for i in range(steps):
+        if i == 5 and change is not None:
+            change(opt)
+        if i == 5 and upset is not None:
+            upset(params)
+        for p in params:
+            p.grad = rng.standard_normal(p.value.shape).astype(dtype)
+        opt.step()
+        compiled.append(opt._program is not None)
+    return [p.value.copy() for p in params], compiled
+
+
+@FLOATS
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_the_compiled_step_updates_every_parameter_as_the_reference(name, dtype):
+    """On the compiled backend one program updates all the parameters: the reference's numbers."""
+    make = OPTIMISERS[name][0]
+    comp, compiled = train_layers(make, "cython", dtype)
+    ref, _ = train_layers(make, "numpy", dtype)
+    assert all(compiled)
+    for c, r in zip(comp, ref):
+        assert_close(c, r, rtol_for(dtype), name)
+
+
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_a_step_the_program_cannot_take_keeps_the_optimisers_state(name):
+    """A parameter in Fortran order (or any layout the program refuses) is stepped through the kernels
+    one by one, on the same moments; the next step compiles again. Same numbers as without."""
+    make = OPTIMISERS[name][0]
+    plain, _ = train_layers(make, "cython", np.float64)
+
+    def fortran(params):
+        params[2].value = np.asfortranarray(params[2].value)
+
+    upset, compiled = train_layers(make, "cython", np.float64, upset=fortran)
+    assert compiled == [True] * 5 + [False] + [True] * 6
+    for a, b in zip(upset, plain):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name, change", [
+    ("momentum", lambda opt: setattr(opt, "momentum", 0.5)),
+    ("momentum", lambda opt: setattr(opt, "weight_decay", 0.2)),
+    ("sgd", lambda opt: setattr(opt, "momentum", 0.9)),            # momentum switched on: a fresh buffer
+    ("nesterov", lambda opt: setattr(opt, "nesterov", False)),
+    ("adam", lambda opt: setattr(opt, "beta1", 0.5)),
+    ("adam_wd", lambda opt: setattr(opt, "eps", 1e-3)),
+    ("adam", lambda opt: setattr(opt, "lr", 0.1)),
+])
+def test_a_hyperparameter_changed_between_steps_is_followed(name, change):
+    make = OPTIMISERS[name][0]
+    comp, compiled = train_layers(make, "cython", np.float64, change=change)
+    ref, _ = train_layers(make, "numpy", np.float64, change=change)
+    assert all(compiled)
+    for c, r in zip(comp, ref):
+        assert_close(c, r, 1e-12, name)
+
+
 @pytest.mark.parametrize("name", list(OPTIMISERS))
 def test_optimisers_match_torch_itself(name):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (it is not a test dependency)")
