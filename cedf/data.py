@@ -22,7 +22,7 @@ def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def batches(X, y, batch_size, shuffle=True, seed=None, drop_last=False):
+def batches(X, y, batch_size, shuffle=True, seed=None, drop_last=False, reuse=False, order=None):
     """Mini-batches ``(X_batch, y_batch)`` that visit every example once.
 
     X and y are cut along their first axis into consecutive batches of
@@ -32,7 +32,14 @@ def batches(X, y, batch_size, shuffle=True, seed=None, drop_last=False):
     permutation drawn by ``np.random.default_rng(seed)``: the same int seed
     gives the same batches; one `np.random.Generator` passed on every epoch
     gives a fresh order each time; ``None`` draws a fresh order from the OS.
+    `order`, a permutation of the examples, is used instead when given.
     Without shuffling the batches are views of X and y, in order.
+
+    With ``reuse=True`` shuffled batches are gathered into the same two arrays
+    every time (one for the full batches, one for the last), each overwritten
+    by the next batch: no allocation per batch, and an Input fed with them
+    keeps its array, which the compiled plan then reads without a check
+    beyond its identity. Copy a batch you want to keep.
 
     Inputs are checked here, when `batches` is called, not at the first batch.
     """
@@ -46,8 +53,18 @@ def batches(X, y, batch_size, shuffle=True, seed=None, drop_last=False):
         raise ValueError(f"batches: batch_size must be a positive integer, got {batch_size!r}")
     batch_size = int(batch_size)
     n = len(X)
-    order = np.random.default_rng(seed).permutation(n) if shuffle else None
+    if order is None and shuffle:
+        order = np.random.default_rng(seed).permutation(n)
     stop = n - n % batch_size if drop_last else n
+    buffers = {}
+
+    def gather(a, index, key):
+        if not reuse:
+            return a[index]
+        out = buffers.get((key, len(index)))
+        if out is None:
+            out = buffers[key, len(index)] = np.empty((len(index),) + a.shape[1:], a.dtype)
+        return np.take(a, index, axis=0, out=out)
 
     def generate():
         for start in range(0, stop, batch_size):
@@ -55,7 +72,7 @@ def batches(X, y, batch_size, shuffle=True, seed=None, drop_last=False):
                 yield X[start:start + batch_size], y[start:start + batch_size]
             else:
                 index = order[start:start + batch_size]
-                yield X[index], y[index]
+                yield gather(X, index, "X"), gather(y, index, "y")
 
     return generate()
 

@@ -43,6 +43,11 @@ def _labels(name, y_true):
     return _indices(name, "y_true", _as_column(name, "y_true", np.asarray(y_true)))
 
 
+def class_indices(name, y_true):
+    """Labels as 1-D int64 class indices, as `accuracy` reads them; ValueError naming `name` if they are not."""
+    return _labels(name, y_true)
+
+
 def _predictions(name, y_pred):
     """Predicted class indices, and the number of classes the form of y_pred implies (0 if none)."""
     a = np.asarray(y_pred)

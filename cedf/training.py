@@ -8,6 +8,7 @@ progress bar (tqdm, when installed and writing to a terminal), and early
 stopping on the validation loss that puts back the best parameters.
 """
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,17 +45,83 @@ def _probabilities(loss):
 
 
 
-def _progress(enabled, total, desc):
-    """A tqdm bar, or None. enabled=None: only when tqdm is installed and stderr is a terminal."""
-    if enabled is False or (enabled is None and not sys.stderr.isatty()):
-        return None
+def _predict_into(loss, out):
+    """The classes the loss node's probabilities predict for the last batch, written into `out`."""
+    if isinstance(loss, nodes.BCEWithLogitsLoss):
+        # sigmoid(z) >= 0.5 where z >= 0: no sigmoid needed.
+        np.greater_equal(np.reshape(loss.x.value, len(out)), 0, out=out)
+        return
+    p = np.asarray(_probabilities(loss))
+    if p.ndim == 2 and p.shape[1] >= 2:
+        np.argmax(p, axis=1, out=out)
+    else:
+        np.greater_equal(p.reshape(len(out)), 0.5, out=out)
+
+
+def _as_fed(graph, x, X):
+    """X in the dtype the graph computes in, when every node reading `x` is an Affine.
+
+    Each step would convert its batch to that dtype (the Affine computes in its
+    parameters' dtype); converting the data once instead gives the same numbers.
+    Anything else (X beyond the dtype's range, another reader) is left to the step.
+    """
+    readers = [c for c in graph.CompNodes if getattr(c, "x", None) is x]
+    dtypes = {getattr(c.params.A.value, "dtype", None) for c in readers if isinstance(c, nodes.Affine)}
+    if len(dtypes) != 1 or len(readers) != sum(isinstance(c, nodes.Affine) for c in readers):
+        return X
+    dtype = dtypes.pop()
+    if dtype not in (np.float32, np.float64) or X.dtype == dtype or X.dtype.kind not in "biuf":
+        return X
     try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        if enabled:
-            raise ImportError("fit(progress=True) needs tqdm: pip install 'cedf[progress]'") from None
-        return None
-    return tqdm(total=total, desc=desc, unit="batch", leave=False)
+        with np.errstate(over="raise"):
+            return np.ascontiguousarray(X, dtype=dtype)
+    except FloatingPointError:
+        return X
+
+
+def _as_labels(Y):
+    """Integer labels as int64, which the compiled plan reads as they are (exactly the same values)."""
+    if Y.dtype.kind in "biu" and Y.dtype != np.int64 and np.can_cast(Y.dtype, np.int64):
+        return Y.astype(np.int64)
+    return Y
+
+
+class _Progress:
+    """A tqdm bar over an epoch's batches, redrawn at most four times a second; or nothing.
+
+    `enabled`: True, False, or None (only when tqdm is installed and stderr is a terminal).
+    """
+
+    INTERVAL = 0.25   # seconds between redraws: a step of tens of microseconds must not pay for one
+
+    def __init__(self, enabled, total, desc):
+        self.bar = None
+        if enabled is False or (enabled is None and not sys.stderr.isatty()):
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            if enabled:
+                raise ImportError("fit(progress=True) needs tqdm: pip install 'cedf[progress]'") from None
+            return
+        self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False)
+        self.steps, self.shown = 0, time.perf_counter()
+
+    def step(self, losses, done):
+        """One batch more; `losses[:done]` are the epoch's losses so far."""
+        if self.bar is None:
+            return
+        self.steps += 1
+        now = time.perf_counter()
+        if now - self.shown >= self.INTERVAL:
+            self.shown = now
+            self.bar.set_postfix(loss=f"{np.sum(losses[:done]) / done:.4f}", refresh=False)
+            self.bar.update(self.steps - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.update(self.steps - self.bar.n)
+            self.bar.close()
 
 
 def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
@@ -92,27 +159,35 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     X, Y = np.asarray(X), np.asarray(Y)
     if len(X) == 0:
         raise ValueError("fit: no training examples")
+    if len(X) != len(Y):
+        raise ValueError(f"batches: X has {len(X)} examples but y has {len(Y)}")
+    X, Y = _as_fed(graph, x, X), _as_labels(Y)
+    labels = metrics.class_indices("fit", Y)   # checked once: the accuracy compares with these
     update = optimizer.step if optimizer is not None else graph.UpdateParameters
     rng = np.random.default_rng(seed)
     history = History()
     best, best_loss, waited = None, np.inf, 0
+    n = len(X)
+    # Per epoch, not per step: each step's losses and predicted classes land in these,
+    # and the epoch's loss and accuracy are taken from them once.
+    losses, predicted = np.empty(n), np.empty(n, np.int64)
     for epoch in range(epochs):
-        bar = _progress(progress, -(-len(X) // batch_size), f"epoch {epoch + 1}/{epochs}")
-        total = correct = 0.0
-        for Xb, Yb in data.batches(X, Y, batch_size, shuffle=shuffle, seed=rng):
+        bar = _Progress(progress, -(-n // batch_size), f"epoch {epoch + 1}/{epochs}")
+        order = rng.permutation(n) if shuffle else None
+        start = 0
+        for Xb, Yb in data.batches(X, Y, batch_size, order=order, reuse=True):
             x.value, y.value = Xb, Yb
             graph.Forward()
-            total += float(np.sum(loss.value, dtype=np.float64))
-            correct += metrics.accuracy(Yb, _probabilities(loss)) * len(Xb)
+            stop = start + len(Xb)
+            losses[start:stop] = loss.value
+            _predict_into(loss, predicted[start:stop])
             graph.Backward(loss)
             update()
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(loss=f"{total / max(bar.n * batch_size, 1):.4f}", refresh=False)
-        if bar is not None:
-            bar.close()
-        history.loss.append(total / len(X))
-        history.accuracy.append(correct / len(X))
+            start = stop
+            bar.step(losses, stop)
+        bar.close()
+        history.loss.append(float(np.sum(losses)) / n)
+        history.accuracy.append(np.count_nonzero(predicted == (labels if order is None else labels[order])) / n)
         if validation is not None:
             val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
             history.val_loss.append(val_loss)

@@ -133,3 +133,66 @@ def test_predict_leaves_the_inputs_value_and_skips_unrelated_nodes():
     other.value = np.zeros(3)
     edf.Forward()   # the training data is still in place
     assert L.value.shape == (50,)
+
+
+def _hand_written_epochs(make, X, Y, epochs, batch_size, seed, lr):
+    """What fit does, written out as the lecture would: shuffled batches, a step each, the epoch's
+    mean loss and accuracy from the per-batch values (metrics.accuracy on the loss's probabilities)."""
+    L, x, y, p = make()
+    rng = np.random.default_rng(seed)
+    opt = edf.optim.Adam(edf.Parameters, lr=lr)
+    losses, accuracies = [], []
+    for _ in range(epochs):
+        order = rng.permutation(len(X))
+        total = correct = 0.0
+        for start in range(0, len(X), batch_size):
+            index = order[start:start + batch_size]
+            x.value, y.value = X[index], Y[index]
+            edf.Forward()
+            total += float(np.sum(L.value, dtype=np.float64))
+            probabilities = p() if callable(p) else p.value
+            correct += metrics.accuracy(Y[index], probabilities) * len(index)
+            edf.Backward(L)
+            opt.step()
+        losses.append(total / len(X))
+        accuracies.append(correct / len(X))
+    return losses, accuracies, [q.value.copy() for q in edf.Parameters]
+
+
+@pytest.mark.parametrize("loss", ["ce", "softmax_ce", "bce", "bce_logits"])
+@pytest.mark.parametrize("data_dtype, label_dtype", [(np.float32, np.int64), (np.float64, np.int32),
+                                                     (np.float32, np.float32)])
+def test_fit_is_the_hand_written_loop(loss, data_dtype, label_dtype):
+    """fit gathers batches into reused buffers, converts data and labels once and scores each epoch
+    once: the same history and parameters as the loop written by hand, batch by batch."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((203, 6)).astype(data_dtype)   # 203: a last batch of 23
+    classes = 2 if loss.startswith("bce") else 4
+    Y = rng.integers(0, classes, 203).astype(label_dtype)
+
+    def make():
+        edf.clear_compgraph()
+        edf.DT = np.float32
+        np.random.seed(3)
+        x, y = edf.Input(), edf.Input()
+        h = edf.ReLU(edf.Affine(edf.AffineParams(6, 8), x))
+        z = edf.Affine(edf.AffineParams(8, 1 if loss.startswith("bce") else classes), h)
+        if loss == "ce":
+            p = edf.Softmax(z)
+            return edf.CrossEntropyLoss(p, y), x, y, p
+        if loss == "softmax_ce":
+            L = edf.SoftmaxCrossEntropyLoss(z, y)
+            return L, x, y, lambda: L.probabilities
+        if loss == "bce":
+            p = edf.Sigmoid(z)
+            return edf.BCELoss(p, y), x, y, p
+        return edf.BCEWithLogitsLoss(z, y), x, y, lambda: 1 / (1 + np.exp(-z.value.astype(np.float64)))
+
+    hand_loss, hand_accuracy, hand_params = _hand_written_epochs(make, X, Y, 3, 30, 11, 1e-2)
+    L, x, y, _ = make()
+    history = edf.fit(L, x, y, X, Y, epochs=3, batch_size=30, optimizer=edf.optim.Adam(edf.Parameters, lr=1e-2),
+                      seed=11, progress=False)
+    np.testing.assert_allclose(history.loss, hand_loss, rtol=1e-12)
+    assert history.accuracy == hand_accuracy
+    for got, expected in zip(edf.Parameters, hand_params):
+        np.testing.assert_array_equal(got.value, expected)
