@@ -67,8 +67,10 @@ openmp = openmp == "1"
 
 # -fno-trapping-math lets GCC and clang vectorise loops that clip before they
 # exponentiate (sigmoid: 8x faster here); cedf never reads floating-point
-# exception flags, so nothing observable changes. MSVC needs no such flag.
-compile_args = [] if sys.platform == "win32" else ["-fno-trapping-math"]
+# exception flags, so nothing observable changes. -fno-math-errno lets them
+# vectorise a square root (Adam's update, csrc/optim.h): cedf never reads errno.
+# MSVC needs no such flags.
+compile_args = [] if sys.platform == "win32" else ["-fno-trapping-math", "-fno-math-errno"]
 link_args = []
 if sanitize:
     # After Python's own CFLAGS (-O3), so -O1 wins: ASan's advice, still quick.
@@ -80,7 +82,7 @@ build_dir = os.path.join("build", variant) if variant else None
 
 common = dict(
     include_dirs=["csrc", numpy.get_include()],
-    depends=["csrc/pointwise.h", "csrc/build_info.h", "csrc/numpy_blas.h", "cedf/_blas.pxd", "cedf/_loops.pxd"],
+    depends=["csrc/pointwise.h", "csrc/optim.h", "csrc/build_info.h", "csrc/numpy_blas.h", "cedf/_blas.pxd", "cedf/_loops.pxd"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
     # The NumPy C API of 1.x and 2.x alike (the engine reads array fields directly).

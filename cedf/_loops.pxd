@@ -18,7 +18,7 @@ Conventions:
 - The per-element maths is in `csrc/pointwise.h`.
 """
 from cython cimport floating
-from libc.math cimport exp, fabs, floor, log, log1p, sqrt, tanh
+from libc.math cimport exp, fabs, floor, log, log1p, tanh
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
@@ -316,35 +316,37 @@ cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssiz
         axpy(n, -lr, grad, value)
 
 
-# -- optimisers (cedf.optim): PyTorch's update rules, each element in double --------
+# -- optimisers (cedf.optim): PyTorch's update rules, in the parameter's precision ------
+
+cdef extern from "optim.h" nogil:
+    void cedf_sgd_f32(float* value, const float* grad, float* buf, Py_ssize_t n, double lr, double momentum,
+                      double weight_decay, int nesterov, int first)
+    void cedf_sgd_f64(double* value, const double* grad, double* buf, Py_ssize_t n, double lr, double momentum,
+                      double weight_decay, int nesterov, int first)
+    void cedf_adam_f32(float* value, const float* grad, float* m, float* v, Py_ssize_t n, double lr, double beta1,
+                       double beta2, double eps, double weight_decay, double correction1, double correction2)
+    void cedf_adam_f64(double* value, const double* grad, double* m, double* v, Py_ssize_t n, double lr,
+                       double beta1, double beta2, double eps, double weight_decay, double correction1,
+                       double correction2)
+
 
 cdef inline void sgd_momentum(floating* value, const floating* grad, floating* buf, Py_ssize_t n,
                               double lr, double momentum, double weight_decay, bint nesterov,
                               bint first) noexcept nogil:
     # buf is None (NULL) without momentum; on the first step it starts as the gradient.
-    cdef Py_ssize_t i
-    cdef double g, b
-    for i in range(n):
-        g = <double>grad[i] + weight_decay * value[i]
-        if buf != NULL:
-            b = g if first else momentum * buf[i] + g
-            buf[i] = <floating>b
-            g = g + momentum * b if nesterov else b
-        value[i] = <floating>(value[i] - lr * g)
+    if floating is float:
+        cedf_sgd_f32(value, grad, buf, n, lr, momentum, weight_decay, nesterov, first)
+    else:
+        cedf_sgd_f64(value, grad, buf, n, lr, momentum, weight_decay, nesterov, first)
 
 
 cdef inline void adam(floating* value, const floating* grad, floating* m, floating* v, Py_ssize_t n,
                       double lr, double beta1, double beta2, double eps, double weight_decay,
                       double correction1, double correction2) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double g, mi, vi
-    cdef double step = lr / correction1, root2 = sqrt(correction2)
-    for i in range(n):
-        g = <double>grad[i] + weight_decay * value[i]
-        mi = beta1 * m[i] + (1 - beta1) * g
-        vi = beta2 * v[i] + (1 - beta2) * g * g
-        m[i], v[i] = <floating>mi, <floating>vi
-        value[i] = <floating>(value[i] - step * mi / (sqrt(vi) / root2 + eps))
+    if floating is float:
+        cedf_adam_f32(value, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, correction1, correction2)
+    else:
+        cedf_adam_f64(value, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, correction1, correction2)
 
 
 # -- more activations and losses on logits: each element in double, rounded once -------

@@ -17,9 +17,9 @@ before calling, so that the compiled loops never see a bad buffer):
   ``None`` is not computed (an `Input` takes no gradient);
 - elementwise kernels (sigmoid, BCE) take 1-D buffers: the node passes flat
   views of arrays of any shape;
-- matrix products run in the arrays' dtype; everything else is computed in
-  double and rounded once into the buffer (`_f64`), as the compiled point
-  functions do. A float32 sigmoid close to 1 leaves 1 - s with few significant
+- matrix products and the optimisers' updates run in the arrays' dtype (the
+  updates as PyTorch runs them); everything else is computed in double and
+  rounded once into the buffer (`_f64`), as the compiled point functions do. A float32 sigmoid close to 1 leaves 1 - s with few significant
   bits, so two backends that rounded s differently would disagree on its
   gradient by far more than float32's precision.
 """
@@ -114,25 +114,30 @@ def bce_backward(p, y, g, gp):
 def sgd_update(value, grad, buf, lr, momentum, weight_decay, nesterov, first):
     """SGD step in place, PyTorch's rule: g = grad + wd value; with momentum (buf not None),
     buf = g on the first step, else momentum buf + g, and g = buf, or g + momentum buf
-    (Nesterov); value -= lr g."""
-    g = _f64(grad) + weight_decay * _f64(value)
+    (Nesterov); value -= lr g. In the parameter's dtype, as PyTorch computes it."""
+    t = value.dtype.type
+    lr, momentum, weight_decay = t(lr), t(momentum), t(weight_decay)
+    g = grad + weight_decay * value
     if buf is not None:
-        b = g if first else momentum * _f64(buf) + g
+        b = g if first else momentum * buf + g
         buf[...] = b
         g = g + momentum * b if nesterov else b
-    value[...] = value - lr * g
+    value -= lr * g
 
 
 def adam_update(value, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    """Adam step `step` (1, 2, ...) in place, PyTorch's rule with bias-corrected moments."""
+    """Adam step `step` (1, 2, ...) in place, PyTorch's rule with bias-corrected moments, in the
+    parameter's dtype: value -= lr / c1 * m / (sqrt(v) / sqrt(c2) + eps), c = 1 - beta^step,
+    the division by sqrt(c2) taken as a product with its reciprocal (as the compiled loop)."""
     if step < 1:
         raise ValueError(f"adam_update: step must be 1 or more, got {step}")
-    g = _f64(grad) + weight_decay * _f64(value)
-    mi = beta1 * _f64(m) + (1 - beta1) * g
-    vi = beta2 * _f64(v) + (1 - beta2) * g * g
-    m[...], v[...] = mi, vi
-    denom = np.sqrt(vi) / np.sqrt(1 - beta2 ** step) + eps
-    value[...] = value - (lr / (1 - beta1 ** step)) * mi / denom
+    t = value.dtype.type
+    rate = t(lr / (1 - beta1 ** step))
+    scale = t(1 / np.sqrt(1 - beta2 ** step))
+    g = grad + t(weight_decay) * value
+    m[...] = t(beta1) * m + t(1 - beta1) * g
+    v[...] = t(beta2) * v + t(1 - beta2) * g * g
+    value -= rate * m / (np.sqrt(v) * scale + t(eps))
 
 
 # -- more activations and losses on logits (issue "Training toolkit") ----------------
