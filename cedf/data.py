@@ -35,11 +35,12 @@ def batches(X, y, batch_size, shuffle=True, seed=None, drop_last=False, reuse=Fa
     `order`, a permutation of the examples, is used instead when given.
     Without shuffling the batches are views of X and y, in order.
 
-    With ``reuse=True`` shuffled batches are gathered into the same two arrays
-    every time (one for the full batches, one for the last), each overwritten
-    by the next batch: no allocation per batch, and an Input fed with them
-    keeps its array, which the compiled plan then reads without a check
-    beyond its identity. Copy a batch you want to keep.
+    With ``reuse=True`` shuffled batches are gathered, many batches at a time,
+    into one array (and one for the labels) that later batches overwrite: each
+    batch is a view of it, valid until the next batch. No allocation per
+    batch, and one ``np.take`` per chunk of batches instead of two per batch
+    (each cost more in its call than in its copying: 1.9 and 1.2 us for a
+    batch of 100 x 40 floats here). Copy a batch you want to keep.
 
     Inputs are checked here, when `batches` is called, not at the first batch.
     """
@@ -56,23 +57,31 @@ def batches(X, y, batch_size, shuffle=True, seed=None, drop_last=False, reuse=Fa
     if order is None and shuffle:
         order = np.random.default_rng(seed).permutation(n)
     stop = n - n % batch_size if drop_last else n
-    buffers = {}
-
-    def gather(a, index, key):
-        if not reuse:
-            return a[index]
-        out = buffers.get((key, len(index)))
-        if out is None:
-            out = buffers[key, len(index)] = np.empty((len(index),) + a.shape[1:], a.dtype)
-        return np.take(a, index, axis=0, out=out)
+    # With reuse: about 4 MB of examples per chunk, whole batches, at least one.
+    chunk = max(1, (4 << 20) // max(X[:1].nbytes * batch_size, 1)) * batch_size if reuse else batch_size
+    Xc = yc = None
 
     def generate():
+        nonlocal Xc, yc
         for start in range(0, stop, batch_size):
             if order is None:
                 yield X[start:start + batch_size], y[start:start + batch_size]
-            else:
+            elif not reuse:
                 index = order[start:start + batch_size]
-                yield gather(X, index, "X"), gather(y, index, "y")
+                yield X[index], y[index]
+            else:
+                at = start % chunk
+                if at == 0:
+                    index = order[start:min(start + chunk, stop)]
+                    if Xc is None or len(Xc) < len(index):
+                        Xc = np.empty((len(index),) + X.shape[1:], X.dtype)
+                        yc = np.empty((len(index),) + y.shape[1:], y.dtype)
+                    # mode "clip": unbuffered (the default mode copies through a temporary); the
+                    # indices are a permutation, in range.
+                    np.take(X, index, axis=0, out=Xc[:len(index)], mode="clip")
+                    np.take(y, index, axis=0, out=yc[:len(index)], mode="clip")
+                end = min(at + batch_size, stop - start + at)
+                yield Xc[at:end], yc[at:end]
 
     return generate()
 

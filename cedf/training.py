@@ -45,17 +45,16 @@ def _probabilities(loss):
 
 
 
-def _predict_into(loss, out):
-    """The classes the loss node's probabilities predict for the last batch, written into `out`."""
+def _scores(loss):
+    """What the loss node judged in the last batch, and how the classes follow from it:
+    (scores, None) for the argmax of each row, (scores, t) for class 1 where a score is >= t."""
     if isinstance(loss, nodes.BCEWithLogitsLoss):
-        # sigmoid(z) >= 0.5 where z >= 0: no sigmoid needed.
-        np.greater_equal(np.reshape(loss.x.value, len(out)), 0, out=out)
-        return
+        z = np.asarray(loss.x.value)
+        return z.reshape(len(z)), 0   # sigmoid(z) >= 0.5 where z >= 0: no sigmoid needed
     p = np.asarray(_probabilities(loss))
     if p.ndim == 2 and p.shape[1] >= 2:
-        np.argmax(p, axis=1, out=out)
-    else:
-        np.greater_equal(p.reshape(len(out)), 0.5, out=out)
+        return p, None
+    return p.reshape(len(p)), 0.5
 
 
 def _as_fed(graph, x, X):
@@ -168,9 +167,9 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     history = History()
     best, best_loss, waited = None, np.inf, 0
     n = len(X)
-    # Per epoch, not per step: each step's losses and predicted classes land in these,
-    # and the epoch's loss and accuracy are taken from them once.
-    losses, predicted = np.empty(n), np.empty(n, np.int64)
+    # Per epoch, not per step: each step's losses and scores (what the classes follow
+    # from) land in these, and the epoch's loss and accuracy are taken from them once.
+    losses, scores = np.empty(n), None
     for epoch in range(epochs):
         bar = _Progress(progress, -(-n // batch_size), f"epoch {epoch + 1}/{epochs}")
         order = rng.permutation(n) if shuffle else None
@@ -180,13 +179,17 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
             graph.Forward()
             stop = start + len(Xb)
             losses[start:stop] = loss.value
-            _predict_into(loss, predicted[start:stop])
+            score, threshold = _scores(loss)
+            if scores is None:
+                scores = np.empty((n,) + score.shape[1:], score.dtype)
+            scores[start:stop] = score
             graph.Backward(loss)
             update()
             start = stop
             bar.step(losses, stop)
         bar.close()
         history.loss.append(float(np.sum(losses)) / n)
+        predicted = np.argmax(scores, axis=1) if threshold is None else scores >= threshold
         history.accuracy.append(np.count_nonzero(predicted == (labels if order is None else labels[order])) / n)
         if validation is not None:
             val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)

@@ -356,3 +356,21 @@ def test_load_mnist_rejects_mismatched_counts(mnist_dir):
     _rewrite(labels, lambda raw: idx_bytes(np.arange(4, dtype=np.uint8)))
     with pytest.raises(ValueError, match=f"{images.name} holds 5 images but .*{labels.name} holds 4 labels"):
         data.load_mnist(directory)
+
+
+@pytest.mark.parametrize("width, batch_size", [(3, 7), (65536, 3)])   # one chunk; chunks of two batches
+def test_reused_batches_are_the_batches_and_views_of_one_buffer(width, batch_size):
+    """reuse=True gathers chunks of batches into one array: the same batches, in the same order,
+    as plain shuffled batches (the last one short), each a view valid until the next."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((50, width)), rng.integers(0, 5, (50, 1))
+    order = rng.permutation(50)
+    plain = [(xb.copy(), yb.copy()) for xb, yb in data.batches(X, y, batch_size, order=order)]
+    reused = data.batches(X, y, batch_size, order=order, reuse=True)
+    bases = set()
+    for (xb, yb), (xe, ye) in zip(reused, plain, strict=True):
+        np.testing.assert_array_equal(xb, xe)
+        np.testing.assert_array_equal(yb, ye)
+        bases.add(id(xb.base))
+    assert len(bases) == 1
+    assert len(plain[-1][0]) == 50 % batch_size
