@@ -49,10 +49,15 @@ class Graph:
     def __init__(self):
         #: One step at a time (see the module's docstring). Hold it yourself to make a
         #: sequence atomic: ``with g.lock: x.value = X; g.Forward(); out = L.value.copy()``.
-        self.lock = threading.RLock()
+        self.lock = backend._engine.StepLock() if backend._engine is not None else threading.RLock()
         self._nodes, self._parameters = [], []
         self._plan = None           # the compiled plan, once built
-        self._planned = False       # whether the last Forward ran the plan
+
+    @property
+    def _planned(self):
+        """Whether the plan's forward program ran since the plan was built (then Backward runs the plan's)."""
+        plan = self._plan
+        return plan is not None and plan.forward_ran
 
     # The lists may be replaced as a whole, too: the plan, built for the old ones, goes.
     @property
@@ -88,27 +93,32 @@ class Graph:
             raise RuntimeError("Graph: `with` blocks of graphs must close in the order they opened")
         stack.pop()
 
+    # The plan's programs take the lock themselves, in C, and refuse to run (Replan)
+    # once the plan was released: the planned paths below need no Python lock.
+
     def Forward(self):
         """Compute every node's value, in creation order."""
-        with self.lock:
-            if self._plan is not None and backend.kernels is backend._kernels:
-                try:
-                    self._plan.forward()
-                    self._planned = True
-                    return
-                except Replan:
-                    pass
-            self._forward_node_by_node()
+        plan = self._plan
+        if plan is not None and backend.kernels is backend._kernels:
+            try:
+                plan.forward()
+                return
+            except Replan:
+                pass
+        self._forward_node_by_node()
 
     def release_plan(self):
         """Drop the compiled plan (the next Forward runs node by node and builds a new one)."""
         with self.lock:
-            if self._planned:
+            plan = self._plan
+            if plan is None:
+                return
+            if plan.forward_ran:
                 # Loss values the plan left to compute read buffers that are about to change.
                 for c in self.CompNodes:
                     c.value
+            plan.retire()
             self._plan = None
-            self._planned = False
 
     def _forward_node_by_node(self):
         with self.lock:
@@ -135,14 +145,15 @@ class Graph:
         size, the length of ``loss.value``), and the nodes run backward in reverse
         creation order, each adding into its inputs' gradients.
         """
+        plan = self._plan
+        if plan is not None and backend.kernels is backend._kernels:
+            try:
+                plan.backward(loss)
+                return
+            except Replan:
+                pass
         with self.lock:
             if self._planned:
-                if backend.kernels is backend._kernels:
-                    try:
-                        self._plan.backward(loss)
-                        return
-                    except Replan:
-                        pass
                 # The nodes' own backward needs what their own forward saw.
                 self._forward_node_by_node()
             if not any(c is loss for c in self.CompNodes):
@@ -156,13 +167,14 @@ class Graph:
 
     def UpdateParameters(self):
         """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
+        plan = self._plan
+        if plan is not None and backend.kernels is backend._kernels:
+            try:
+                plan.update(cedf.learning_rate)
+                return
+            except Replan:
+                pass
         with self.lock:
-            if self._plan is not None and backend.kernels is backend._kernels:
-                try:
-                    self._plan.update(cedf.learning_rate)
-                    return
-                except Replan:
-                    pass
             # All checked first: a step refused for one parameter updates none.
             for p in self.Parameters:
                 getattr(p, "check_update", lambda: None)()
@@ -178,8 +190,7 @@ class Graph:
         or saved; its gradient is freed.
         """
         with self.lock:
-            self._plan = None
-            self._planned = False
+            self.release_plan()
             for node in self.CompNodes + self.Parameters:
                 node._graph_ref = None   # first: what follows is no change of a live graph's node
                 node.grad = None

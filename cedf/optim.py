@@ -82,7 +82,10 @@ class _Optimizer:
         self._state = {}   # id(param) -> [buffers of the rule (None: not in use)..., step count (float64[1])]
         self._program = None
         graph = self.params[0]._graph
-        self._lock = graph.lock if graph is not None else threading.RLock()
+        if graph is not None:
+            self._lock = graph.lock
+        else:
+            self._lock = _engine.StepLock() if _engine is not None else threading.RLock()
 
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
@@ -91,15 +94,15 @@ class _Optimizer:
 
     def step(self):
         """Update every parameter from its ``.grad`` (call ``Backward(L)`` first)."""
+        if backend.kernels is backend._kernels:
+            program = self._program if self._program is not None else self._compile()
+            if program is not None:
+                try:
+                    program.run(self.lr)   # takes the lock itself
+                    return
+                except Replan:
+                    pass
         with self._lock:
-            if backend.kernels is backend._kernels:
-                program = self._program if self._program is not None else self._compile()
-                if program is not None:
-                    try:
-                        program.run(self.lr)
-                        return
-                    except Replan:
-                        pass
             self._program = None
             for p in self.params:
                 value, grad = _flat(p, self._NAME)
@@ -126,6 +129,8 @@ class _Optimizer:
                 return None   # the kernels one by one say what is wrong, or convert
             self._state_of(p, p.value.reshape(-1))
         self._program = update_program(self.params, self._CODE, lambda p: self._state[id(p)], self._constants())
+        if self._program is not None:
+            self._program.serialise(self._lock)
         return self._program
 
 

@@ -198,6 +198,11 @@ class GraphPlan:
                                  if isinstance(c, Sigmoid) and isinstance(c.x, Affine)
                                  and self.consumers[id(c.x)] == [c]}
         self._labels_of = {}   # id(loss) -> (staged, checked): its labels, copied by the forward
+        self._lock = graph.lock
+        # Set by the forward program, under the graph's lock, once it ran: only then may a
+        # backward program run (it reads the labels and values that run left). A dict of
+        # its own, so that the program holding it holds nothing that holds the program.
+        self.state = {"forward_ran": False}
         self._forward = self._build_forward()
         self._backward = {}
         self._last_loss = self._last_backward = None
@@ -252,9 +257,25 @@ class GraphPlan:
         stage = {_engine.CLASS_LABELS: 0, _engine.BINARY_LABELS: 0, _engine.COPY: 1}
         order = sorted(range(len(b.ops)), key=lambda i: stage.get(b.ops[i][0], 2))
         b.ops, b.messages = [b.ops[i] for i in order], [b.messages[i] for i in order]
-        program = b.program(self.nodes, self.parameters)
-        program.after = [(node.__dict__, compute) for node, compute in lazy]
+        program = self._program(b)
+        program.after = [(node.__dict__, "_pending_value", compute) for node, compute in lazy]
+        program.after.append((self.state, "forward_ran", True))
         return program
+
+    def _program(self, b):
+        program = b.program(self.nodes, self.parameters)
+        program.serialise(self._lock)
+        return program
+
+    @property
+    def forward_ran(self):
+        return self.state["forward_ran"]
+
+    def retire(self):
+        """Make every program of this plan refuse to run (Replan): the graph changed."""
+        for program in (self._forward, self._update, *self._backward.values()):
+            if program is not None:
+                program.retire()
 
     def _labels(self, b, node, backward=False):
         """The index of the loss's checked labels: int64 class indices, or 0/1 in its float dtype.
@@ -408,7 +429,7 @@ class GraphPlan:
         for index, value in grads.values():
             if index not in written:
                 b.op(_engine.FILL, value.dtype, (value.size,), [index])
-        return b.program(self.nodes, self.parameters)
+        return self._program(b)
 
     def _loss_backward(self, b, node, g, target, fused):
         dtype, n = node._value.dtype, node._p.shape[0]
@@ -435,7 +456,10 @@ class GraphPlan:
                 b.op(_engine.BCE_BWD, dtype, (n,), [p, labels, g, gp], (acc,))
 
     def backward(self, loss):
-        """Run the backward program for `loss`; raises Replan when the plan no longer fits."""
+        """Run the backward program for `loss`; raises Replan when the plan no longer fits, or
+        when its forward program has not run (it reads what that run left)."""
+        if not self.state["forward_ran"]:   # once True, True for this plan: no lock needed
+            raise Replan("forward")
         if loss is not self._last_loss:
             program = self._backward.get(id(loss))
             if program is None:
@@ -452,6 +476,7 @@ class GraphPlan:
         program = update_program(self.parameters, _engine.SGD)
         if program is not None:
             program.guard(self.nodes, self.parameters)
+            program.serialise(self._lock)
         return program
 
 
