@@ -170,12 +170,14 @@ cdef class Binding:
     cdef Py_ssize_t dims[8]
     cdef int typenums[4]
     cdef bint writable
+    cdef bint column           # an (n, 1) array fits a binding of (n,) too: the same layout
     cdef readonly object array
     cdef object previous       # what `array` was before this run changed it
     cdef bint changed
 
-    def __init__(self, owner, attr, shape, dtypes, convert, writable=False):
+    def __init__(self, owner, attr, shape, dtypes, convert, writable=False, column=False):
         self.owner, self.attr, self.convert = owner, attr, convert
+        self.column = column
         self.ndim = len(shape)
         if self.ndim > MAX_DIMS:
             raise ValueError(f"Binding: at most {MAX_DIMS} dimensions")
@@ -195,7 +197,8 @@ cdef class Binding:
         if not cnp.PyArray_Check(obj):
             return False
         arr = <cnp.ndarray>obj
-        if cnp.PyArray_NDIM(arr) != self.ndim:
+        if cnp.PyArray_NDIM(arr) != self.ndim and not (
+                self.column and cnp.PyArray_NDIM(arr) == self.ndim + 1 and cnp.PyArray_DIMS(arr)[self.ndim] == 1):
             return False
         for i in range(self.ndim):
             if cnp.PyArray_DIMS(arr)[i] != self.dims[i]:
@@ -389,6 +392,8 @@ cdef class Program:
 
     def bound(self, int index):
         """The array that buffer `index` was bound to at the last run."""
+        if not 0 <= index < len(self.buffers):   # checked: this module indexes without bounds checks
+            raise IndexError(f"Program.bound: no buffer {index}; the program has {len(self.buffers)}")
         buf = self.buffers[index]
         return buf.array if isinstance(buf, Binding) else buf
 

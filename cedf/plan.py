@@ -153,11 +153,11 @@ class _Builder:
     def fixed(self, array):
         return self._add(id(array), array)
 
-    def bound(self, owner, attr, shape, dtypes, convert, writable=False, kind=None):
+    def bound(self, owner, attr, shape, dtypes, convert, writable=False, kind=None, column=False):
         if len(shape) > _engine.MAX_DIMS:
             raise _NotCompilable(f"{len(shape)} dimensions")
-        key = (id(owner), attr, shape, dtypes, writable, kind)
-        return self._add(key, Binding(owner, attr, shape, dtypes, convert, writable))
+        key = (id(owner), attr, shape, dtypes, writable, kind, column)
+        return self._add(key, Binding(owner, attr, shape, dtypes, convert, writable, column))
 
     def value(self, node, shape, dtype, own_dtype=True):
         """The buffer holding `node`'s value as a consumer of `dtype` reads it (see `_converter`)."""
@@ -296,14 +296,15 @@ class GraphPlan:
         name, loss_dtype = type(node).__name__, node._value.dtype
         # Integral float labels are read as they are, as int64 ones: the check converts them.
         if isinstance(node, _CLASSES):
+            # Labels (n,) or (n, 1), as the node takes them.
             y = b.bound(node.y, "value", (n,), (np.int64, np.float32, np.float64), _class_converter(node, n, classes),
-                        kind=id(node))   # each loss converts by its own rules
+                        kind=id(node), column=True)   # each loss converts by its own rules
             message = _label_message(lambda: node._class_indices(n, classes),
                                      f"{name}: label {{value}} is outside [0, {classes})")
             b.op(_engine.CLASS_LABELS, loss_dtype, (n, classes), [y, b.fixed(staged)], message=message)
         else:
             y = b.bound(node.y, "value", (n,), (np.int64, np.float32, np.float64), _binary_converter(n, dtype),
-                        kind=id(node))
+                        kind=id(node), column=True)
             message = _label_message(lambda: node._labels(n, dtype), "BCELoss: y must hold labels 0 or 1, got {value}")
             b.op(_engine.BINARY_LABELS, dtype, (n,), [y, b.fixed(staged)], message=message)
         b.op(_engine.COPY, loss_dtype, (staged.nbytes,), [b.fixed(staged), b.fixed(checked)])

@@ -492,3 +492,39 @@ def test_the_nodes_of_a_graph_nobody_kept_say_so():
     x.value, y.value = np.zeros((4, 2)), np.zeros(4)
     with pytest.raises(RuntimeError, match="Affine: its graph was cleared .* or no longer exists"):
         L.x.x.forward()
+
+
+# -- labels as users give them (issue 14) -------------------------------------------------------
+
+@COMPILED
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+@pytest.mark.parametrize("dtype", [np.int64, np.float32, np.float64])
+@pytest.mark.parametrize("column", [False, True])
+def test_labels_as_integral_floats_or_a_column_are_read_by_the_plan_as_they_are(loss, dtype, column):
+    """Integral float labels, and labels of shape (n, 1), go straight into the plan's checked copy: the
+    numbers of int64 labels, no conversion in Python per step (the binding keeps the user's array)."""
+    edf.set_backend("cython")
+    x, y, h, a, L = mlp(loss)
+    good = np.array(y.value)
+    train(L, 2)
+    expected = everything(L)
+    edf.clear_compgraph()
+    x, y, h, a, L = mlp(loss)
+    labels = good.astype(dtype)
+    y.value = labels.reshape(-1, 1) if column else labels
+    train(L, 2)
+    assert_same_runs(everything(L), expected, 0.0)
+    program, bound = edf.current_graph()._plan._forward, []
+    while True:   # every buffer the forward program last ran on
+        try:
+            bound.append(program.bound(len(bound)))
+        except IndexError:
+            break
+    assert any(b is y.value for b in bound), "the labels were converted, not read as they are"
+    bad = y.value.copy()
+    bad.flat[3] = 7.5 if dtype != np.int64 else 7
+    y.value = bad
+    message = (r"y must hold whole class indices, got 7.5" if loss == "ce" and dtype != np.int64
+               else r"label 7 is outside \[0, 4\)" if loss == "ce" else r"y must hold labels 0 or 1, got 7")
+    with pytest.raises(ValueError, match=message):
+        edf.Forward()
