@@ -10,7 +10,26 @@ products that a step cannot avoid (forward, dW of every layer, dX of every
 layer but the first), done by NumPy's BLAS into ready buffers. The same floor
 through SciPy's BLAS, the OpenBLAS build cedf falls back to (SciPy's wheels and
 NumPy's each bring their own, and they differ), tells what that build costs.
+
+Labels come in two kinds (`LABELS`): int64 class indices, and the same
+numbers as float32 ("integral floats", what the lecture's
+``y.value = Load(labels)`` often gives). A cedf step must be as fast with
+either.
+
+The training loop (issue 14) runs on `MLP_MNIST1D`, a 40-100-100-10 MLP with
+ReLU hidden layers and `SoftmaxCrossEntropyLoss` (the fused softmax and
+cross-entropy that PyTorch's `CrossEntropyLoss` also is), batch 100, on 4000
+synthetic examples the size of MNIST-1D (`mnist1d_data`): a step with
+`cedf.optim.Adam` or `SGD` against the bare step (`optimizer_step`,
+`sgd_step`), an epoch of `cedf.fit` (`fit_epoch`), and the whole training
+of 30 epochs by cedf's `fit`, PyTorch eager and scikit-learn's
+`MLPClassifier` (`cedf_training`, `torch_training`, `sklearn_training`).
+Those cedf graphs live in a `cedf.Graph` of their own each, so that two of them
+(an Adam step and a bare step) can be timed in turns.
 """
+import warnings
+from types import SimpleNamespace
+
 import numpy as np
 
 #: name -> (batch, layer widths)
@@ -21,40 +40,91 @@ WORKLOADS = {
     "mlp_large": (1024, (784, 1024, 10)),
 }
 
+#: The label kinds a step is measured with: int64 class indices, or the same whole numbers as float32.
+LABELS = ("int64", "float32")
 
-def data(workload, dtype, seed=0):
-    """A fixed random batch for `workload`: X (batch, inputs) and integer labels."""
+#: The MNIST-1D-sized MLP of issue 14 (not in WORKLOADS: its hidden layers are ReLU, which the
+#: lecture's EDF lacks, so it has no row in the step table).
+MLP_MNIST1D = "mlp_mnist1d"
+MNIST1D = SimpleNamespace(batch=100, widths=(40, 100, 100, 10), examples=4000, epochs=30, lr=1e-2)
+
+
+def _spec(workload):
+    """(batch, widths, hidden activation, head) of `workload`."""
+    if workload == MLP_MNIST1D:
+        return MNIST1D.batch, MNIST1D.widths, "ReLU", "SoftmaxCrossEntropyLoss"
+    batch, widths = WORKLOADS[workload]
+    return batch, widths, "Sigmoid", ("BCELoss" if widths[-1] == 1 else "CrossEntropyLoss")
+
+
+def as_labels(labels, kind):
+    """Integer class indices as `kind` (one of LABELS): int64, or float32 holding the same whole numbers."""
+    if kind not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS}, got {kind!r}")
+    return np.asarray(labels).astype(np.dtype(kind))
+
+
+def mnist1d_data(n=MNIST1D.examples, dtype=np.float32, labels="int64", seed=0):
+    """`n` synthetic examples the shape of MNIST-1D: X (n, 40) in `dtype`, labels of 10 classes.
+
+    Each class is a random centre in 40 dimensions plus Gaussian noise, so
+    that training has something to learn (the contenders' losses can be
+    compared), but it is not MNIST-1D: only the sizes are.
+    """
+    n_in, n_classes = MNIST1D.widths[0], MNIST1D.widths[-1]
+    rng = np.random.default_rng(seed)
+    Y = rng.integers(0, n_classes, n)
+    centres = rng.standard_normal((n_classes, n_in))
+    X = (centres[Y] + 2.0 * rng.standard_normal((n, n_in))).astype(dtype)
+    return X, as_labels(Y, labels)
+
+
+def data(workload, dtype, seed=0, labels="int64"):
+    """A fixed random batch for `workload`: X (batch, inputs) and class labels of kind `labels`.
+
+    For MLP_MNIST1D, the first batch of `mnist1d_data`.
+    """
+    if workload == MLP_MNIST1D:
+        X, Y = mnist1d_data(dtype=dtype, labels=labels, seed=seed)
+        return X[:MNIST1D.batch], Y[:MNIST1D.batch]
     batch, widths = WORKLOADS[workload]
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((batch, widths[0])).astype(dtype)
     n_classes = 2 if widths[-1] == 1 else widths[-1]
-    return X, rng.integers(0, n_classes, batch)
+    return X, as_labels(rng.integers(0, n_classes, batch), labels)
 
 
-def _build(edf, workload, dtype):
-    """The workload's graph in `edf` (cedf or the lecture's module); returns (x, loss, output)."""
-    X, labels = data(workload, dtype)
-    _, widths = WORKLOADS[workload]
+def _build(edf, workload, dtype, labels="int64"):
+    """The workload's graph in `edf` (cedf or the lecture's module), in its current graph.
+
+    Returns (x, y, loss, output): the Inputs, holding the workload's batch, the
+    loss node and the probabilities (of the Softmax, the loss's, or the Sigmoid).
+    """
+    X, Y = data(workload, dtype, labels=labels)
+    _, widths, hidden, head = _spec(workload)
     np.random.seed(0)
     edf.clear_compgraph()
     edf.DT = dtype
     edf.learning_rate = 0.01
     x, y = edf.Input(), edf.Input()
-    x.value, y.value = X, labels
+    x.value, y.value = X, Y
     h = x
     for n_in, n_out in zip(widths[:-2], widths[1:-1]):
-        h = edf.Sigmoid(edf.Affine(edf.AffineParams(n_in, n_out), h))
+        h = getattr(edf, hidden)(edf.Affine(edf.AffineParams(n_in, n_out), h))
     logits = edf.Affine(edf.AffineParams(widths[-2], widths[-1]), h)
-    if widths[-1] == 1:
+    if head == "BCELoss":
         p = edf.Sigmoid(logits)
-        return x, edf.BCELoss(p, y), p
+        return x, y, edf.BCELoss(p, y), p
+    if head == "SoftmaxCrossEntropyLoss":
+        loss = edf.SoftmaxCrossEntropyLoss(logits, y)
+        return x, y, loss, loss
     p = edf.Softmax(logits)
-    return x, edf.CrossEntropyLoss(p, y), p
+    return x, y, edf.CrossEntropyLoss(p, y), p
 
 
-def edf_step(edf, workload, dtype):
+def edf_step(edf, workload, dtype, labels="int64"):
     """A training step of the graph built in `edf` (cedf, either backend, or cedf.lecture)."""
-    _, L, _ = _build(edf, workload, dtype)
+    _, _, L, _ = _build(edf, workload, dtype, labels)
 
     def step():
         edf.Forward()
@@ -67,6 +137,231 @@ def edf_forward(edf, workload, dtype):
     """Forward alone (inference) of the graph built in `edf`."""
     _build(edf, workload, dtype)
     return edf.Forward
+
+
+def cedf_net(workload, dtype, labels="int64"):
+    """The workload's graph in cedf, in a `cedf.Graph` of its own (not the current graph).
+
+    Returns a namespace: graph, x, y, loss, output.
+    """
+    import cedf
+
+    with cedf.Graph() as graph:
+        x, y, loss, output = _build(cedf, workload, dtype, labels)
+    return SimpleNamespace(graph=graph, x=x, y=y, loss=loss, output=output)
+
+
+def sgd_step(workload, dtype, labels="int64"):
+    """The bare step, ``Forward(); Backward(L); UpdateParameters()``, of a graph of its own.
+
+    The function has `.net` (see `cedf_net`) and `.optimizer` (None) for the tests.
+    """
+    net = cedf_net(workload, dtype, labels)
+    graph, loss = net.graph, net.loss
+
+    def step():
+        graph.Forward()
+        graph.Backward(loss)
+        graph.UpdateParameters()
+    step.net, step.optimizer = net, None
+    return step
+
+
+def make_optimizer(name, params, lr):
+    """``cedf.optim.Adam(params, lr=lr)`` or ``cedf.optim.SGD(params, lr=lr)``."""
+    import cedf
+
+    return {"adam": cedf.optim.Adam, "sgd": cedf.optim.SGD}[name](params, lr=lr)
+
+
+def optimizer_step(workload, dtype, labels="int64", optimizer="adam", lr=1e-3):
+    """``Forward(); Backward(L); opt.step()`` with ``opt = cedf.optim.Adam(cedf.Parameters, lr=lr)`` (or SGD).
+
+    The learning rate is small because the step runs thousands of times on one
+    batch: a fast one would drive the logits to where the losses saturate. The
+    function has `.net` and `.optimizer`.
+    """
+    import cedf
+
+    net = cedf_net(workload, dtype, labels)
+    with net.graph:
+        opt = make_optimizer(optimizer, cedf.Parameters, lr)
+    graph, loss = net.graph, net.loss
+
+    def step():
+        graph.Forward()
+        graph.Backward(loss)
+        opt.step()
+    step.net, step.optimizer = net, opt
+    return step
+
+
+def fit_epoch(dtype=np.float32, labels="int64", optimizer="adam"):
+    """One epoch of ``cedf.fit`` over `mnist1d_data` (MLP_MNIST1D, batch 100, progress=False).
+
+    Each call runs ``fit(..., epochs=1)`` with the same optimiser (its state
+    carries over, as over a longer fit's epochs) and a fresh shuffle, and
+    returns fit's History. The function has `.net`, `.optimizer`, `.data`
+    (X, Y) and `.steps` (mini-batches per epoch), for the tests and for the
+    denominator of compare.py's target: `.steps` bare steps.
+    """
+    import cedf
+
+    X, Y = mnist1d_data(dtype=dtype, labels=labels)
+    net = cedf_net(MLP_MNIST1D, dtype, labels)
+    opt = make_optimizer(optimizer, net.graph.Parameters, MNIST1D.lr)
+    rng = np.random.default_rng(0)
+
+    def epoch():
+        return cedf.fit(net.loss, net.x, net.y, X, Y, epochs=1, batch_size=MNIST1D.batch,
+                        optimizer=opt, progress=False, seed=rng)
+    epoch.net, epoch.optimizer, epoch.data = net, opt, (X, Y)
+    epoch.steps = -(-len(X) // MNIST1D.batch)
+    return epoch
+
+
+def steps_of(step, n):
+    """A function that runs `step` `n` times (the denominator of the fit target)."""
+    def run():
+        for _ in range(n):
+            step()
+    return run
+
+
+# The whole training of issue 14, item 6: MLP_MNIST1D for `epochs` epochs over (X, Y), Adam
+# lr 1e-2, batch 100, shuffled every epoch, by cedf's fit, PyTorch eager and scikit-learn. Each
+# function builds its model (untimed) and returns a namespace: train() trains it from where it
+# is and returns per-epoch (mean loss, accuracy) pairs (scikit-learn: its loss_curve_ losses),
+# n_parameters() counts the trainable numbers, model is the model.
+
+def cedf_training(X, Y, epochs=MNIST1D.epochs, seed=0):
+    """``cedf.fit(loss, x, y, X, Y, epochs, batch_size=100, optimizer=Adam(lr=1e-2), progress=False)``."""
+    import cedf
+
+    net = cedf_net(MLP_MNIST1D, X.dtype.type, "int64")
+    opt = make_optimizer("adam", net.graph.Parameters, MNIST1D.lr)
+
+    def train():
+        history = cedf.fit(net.loss, net.x, net.y, X, Y, epochs=epochs, batch_size=MNIST1D.batch,
+                           optimizer=opt, progress=False, seed=seed)
+        return list(zip(history.loss, history.accuracy))
+    return SimpleNamespace(train=train, model=net, optimizer=opt,
+                           n_parameters=lambda: sum(p.value.size for p in net.graph.Parameters))
+
+
+_torch_default_threads = None
+
+
+def import_torch():
+    """`torch`, and the number of threads it starts with (recorded at its first import here,
+    before anything sets it), or an ImportError."""
+    global _torch_default_threads
+    import torch
+
+    if _torch_default_threads is None:
+        _torch_default_threads = torch.get_num_threads()
+    return torch
+
+
+def torch_default_threads():
+    import_torch()
+    return _torch_default_threads
+
+
+def torch_mlp(widths=MNIST1D.widths):
+    """Linear and ReLU layers of `widths`, the last Linear without an activation (the loss takes logits)."""
+    torch = import_torch()
+    layers = []
+    for n_in, n_out in zip(widths[:-2], widths[1:-1]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    layers.append(torch.nn.Linear(widths[-2], widths[-1]))
+    return torch.nn.Sequential(*layers)
+
+
+def torch_training(X, Y, epochs=MNIST1D.epochs, threads=None, seed=0):
+    """The same training in PyTorch eager, written as a user would, without a DataLoader.
+
+    Every epoch: ``torch.randperm``, then slices of it index X and Y; per batch
+    ``zero_grad``, the model, ``CrossEntropyLoss``, ``backward``, ``torch.optim.Adam``'s
+    ``step``, and the running loss and accuracy (``.item()``), which fit reports
+    too. `threads`: torch.set_num_threads for the training (put back after);
+    None leaves torch's threads as they are.
+    """
+    torch = import_torch()
+    torch.manual_seed(seed)
+    model = torch_mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=MNIST1D.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, Yt = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.asarray(Y, dtype=np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    n, batch = len(Xt), MNIST1D.batch
+
+    def train():
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            history = []
+            for _ in range(epochs):
+                order = torch.randperm(n, generator=generator)
+                total = correct = 0.0
+                for start in range(0, n, batch):
+                    index = order[start:start + batch]
+                    xb, yb = Xt[index], Yt[index]
+                    opt.zero_grad()
+                    logits = model(xb)
+                    loss = loss_fn(logits, yb)
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(index)
+                    correct += (logits.argmax(1) == yb).sum().item()
+                history.append((total / n, correct / n))
+            return history
+        finally:
+            torch.set_num_threads(before)
+    return SimpleNamespace(train=train, model=model, optimizer=opt,
+                           n_parameters=lambda: sum(p.numel() for p in model.parameters()))
+
+
+def import_sklearn():
+    """`sklearn.neural_network` (MLPClassifier), or an ImportError."""
+    import sklearn.neural_network
+
+    return sklearn.neural_network
+
+
+def sklearn_mlp(epochs=MNIST1D.epochs, seed=0):
+    """scikit-learn's `MLPClassifier` of the same architecture and training, running every epoch.
+
+    ``tol=0`` and an ``n_iter_no_change`` above `epochs` keep it from stopping
+    early; ``alpha=0`` drops its default L2 penalty, which the other contenders
+    do not have.
+    """
+    return import_sklearn().MLPClassifier(hidden_layer_sizes=MNIST1D.widths[1:-1], activation="relu", solver="adam", alpha=0.0,
+                         batch_size=MNIST1D.batch, learning_rate_init=MNIST1D.lr, max_iter=epochs, tol=0.0,
+                         n_iter_no_change=epochs + 1, shuffle=True, random_state=seed)
+
+
+def sklearn_training(X, Y, epochs=MNIST1D.epochs, seed=0):
+    """``MLPClassifier(...).fit(X, Y)`` (see `sklearn_mlp`); its ConvergenceWarning at max_iter is silenced.
+
+    Its weights are made inside fit, so n_parameters() counts them after train().
+    """
+    from sklearn.exceptions import ConvergenceWarning
+
+    model = sklearn_mlp(epochs, seed)
+
+    def train():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, Y)
+        return [(loss, None) for loss in model.loss_curve_]
+
+    def n_parameters():
+        if not hasattr(model, "coefs_"):
+            raise RuntimeError("sklearn_training: the MLPClassifier makes its weights in fit: train() first")
+        return sum(a.size for a in model.coefs_ + model.intercepts_)
+    return SimpleNamespace(train=train, model=model, optimizer=None, n_parameters=n_parameters)
 
 
 def torch_step(workload, dtype):
@@ -102,7 +397,7 @@ class _Floor:
 
     def __init__(self, workload, dtype):
         X, _ = data(workload, dtype)
-        _, widths = WORKLOADS[workload]
+        _, widths, _, _ = _spec(workload)
         rng = np.random.default_rng(1)
         batch = X.shape[0]
         self.x = X
