@@ -73,6 +73,20 @@ class Sigmoid(_Kernels):
         self.k.sigmoid_backward(self.s, self.g, self.gx)
 
 
+class Tanh(Sigmoid):
+    """The same buffers as Sigmoid's, so that the two activations compare directly."""
+
+    def make(self, n):
+        super().make(n)
+        self.t = np.tanh(self.x)
+
+    def time_forward(self, *_):
+        self.k.tanh_forward(self.x, self.out)
+
+    def time_backward(self, *_):
+        self.k.tanh_backward(self.t, self.g, self.gx)
+
+
 def _softmax(x):
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)

@@ -18,7 +18,7 @@ Conventions:
 - The per-element maths is in `csrc/pointwise.h`.
 """
 from cython cimport floating
-from libc.math cimport exp, fabs, floor, log, log1p, tanh
+from libc.math cimport exp, fabs, floor, log, log1p
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
@@ -29,6 +29,8 @@ cdef extern from "pointwise.h" nogil:
     void cedf_sigmoid_array_f64(const double* x, double* out, Py_ssize_t n)
     void cedf_bias_sigmoid_f32(const float* u, const float* b, float* s, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_bias_sigmoid_f64(const double* u, const double* b, double* s, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_tanh_array_f32(const float* x, float* out, Py_ssize_t n)
+    void cedf_tanh_array_f64(const double* x, double* out, Py_ssize_t n)
     void cedf_softmax_exp_f32(float* x, Py_ssize_t n)
     void cedf_softmax_exp_f64(double* x, Py_ssize_t n)
     double cedf_bce(double p, double y)
@@ -350,20 +352,28 @@ cdef inline void adam(floating* value, const floating* grad, floating* m, floati
 
 
 # -- more activations and losses on logits: each element in double, rounded once -------
+# (but tanh, in the buffer's precision as the sigmoid)
 
 cdef inline void tanh_forward(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        out[i] = <floating>tanh(x[i])
+    # In C, in the buffer's precision, vectorised like the sigmoid (csrc/pointwise.h), within
+    # 1.6 ulp: libm's tanh, a call per element, took 14 ns an element here, this 1.07 (double)
+    # or 0.52 (float); a 64-32-10 Tanh MLP's step went from 50 to 21 us (float32).
+    if floating is float:
+        cedf_tanh_array_f32(x, out, n)
+    else:
+        cedf_tanh_array_f64(x, out, n)
 
 
 cdef inline void tanh_backward(const floating* t, const floating* g, floating* gx, bint acc,
                                Py_ssize_t n) noexcept nogil:
+    # The local gradient 1 - t^2 as (1 - t)(1 + t), in the buffer's precision as the
+    # sigmoid's: where 1 - t^2 cancels (|t| >= 1/2) the factor 1 -+ t is exact, so it
+    # is within 1.5 ulp of the exact 1 - t^2 of the rounded t. The double version
+    # (1 - t * t in double, for floats too) converted every float and lost the
+    # digits of t * t near |t| = 1; floats went from 0.40 to 0.13 ns per element here.
     cdef Py_ssize_t i
-    cdef double ti
     for i in range(n):
-        ti = t[i]
-        gx[i] = <floating>((gx[i] if acc else 0) + g[i] * (1 - ti * ti))
+        gx[i] = (gx[i] if acc else 0) + g[i] * ((<floating>1 - t[i]) * (<floating>1 + t[i]))
 
 
 cdef inline void leaky_relu_forward(const floating* x, floating* out, Py_ssize_t n, double slope) noexcept nogil:

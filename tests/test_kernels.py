@@ -103,6 +103,98 @@ def test_tanh(n, dtype, scale, seed):
     check("tanh_backward", [t, data(seed + 1, n, dtype), data(seed + 2, n, dtype)], [2], dtype)
 
 
+# tanh is computed in the buffer's precision (csrc/pointwise.h), not rounded from
+# double: held to a few ulp of the exact value, which the normwise 1e-5 of float32
+# above would not notice. The exact value is a long double's where that is wider
+# than double (x86-64 Linux); elsewhere float64 is compared with libm's own tanh,
+# itself within about 2 ulp.
+EXTENDED = np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant
+TANH_ULPS = 2.0
+
+
+def tanh_inputs(dtype):
+    """A dense sweep of [-20, 20], magnitudes from the least subnormal to the largest
+    float, and the neighbourhoods of the kernel's switches (0.625, the clip at 20) and
+    of the points where tanh rounds to 1 (9.0 in float32, 19.1 in float64)."""
+    f = np.finfo(dtype)
+    rng = np.random.default_rng(14)
+    wide = np.exp2(rng.uniform(np.log2(float(f.smallest_subnormal)), np.log2(float(f.max)), 100_000))
+    parts = [np.linspace(-20, 20, 400_001), rng.uniform(-20, 20, 200_000), rng.uniform(-1, 1, 100_000),
+             wide * rng.choice([-1, 1], wide.size)]
+    parts = [p.astype(dtype) for p in parts]
+    for c in (0.625, 20, 19.06, 9.01, 1, 0.5, 0.25):
+        c = dtype(c)
+        parts.append(c + np.arange(-200, 201).astype(dtype) * np.spacing(c))
+    x = np.concatenate(parts)
+    return np.concatenate([x, -x])
+
+
+def ulp_error(y, x, dtype):
+    """|y - tanh(x)| in ulps of tanh(x) in `dtype`, the exact value in the widest float here."""
+    wide = np.longdouble if EXTENDED else np.float64   # float64 is exact enough for float32's ulps
+    exact = np.tanh(x.astype(wide))
+    _, e = np.frexp(exact)
+    f = np.finfo(dtype)
+    ulp = np.ldexp(wide(1), np.maximum(e - 1, f.minexp) - f.nmant)
+    return np.abs(y.astype(wide) - exact) / ulp
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_is_within_two_ulp(dtype):
+    x = tanh_inputs(dtype)
+    y = np.empty_like(x)
+    _kernels.tanh_forward(x, y)
+    worst = float(np.max(ulp_error(y, x, dtype)))
+    # Measured 1.46 ulp (float32, every float) and 1.53 (float64, 2.6e6 points).
+    bound = TANH_ULPS if EXTENDED or dtype == np.float32 else TANH_ULPS + 2
+    assert worst <= bound, f"tanh {np.dtype(dtype).name}: {worst:.2f} ulp from the exact value"
+    assert np.array_equal(y[: x.size // 2], -y[x.size // 2:]), "tanh is odd"
+    # Below 2^-13 (float32) or 2^-27 (float64) tanh x rounds to x itself, subnormals included.
+    tiny = np.abs(x) < np.ldexp(1.0, -13 if dtype == np.float32 else -27)
+    assert np.array_equal(y[tiny], x[tiny])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("alone", [False, True], ids=["together", "one by one"])
+def test_tanh_special_values(dtype, alone):
+    # "one by one" runs each value through the loop's scalar remainder, not its vector body.
+    f = np.finfo(dtype)
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, f.max, -f.max, f.smallest_subnormal,
+                  -f.smallest_subnormal, f.tiny, -f.tiny, 20, -20, 1e4, -1e4, 10, -10, 0.625, -0.625], dtype)
+    y = np.empty_like(x)
+    if alone:
+        for i in range(x.size):
+            _kernels.tanh_forward(x[i:i + 1], y[i:i + 1])
+    else:
+        _kernels.tanh_forward(x, y)
+    expected = np.tanh(x.astype(np.float64)).astype(dtype)
+    assert np.array_equal(np.signbit(y), np.signbit(x)), "tanh keeps the sign, of zeros and NaNs too"
+    nan = np.isnan(x)
+    assert np.isnan(y[nan]).all()
+    assert np.array_equal(y[~nan][:-2], expected[~nan][:-2]), (x, y)   # all but +-0.625: exactly the rounded tanh
+    assert float(np.max(ulp_error(y[-2:], x[-2:], dtype))) <= TANH_ULPS
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_gradient_near_saturation_keeps_its_digits(dtype):
+    # 1 - t^2 for t close to +-1 cancels: it is computed as (1 - t)(1 + t), each
+    # factor exact or rounded once, so the local gradient stays within 2 eps of its
+    # exact value at the rounded t (1 - t * t in double lost digits there).
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.uniform(-19, 19, 20_000), np.linspace(-8, 8, 1001)])
+    t = np.tanh(x).astype(dtype)
+    t = t[np.abs(t) < 1]
+    g = rng.uniform(0.5, 2, t.size).astype(dtype)
+    gx = np.zeros_like(t)
+    _kernels.tanh_backward(t, g, gx)
+    wide = np.longdouble if EXTENDED else np.float64
+    tw = t.astype(wide)
+    exact = g.astype(wide) * ((1 - tw) * (1 + tw))   # to 2^-63 in a long double
+    rel = np.abs(gx.astype(wide) - exact) / exact
+    bound = 2 if EXTENDED or dtype == np.float32 else 4
+    assert float(np.max(rel)) <= bound * np.finfo(dtype).eps
+
+
 @given(n=st.integers(0, 300), dtype=DTYPES, slope=st.sampled_from([0.0, 0.01, 0.2, -0.5]), seed=st.integers(0, 1000))
 def test_leaky_relu(n, dtype, slope, seed):
     x = data(seed, n, dtype)
