@@ -18,7 +18,7 @@ Conventions:
 - The per-element maths is in `csrc/pointwise.h`.
 """
 from cython cimport floating
-from libc.math cimport exp, fabs, floor, log, log1p
+from libc.math cimport exp, fabs, log, log1p
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
@@ -51,47 +51,50 @@ ctypedef fused label_t:
 # The user's label array may be changed by another thread while a loop runs
 # without the GIL, so a check before the loop proves nothing about what the
 # loop reads next. Each label is read once, checked, and written to a buffer
-# that only cedf holds; the loops that index p[i, label] read that copy.
+# that only cedf holds; the loops that index p[i, label] read that copy. The
+# loops themselves are in csrc/labels.h (vectorised).
+
+cdef extern from "labels.h" nogil:
+    Py_ssize_t cedf_class_labels_i64(const int64_t* y, int64_t* out, Py_ssize_t n, Py_ssize_t c, double* bad)
+    Py_ssize_t cedf_class_labels_f32(const float* y, int64_t* out, Py_ssize_t n, Py_ssize_t c, double* bad)
+    Py_ssize_t cedf_class_labels_f64(const double* y, int64_t* out, Py_ssize_t n, Py_ssize_t c, double* bad)
+    Py_ssize_t cedf_binary_labels_i64_f32(const int64_t* y, float* out, Py_ssize_t n, double* bad)
+    Py_ssize_t cedf_binary_labels_f32_f32(const float* y, float* out, Py_ssize_t n, double* bad)
+    Py_ssize_t cedf_binary_labels_f64_f32(const double* y, float* out, Py_ssize_t n, double* bad)
+    Py_ssize_t cedf_binary_labels_i64_f64(const int64_t* y, double* out, Py_ssize_t n, double* bad)
+    Py_ssize_t cedf_binary_labels_f32_f64(const float* y, double* out, Py_ssize_t n, double* bad)
+    Py_ssize_t cedf_binary_labels_f64_f64(const double* y, double* out, Py_ssize_t n, double* bad)
+
 
 cdef inline Py_ssize_t copy_class_labels(const label_t* y, int64_t* out, Py_ssize_t n, Py_ssize_t c,
                                          double* bad_value) noexcept nogil:
     """out = y as int64 class indices; -1, or the first row whose label is not a whole number in
     [0, c) (its value in out[row] for int64 labels, in bad_value for float ones)."""
-    cdef Py_ssize_t i
-    cdef label_t v
-    for i in range(n):
-        v = y[i]
-        if label_t is int64_t:
-            out[i] = v
-            if v < 0 or v >= c:
-                return i
-        else:
-            # Written so that NaN fails every comparison; a whole float below c converts exactly.
-            if not (v >= 0 and v < c and v == floor(v)):
-                bad_value[0] = v
-                return i
-            out[i] = <int64_t>v
-    return -1
+    if label_t is int64_t:
+        return cedf_class_labels_i64(y, out, n, c, bad_value)
+    elif label_t is float:
+        return cedf_class_labels_f32(y, out, n, c, bad_value)
+    else:
+        return cedf_class_labels_f64(y, out, n, c, bad_value)
 
 
 cdef inline Py_ssize_t copy_binary_labels(const label_t* y, floating* out, Py_ssize_t n,
                                           double* bad_value) noexcept nogil:
     """out = y in the loss's float dtype; -1, or the first row whose label, so rounded, is not 0 or 1."""
-    cdef Py_ssize_t i
-    cdef floating v
-    cdef bint bad = False
-    for i in range(n):
-        # Checked after the rounding, as the node checks its converted labels. No early
-        # exit: the loop stays branch-free, and a bad label is rare.
-        v = <floating>y[i]
-        out[i] = v
-        bad |= (v != 0) & (v != 1)
-    if bad:
-        for i in range(n):
-            if out[i] != 0 and out[i] != 1:
-                bad_value[0] = out[i]
-                return i
-    return -1
+    if floating is float:
+        if label_t is int64_t:
+            return cedf_binary_labels_i64_f32(y, out, n, bad_value)
+        elif label_t is float:
+            return cedf_binary_labels_f32_f32(y, out, n, bad_value)
+        else:
+            return cedf_binary_labels_f64_f32(y, out, n, bad_value)
+    else:
+        if label_t is int64_t:
+            return cedf_binary_labels_i64_f64(y, out, n, bad_value)
+        elif label_t is float:
+            return cedf_binary_labels_f32_f64(y, out, n, bad_value)
+        else:
+            return cedf_binary_labels_f64_f64(y, out, n, bad_value)
 
 
 cdef inline void fill(floating* dst, floating value, Py_ssize_t n) noexcept nogil:

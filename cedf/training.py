@@ -170,23 +170,26 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     # Per epoch, not per step: each step's losses and scores (what the classes follow
     # from) land in these, and the epoch's loss and accuracy are taken from them once.
     losses, scores = np.empty(n), None
+    forward, backward = graph.Forward, graph.Backward   # bound once: the loop is the hot path
     for epoch in range(epochs):
         bar = _Progress(progress, -(-n // batch_size), f"epoch {epoch + 1}/{epochs}")
+        shown = bar.step if bar.bar is not None else None
         order = rng.permutation(n) if shuffle else None
         start = 0
         for Xb, Yb in data.batches(X, Y, batch_size, order=order, reuse=True):
             x.value, y.value = Xb, Yb
-            graph.Forward()
+            forward()
             stop = start + len(Xb)
             losses[start:stop] = loss.value
             score, threshold = _scores(loss)
             if scores is None:
                 scores = np.empty((n,) + score.shape[1:], score.dtype)
             scores[start:stop] = score
-            graph.Backward(loss)
+            backward(loss)
             update()
             start = stop
-            bar.step(losses, stop)
+            if shown is not None:
+                shown(losses, stop)
         bar.close()
         history.loss.append(float(np.sum(losses)) / n)
         predicted = np.argmax(scores, axis=1) if threshold is None else scores >= threshold
