@@ -203,6 +203,7 @@ class GraphPlan:
         # backward program run (it reads the labels and values that run left). A dict of
         # its own, so that the program holding it holds nothing that holds the program.
         self.state = {"forward_ran": False}
+        self._retired = False
         self._forward = self._build_forward()
         self._backward = {}
         self._last_loss = self._last_backward = None
@@ -273,6 +274,7 @@ class GraphPlan:
 
     def retire(self):
         """Make every program of this plan refuse to run (Replan): the graph changed."""
+        self._retired = True   # and no backward program is built for it any more
         for program in (self._forward, self._update, *self._backward.values()):
             if program is not None:
                 program.retire()
@@ -464,9 +466,12 @@ class GraphPlan:
         if loss is not self._last_loss:
             program = self._backward.get(id(loss))
             if program is None:
-                if not any(c is loss for c in self.nodes):
-                    raise Replan("loss")   # the node-by-node Backward says what is wrong
-                program = self._backward[id(loss)] = self._build_backward(loss)
+                with self._lock:   # built from the nodes as they are: not while another thread changes them
+                    if self._retired:
+                        raise Replan("graph")
+                    if not any(c is loss for c in self.nodes):
+                        raise Replan("loss")   # the node-by-node Backward says what is wrong
+                    program = self._backward[id(loss)] = self._build_backward(loss)
             self._last_loss, self._last_backward = loss, program
         self._last_backward.run()
 

@@ -214,7 +214,8 @@ def test_a_program_takes_its_graphs_lock_and_refuses_to_run_once_retired():
     g = edf.current_graph()
     edf.Forward()
     edf.Forward()
-    forward = g._plan.forward   # the program itself
+    plan = g._plan
+    forward = plan.forward   # the program itself
     done = threading.Event()
     other = threading.Thread(target=lambda: (forward(), done.set()))
     with g.lock:
@@ -225,6 +226,8 @@ def test_a_program_takes_its_graphs_lock_and_refuses_to_run_once_retired():
     h.slope = 0.5
     with pytest.raises(edf.backend.Replan):
         forward()
+    with pytest.raises(edf.backend.Replan):   # nor is a backward program built for it any more
+        plan.backward(h)
 
 
 @COMPILED
