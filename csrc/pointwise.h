@@ -281,4 +281,32 @@ static inline double cedf_bce_logits(double z, double y)
 CEDF_LOOPS(float, f32, cedf_expf, cedf_expf_fraction, cedf_tanhf_rational)
 CEDF_LOOPS(double, f64, cedf_exp, cedf_exp_fraction, cedf_tanh_rational)
 
+/*
+ * The (leaky) ReLU's loops: each element in double, rounded once, as before,
+ * but compiled for x86-64-v3 too, where the conversions to and from double run
+ * four to a vector. Compiled by Cython for the baseline alone the forward took
+ * 4.0 us for a 100 x 100 float32 batch here, this one 1.0 us (four such passes
+ * in each step of the 40-100-100-10 MLP; the step itself moved by less than
+ * the run-to-run spread).
+ * cedf_leaky_relu_array_*: out = leaky_relu(x).
+ * cedf_leaky_relu_grad_array_*: gx (+)= g * leaky_relu'(x) (acc: add, else write).
+ */
+#define CEDF_LEAKY_LOOPS(T, SFX)                                                                \
+    CEDF_MULTIVERSION static void cedf_leaky_relu_array_##SFX(const T *x, T *out, ptrdiff_t n,  \
+                                                              double slope)                     \
+    {                                                                                           \
+        for (ptrdiff_t i = 0; i < n; i++) out[i] = (T)cedf_leaky_relu(x[i], slope);             \
+    }                                                                                           \
+                                                                                                \
+    CEDF_MULTIVERSION static void cedf_leaky_relu_grad_array_##SFX(const T *x, const T *g, T *gx, \
+                                                                   int acc, ptrdiff_t n,        \
+                                                                   double slope)                \
+    {                                                                                           \
+        for (ptrdiff_t i = 0; i < n; i++)                                                       \
+            gx[i] = (T)((acc ? (double)gx[i] : 0.0) + (double)g[i] * cedf_leaky_relu_grad(x[i], slope)); \
+    }
+
+CEDF_LEAKY_LOOPS(float, f32)
+CEDF_LEAKY_LOOPS(double, f64)
+
 #endif
