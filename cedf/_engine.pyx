@@ -109,13 +109,12 @@ cdef class StepLock:
 
     cdef int take(self) except -1:
         cdef long me = PyThread_get_thread_ident()
-        cdef int got
         if self.count and self.owner == me:
             self.count += 1
             return 0
         if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
             with nogil:
-                got = PyThread_acquire_lock(self.lock, WAIT_LOCK)
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)   # a wait with WAIT_LOCK always ends holding it
         self.owner, self.count = me, 1
         return 0
 
@@ -171,9 +170,7 @@ cdef class Binding:
     cdef int typenums[4]
     cdef bint writable
     cdef bint column           # an (n, 1) array fits a binding of (n,) too: the same layout
-    cdef readonly object array
-    cdef object previous       # what `array` was before this run changed it
-    cdef bint changed
+    cdef readonly object array   # what the last run read: held, so that it stays alive
 
     def __init__(self, owner, attr, shape, dtypes, convert, writable=False, column=False):
         self.owner, self.attr, self.convert = owner, attr, convert
@@ -216,7 +213,6 @@ cdef class Binding:
         return False
 
     cdef int refresh(self) except -1:
-        self.changed = False
         obj = getattr(self.owner, self.attr)
         if obj is self.array and self.fits(obj):
             return 0
@@ -224,12 +220,8 @@ cdef class Binding:
             obj = self.convert(obj)
             if not self.fits(obj):
                 raise Replan(self.attr)
-        self.previous, self.array, self.changed = self.array, obj, True
+        self.array = obj
         return 0
-
-    cdef void roll_back(self):
-        if self.changed:
-            self.array, self.previous, self.changed = self.previous, None, False
 
 
 cdef class Program:
@@ -327,7 +319,6 @@ cdef class Program:
         program at once would replace them under each other's loops: the graph
         serialises its steps with a lock (`cedf.graph.Graph`), and a run that
         finds another under way (the program called from elsewhere) is refused.
-        A run that raises leaves the bindings as the last good run left them.
         """
         if self.lock is None:
             return self._run(lr)
@@ -350,15 +341,12 @@ cdef class Program:
             raise Replan("graph")
         self.running = True
         try:
-            try:
-                for i in range(len(self.bindings)):
-                    b = <Binding>self.bindings[i]
-                    b.refresh()
-                    self._set(self.binding_index[i], b.array)
-            except BaseException:
-                # Only the bindings this run reached: the others' `changed` is the last run's.
-                self._roll_back(i + 1)
-                raise
+            # Nothing read after a run reads the bound arrays (the labels the losses read
+            # are the plan's own copies), so a run refused here need undo nothing.
+            for i in range(len(self.bindings)):
+                b = <Binding>self.bindings[i]
+                b.refresh()
+                self._set(self.binding_index[i], b.array)
             with nogil:
                 for i in range(self.n_ops):
                     if self.ops[i].f64:
@@ -371,7 +359,6 @@ cdef class Program:
                         failed = i
                         break
             if failed >= 0:
-                self._roll_back(len(self.bindings))
                 raise ValueError(self.messages[failed](self._bad_label(&self.ops[failed])))
             for state, key, value in self.after:
                 # Into the dict itself: no Python __setattr__ (a node's, cedf.nodes) runs per step.
@@ -384,11 +371,6 @@ cdef class Program:
         if op.code == CLASS_LABELS and self.typenum[op.a[0]] == cnp.NPY_INT64:
             return (<int64_t*>self.ptr[op.a[1]])[self.bad_row]
         return self.bad_value
-
-    cdef void _roll_back(self, int n):
-        cdef int i
-        for i in range(n):
-            (<Binding>self.bindings[i]).roll_back()
 
     def bound(self, int index):
         """The array that buffer `index` was bound to at the last run."""

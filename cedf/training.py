@@ -45,16 +45,22 @@ def _probabilities(loss):
 
 
 
-def _scores(loss):
-    """What the loss node judged in the last batch, and how the classes follow from it:
-    (scores, None) for the argmax of each row, (scores, t) for class 1 where a score is >= t."""
+def _scorer(loss):
+    """A function giving what the loss node judged in the last batch, and how the classes follow
+    from it: (scores, None) for the argmax of each row, (scores, t) for class 1 where a score is
+    >= t. Chosen once per fit, called once per step."""
     if isinstance(loss, nodes.BCEWithLogitsLoss):
-        z = np.asarray(loss.x.value)
-        return z.reshape(len(z)), 0   # sigmoid(z) >= 0.5 where z >= 0: no sigmoid needed
-    p = np.asarray(_probabilities(loss))
-    if p.ndim == 2 and p.shape[1] >= 2:
-        return p, None
-    return p.reshape(len(p)), 0.5
+        def logits():
+            z = np.asarray(loss.x.value)
+            return z.reshape(len(z)), 0   # sigmoid(z) >= 0.5 where z >= 0: no sigmoid needed
+        return logits
+
+    def probabilities():
+        p = np.asarray(_probabilities(loss))
+        if p.ndim == 2 and p.shape[1] >= 2:
+            return p, None
+        return p.reshape(len(p)), 0.5
+    return probabilities
 
 
 def _as_fed(graph, x, X):
@@ -170,7 +176,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     # Per epoch, not per step: each step's losses and scores (what the classes follow
     # from) land in these, and the epoch's loss and accuracy are taken from them once.
     losses, scores = np.empty(n), None
-    forward, backward = graph.Forward, graph.Backward   # bound once: the loop is the hot path
+    forward, backward, scores_of = graph.Forward, graph.Backward, _scorer(loss)   # once: the loop is the hot path
     for epoch in range(epochs):
         bar = _Progress(progress, -(-n // batch_size), f"epoch {epoch + 1}/{epochs}")
         shown = bar.step if bar.bar is not None else None
@@ -181,7 +187,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
             forward()
             stop = start + len(Xb)
             losses[start:stop] = loss.value
-            score, threshold = _scores(loss)
+            score, threshold = scores_of()
             if scores is None:
                 scores = np.empty((n,) + score.shape[1:], score.dtype)
             scores[start:stop] = score
