@@ -4,8 +4,10 @@
  * loop here reads the caller's array once per label, branch-free, so that it
  * vectorises (compiled for x86-64-v3 too, CEDF_MULTIVERSION), and only when a
  * label was bad looks for the first one, to name it. Written in Cython, with
- * an early exit and int64 -> float conversions (AVX2 has none), the copy of a
- * logistic regression's 1000 int64 labels cost 0.9 us of a 3.8 us step here.
+ * an early exit and int64 -> float conversions (AVX2 has none), a logistic
+ * regression's step (1000 examples, float32) took 3.8 us with int64 labels and
+ * 3.0 with float32 ones here; 3.1 with int64 labels and these loops
+ * (benchmarks/compare.py, two runs).
  *
  * cedf_class_labels_*: out = y as int64 class indices in [0, c); -1, or the row
  *   of the first label that is not (its value then in out[row] for int64
