@@ -33,8 +33,9 @@ from .training import History, evaluate, fit, predict  # noqa: E402
 from .drawing import draw  # noqa: E402
 from . import plot  # noqa: E402  (matplotlib is imported when a figure is made)
 from .config import show_config  # noqa: E402
-from .graph import Backward, Forward, Graph, UpdateParameters, clear_compgraph, current_graph  # noqa: E402
+from .graph import Backward, Forward, Graph, UpdateParameters, clear_compgraph, current_graph, eval, train  # noqa: E402,A004
 from .nodes import (  # noqa: E402
+    Add,
     Affine,
     AffineParams,
     BCELoss,
@@ -50,6 +51,7 @@ from .nodes import (  # noqa: E402
     SoftmaxCrossEntropyLoss,
     Tanh,
 )
+from .shape import Flatten, Reshape  # noqa: E402
 
 try:
     __version__ = _version("cedf")
@@ -68,7 +70,8 @@ __all__ = [
     "DT", "learning_rate", "CompNodes", "Parameters",
     "Input", "Parameter", "CompNode", "AffineParams", "Affine", "Sigmoid", "Softmax",
     "CrossEntropyLoss", "BCELoss", "Tanh", "ReLU", "LeakyReLU", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss",
-    "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters",
+    "Add", "Flatten", "Reshape",
+    "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters", "train", "eval",
     "set_backend", "get_backend", "set_blas", "get_blas", "set_num_threads", "get_num_threads", "save", "load",
     "gradcheck", "optim", "data", "metrics", "fit", "predict", "evaluate", "History",
     "draw", "plot", "show_config",

@@ -18,6 +18,7 @@ raise the clear errors.
 """
 cimport numpy as cnp
 from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
                                PyThread_free_lock, PyThread_get_thread_ident, PyThread_release_lock,
                                PyThread_type_lock)
@@ -28,6 +29,7 @@ from libc.math cimport pow
 from libc.string cimport memcpy
 
 cimport cedf._loops as loops
+from cedf._plan_op cimport OP_ACCS, OP_ARGS, OP_DIMS, OP_SCALARS, Op, plan_op_fn
 from cedf._blas cimport use_numpy_blas
 
 from cedf.backend import Replan
@@ -83,6 +85,10 @@ cpdef enum:
     LEAKY_BWD           # a: x, g, gx; acc: gx; s: slope
     CE_LOGITS_FWD       # a: z, labels, p, out                 m, n = batch, classes
     CE_LOGITS_BWD       # a: p, labels, g, gz; acc: gz
+    ADD                 # a: x, y, out                         m = size (out = x + y)
+    ACCUMULATE          # a: src, dst; acc: dst                m = size (dst = src, or dst += src)
+    CALL                # a kernel module's own operation (cedf/_plan_op.pxd): its node says
+                        # which, in its _plan_forward / _plan_backward
 
 
 cdef class StepLock:
@@ -146,15 +152,6 @@ cdef class StepLock:
     def __exit__(self, *exc_info):
         self.give()
         return False
-
-
-cdef struct Op:
-    int code
-    bint f64
-    Py_ssize_t m, n, k
-    int a[6]
-    bint acc[3]
-    double s[4]         # the operation's constants
 
 
 #: The most dimensions a bound array may have (NumPy's own limit is 32 or 64).
@@ -256,8 +253,9 @@ cdef class Program:
             raise MemoryError()
 
     def __init__(self, buffers, ops, messages=None):
-        """`buffers`: ndarrays and Bindings; `ops`: tuples (code, f64, (m, n, k), args, accs, scalars)."""
-        cdef int i, j
+        """`buffers`: ndarrays and Bindings; `ops`: tuples (code, f64, (m, n, k), args, accs, scalars[, geometry]),
+        `code` an operation of the enum above or a kernel module's PyCapsule (`cedf._plan_op`)."""
+        cdef int i
         self.buffers = list(buffers)
         self.bindings = []
         for i, buf in enumerate(self.buffers):
@@ -267,22 +265,38 @@ cdef class Program:
                 self.ptr[i] = NULL
             else:
                 self._set(i, buf)
-        for i, (code, f64, dims, args, accs, scalars) in enumerate(ops):
-            self.ops[i].code = code
-            self.ops[i].f64 = f64
-            self.ops[i].m, self.ops[i].n, self.ops[i].k = (tuple(dims) + (0, 0, 0))[:3]
-            for j in range(6):
-                self.ops[i].a[j] = args[j] if j < len(args) and args[j] is not None else -1
-            for j in range(3):
-                self.ops[i].acc[j] = accs[j] if j < len(accs) else False
-            scalars = tuple(scalars)
-            if len(scalars) > 4:
-                raise ValueError("Program: at most four constants per operation")
-            for j in range(4):
-                self.ops[i].s[j] = scalars[j] if j < len(scalars) else 0.0
+        for i, op in enumerate(ops):
+            self._set_op(&self.ops[i], tuple(op) + ((),) * (7 - len(op)))
         self.messages = list(messages) if messages is not None else [None] * self.n_ops
         self.after = []
         self.nodes = self.parameters = None
+
+    cdef _set_op(self, Op* op, tuple spec):
+        """`spec`: (code, f64, dims, args, accs, scalars, geometry)."""
+        cdef int j
+        code, f64, dims, args, accs, scalars, geometry = spec
+        if PyCapsule_IsValid(code, b"cedf.plan_op"):
+            op.code, op.fn = CALL, PyCapsule_GetPointer(code, b"cedf.plan_op")
+        else:
+            op.code, op.fn = code, NULL
+        op.f64 = f64
+        op.m, op.n, op.k = (tuple(dims) + (0, 0, 0))[:3]
+        args, accs, scalars, geometry = tuple(args), tuple(accs), tuple(scalars), tuple(geometry)
+        for what, got, most in (("buffers", args, OP_ARGS), ("gradients", accs, OP_ACCS),
+                                ("constants", scalars, OP_SCALARS), ("sizes", geometry, OP_DIMS)):
+            if len(got) > most:
+                raise ValueError(f"Program: at most {most} {what} per operation, got {len(got)}")
+        for j in range(OP_ARGS):
+            index = args[j] if j < len(args) and args[j] is not None else -1
+            if not -1 <= index < self.n_buffers:   # the loops index the table unchecked
+                raise IndexError(f"Program: an operation names buffer {index}; the table has {self.n_buffers}")
+            op.a[j] = index
+        for j in range(OP_ACCS):
+            op.acc[j] = accs[j] if j < len(accs) else False
+        for j in range(OP_SCALARS):
+            op.s[j] = scalars[j] if j < len(scalars) else 0.0
+        for j in range(OP_DIMS):
+            op.d[j] = geometry[j] if j < len(geometry) else 0
 
     def guard(self, list nodes, list parameters):
         """Refuse to run (Replan) once `nodes` or `parameters` no longer hold what they hold now."""
@@ -403,7 +417,9 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
     cdef int* a = op.a
     cdef Py_ssize_t row = -1
     cdef double* state
-    if op.code == AFFINE_FWD:
+    if op.code == CALL:
+        (<plan_op_fn>op.fn)(op, ptr)
+    elif op.code == AFFINE_FWD:
         loops.affine_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>_p(ptr, a[2]),
                              <floating*>ptr[a[3]], op.m, op.n, op.k)
     elif op.code == AFFINE_BWD:
@@ -486,6 +502,10 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
             row = loops.copy_binary_labels(<double*>ptr[a[0]], <floating*>ptr[a[1]], op.m, bad_value)
     elif op.code == COPY:
         memcpy(ptr[a[1]], ptr[a[0]], op.m)
+    elif op.code == ADD:
+        loops.add(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.m)
+    elif op.code == ACCUMULATE:
+        loops.accumulate(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.acc[0], op.m)
     if row >= 0:
         bad_row[0] = row
         return False

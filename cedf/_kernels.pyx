@@ -13,12 +13,12 @@ kernel's own (another thread may write the caller's array meanwhile): no call
 from Python can make a loop read or write out of bounds.
 """
 from cython cimport floating
-from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t
 
 import numpy as np
 
 cimport cedf._loops as loops
+from cedf._args cimport _blas_size, _expect, _in, _in2, _out, _out2
 from cedf._blas cimport use_numpy_blas
 
 cdef extern from "build_info.h":
@@ -34,34 +34,6 @@ OPENMP = bool(CEDF_OPENMP)
 def _use_numpy_blas(addresses):
     """This module's products call NumPy's BLAS at `addresses`, or SciPy's for None (cedf.backend.set_blas)."""
     use_numpy_blas(addresses)
-
-
-cdef int _expect(str kernel, str name, tuple got, tuple expected) except -1:
-    if got != expected:
-        raise ValueError(f"{kernel}: {name} has shape {got}, expected {expected}")
-    return 0
-
-
-cdef int _blas_size(str kernel, Py_ssize_t n) except -1:
-    # BLAS takes 32-bit int dimensions; refuse rather than wrap around.
-    if n > INT_MAX:
-        raise ValueError(f"{kernel}: dimension {n} exceeds the BLAS limit {INT_MAX}")
-    return <int>n
-
-
-# Data pointers of (possibly empty) memoryviews: &a[0] is out of bounds when a
-# has no element, and then the loops never dereference the pointer anyway.
-cdef inline const floating* _in(const floating[::1] a) noexcept nogil:
-    return &a[0] if a.shape[0] else NULL
-
-cdef inline const floating* _in2(const floating[:, ::1] a) noexcept nogil:
-    return &a[0, 0] if a.shape[0] and a.shape[1] else NULL
-
-cdef inline floating* _out(floating[::1] a) noexcept nogil:
-    return &a[0] if a is not None and a.shape[0] else NULL
-
-cdef inline floating* _out2(floating[:, ::1] a) noexcept nogil:
-    return &a[0, 0] if a is not None and a.shape[0] and a.shape[1] else NULL
 
 
 cdef int64_t[::1] _checked_labels(str kernel, const int64_t[::1] labels, Py_ssize_t n, Py_ssize_t c):
@@ -279,3 +251,24 @@ def bce_logits_backward(const floating[::1] z, const floating[::1] y, const floa
     _expect("bce_logits_backward", "gz", (gz.shape[0],), (z.shape[0],))
     with nogil:
         loops.bce_logits_backward(_in(z), _in(y), _in(g), _out(gz), True, z.shape[0])
+
+
+def add_forward(const floating[::1] x, const floating[::1] y, floating[::1] out):
+    """out = x + y, elementwise over flat buffers of one length."""
+    _expect("add_forward", "y", (y.shape[0],), (x.shape[0],))
+    _expect("add_forward", "out", (out.shape[0],), (x.shape[0],))
+    with nogil:
+        loops.add(_in(x), _in(y), _out(out), x.shape[0])
+
+
+def add_backward(const floating[::1] g, floating[::1] gx, floating[::1] gy):
+    """gx += g and gy += g (None skips)."""
+    if gx is not None:
+        _expect("add_backward", "gx", (gx.shape[0],), (g.shape[0],))
+    if gy is not None:
+        _expect("add_backward", "gy", (gy.shape[0],), (g.shape[0],))
+    with nogil:
+        if gx is not None:
+            loops.accumulate(_in(g), _out(gx), True, g.shape[0])
+        if gy is not None:
+            loops.accumulate(_in(g), _out(gy), True, g.shape[0])

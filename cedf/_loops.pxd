@@ -110,6 +110,22 @@ cdef inline void fill(floating* dst, floating value, Py_ssize_t n) noexcept nogi
             dst[i] = value
 
 
+cdef inline void add(const floating* x, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = x[i] + y[i]
+
+
+cdef inline void accumulate(const floating* src, floating* dst, bint acc, Py_ssize_t n) noexcept nogil:
+    """dst = src, or dst += src: a gradient passed on unchanged (a sum's, a reshape's)."""
+    cdef Py_ssize_t i
+    if not acc:
+        memcpy(dst, src, n * sizeof(floating))
+        return
+    for i in range(n):
+        dst[i] += src[i]
+
+
 cdef inline void affine_forward(const floating* x, const floating* A, const floating* b,
                                 floating* out, int n, int n_in, int n_out) noexcept nogil:
     # The bias is copied into every row first, then BLAS adds x @ A on top

@@ -26,7 +26,10 @@ nodes before it, which computed from the refused inputs, raise too when their
 ``.value`` is read, naming the error, until a Forward succeeds; the others keep
 the last good step's values.
 """
+import contextlib
 import threading
+
+import numpy as np
 
 import cedf
 
@@ -52,6 +55,38 @@ class Graph:
         self.lock = backend._engine.StepLock() if backend._engine is not None else threading.RLock()
         self._nodes, self._parameters = [], []
         self._plan = None           # the compiled plan, once built
+        # The mode, as the nodes that train and evaluate differently read it (Dropout,
+        # BatchNorm): an array, which the compiled plan reads at every run, so that a
+        # change of mode needs no new plan.
+        self._training = np.ones(1, np.int64)
+
+    @property
+    def training(self):
+        """True in training mode (the default), False in evaluation mode (`eval`)."""
+        return bool(self._training[0])
+
+    def train(self):
+        """Training mode: Dropout drops, BatchNorm normalises by the batch's statistics and tracks them."""
+        with self.lock:   # not in the middle of another thread's step
+            self._training[0] = 1
+        return self
+
+    def eval(self):
+        """Evaluation mode: Dropout passes its input through, BatchNorm uses its running statistics."""
+        with self.lock:
+            self._training[0] = 0
+        return self
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Evaluation mode for a `with` block, then the mode it had (`predict`, `evaluate`)."""
+        with self.lock:
+            before = self._training[0]
+            self._training[0] = 0
+            try:
+                yield self
+            finally:
+                self._training[0] = before
 
     @property
     def _planned(self):
@@ -231,6 +266,16 @@ def graph_of(node, graph=None, owner="cedf", role=""):
     if not any(c is node for c in graph.CompNodes):
         raise ValueError(f"{owner}: {role}{type(node).__name__} is not a node of the graph")
     return graph
+
+
+def train():
+    """Put the current graph in training mode (`Graph.train`)."""
+    return current_graph().train()
+
+
+def eval():   # noqa: A001  (the name PyTorch gives it; cedf.eval, not the builtin)
+    """Put the current graph in evaluation mode (`Graph.eval`)."""
+    return current_graph().eval()
 
 
 def clear_compgraph():

@@ -536,6 +536,52 @@ class ReLU(LeakyReLU):
         super().__init__(x, slope=0.0)
 
 
+class Add(BuiltinNode):
+    """``a + b`` for two inputs of one shape (no broadcasting): a residual connection ``h + f(h)``.
+
+    Its gradient passes on unchanged to both terms (twice to an input given as both).
+    """
+
+    def __init__(self, a, b):
+        self.a = _check_node("Add", "a", a)
+        self.b = _check_node("Add", "b", b)
+        self._register()
+
+    def forward(self):
+        a = self._operand(self.a, "a")
+        b = self._operand(self.b, "b", dtype=a.dtype)
+        if a.shape != b.shape:
+            raise ValueError(f"Add: a has shape {a.shape} and b {b.shape}; they must be equal (Add does not "
+                             f"broadcast: reshape one, or add a bias with an Affine)")
+        out = self._output(a.shape, a.dtype)
+        backend.kernels.add_forward(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+
+    def backward(self):
+        shape, dtype = self.value.shape, self.value.dtype
+        ga, pass_a = self._grad_sink(self.a, shape, dtype)
+        gb, pass_b = self._grad_sink(self.b, shape, dtype)
+        backend.kernels.add_backward(self._incoming().reshape(-1), _flat(ga), _flat(gb))
+        for node, delta, pass_on in ((self.a, ga, pass_a), (self.b, gb, pass_b)):
+            if pass_on:
+                node.addgrad(delta)
+
+    def _plan_forward(self, plan, prog):
+        value = self._value
+        prog.op(backend._engine.ADD, value.dtype, (value.size,),
+                [prog.value(self.a, value.shape, value.dtype), prog.value(self.b, value.shape, value.dtype),
+                 prog.fixed(value)])
+
+    def _plan_backward(self, plan, prog, g, target):
+        for term in (self.a, self.b):
+            gt, acc = target(term)
+            if gt is not None:
+                prog.op(backend._engine.ACCUMULATE, self._value.dtype, (self._value.size,), [g, gt], (acc,))
+
+
+def _flat(buffer):
+    return None if buffer is None else buffer.reshape(-1)
+
+
 class Softmax(BuiltinNode):
     """Softmax over the last axis (the classes), each row shifted by its max and floored at -10."""
 

@@ -30,6 +30,17 @@ every value, and the loss values still to compute, as the last good step left
 them, and no other thread writing the user's label array can make a loop read
 out of bounds. Backward reads the labels its Forward copied.
 
+How a node compiles: the lecture's nodes are cases of `GraphPlan`'s builders
+below, with the fusions between them. A node added since carries its own
+``_plan_forward(plan, b)`` and ``_plan_backward(plan, b, g, target)``, next to
+its ``forward`` and ``backward``, which add the node's operations (the
+engine's, or its kernel module's, see `cedf._plan_op`) to the program under
+construction `b` (a `_Builder`): ``b.value(input, shape, dtype)`` is the buffer
+of an input's value, ``b.fixed(array)`` a buffer the node allocated itself,
+`g` its own gradient's buffer and ``target(input)`` the (buffer, accumulate)
+of the gradient it sends to an input, (None, False) for an Input. The plan
+asks each node; nothing here changes when one is added.
+
 Graphs with nodes other than cedf's own (a user's NumPy node, a subclass), or
 whose layers mix dtypes, keep running node by node.
 """
@@ -39,12 +50,20 @@ from . import _engine, _kernels
 from ._engine import Binding, Program
 from .backend import Replan
 from .nodes import (Affine, BCELoss, CrossEntropyLoss, Input, LeakyReLU, Parameter, ReLU, Sigmoid, Softmax,
-                    SoftmaxCrossEntropyLoss, Tanh, _float_dtype, _labels_like, set_quietly, writable_buffer)
+                    SoftmaxCrossEntropyLoss, Tanh, _float_dtype, _labels_like, inputs_of, set_quietly,
+                    writable_buffer)
 
 _COMPILED = (Affine, Sigmoid, Softmax, CrossEntropyLoss, BCELoss, Tanh, LeakyReLU, ReLU, SoftmaxCrossEntropyLoss)
-_LOSSES = (CrossEntropyLoss, BCELoss, SoftmaxCrossEntropyLoss)
 _CLASSES = (CrossEntropyLoss, SoftmaxCrossEntropyLoss)   # losses of class indices
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def compiled(node):
+    """Whether the plan compiles `node`: one of the lecture's nodes, or one of cedf's node classes
+    that says itself how it compiles. A class of the user's, a subclass of cedf's included, runs
+    node by node: its forward may differ from what the plan would run."""
+    cls = type(node)
+    return cls in _COMPILED or (hasattr(cls, "_plan_forward") and cls.__module__.startswith("cedf."))
 
 
 class _NotCompilable(Exception):
@@ -142,6 +161,7 @@ class _Builder:
 
     def __init__(self):
         self.buffers, self.ops, self.messages = [], [], []
+        self.stage = {}   # op index -> 0 or 1: run first (see `op`)
         self._index = {}
 
     def _add(self, key, buffer):
@@ -161,7 +181,7 @@ class _Builder:
 
     def value(self, node, shape, dtype, own_dtype=True):
         """The buffer holding `node`'s value as a consumer of `dtype` reads it (see `_converter`)."""
-        if isinstance(node, _COMPILED):
+        if compiled(node):
             if node._value.dtype != dtype or node._value.shape != shape:
                 raise _NotCompilable(f"{type(node).__name__} feeds a layer of another dtype")
             return self.fixed(node._value)
@@ -169,8 +189,14 @@ class _Builder:
             return self.bound(node, "value", shape, (dtype,), _parameter_converter(dtype, shape))
         return self.bound(node, "value", shape, (dtype,), _converter(dtype, shape, own_dtype), kind=own_dtype)
 
-    def op(self, code, dtype, dims, args, accs=(), scalars=(), message=None):
-        self.ops.append((code, dtype == np.float64, dims, args, accs, scalars))
+    def op(self, code, dtype, dims, args, accs=(), scalars=(), message=None, geometry=(), stage=None):
+        """An operation: `code` of the engine's, or a kernel module's plan operation (a capsule).
+
+        `stage` 0 or 1 moves it before every other (the labels' checks, then their commits).
+        """
+        if stage is not None:
+            self.stage[len(self.ops)] = stage
+        self.ops.append((code, dtype == np.float64, dims, args, accs, scalars, geometry))
         self.messages.append(message)
 
     def program(self, nodes, parameters):
@@ -187,9 +213,12 @@ class GraphPlan:
 
     def __init__(self, graph):
         self.nodes, self.parameters = graph.CompNodes, graph.Parameters
+        #: The graph's mode (int64, 1 in training, 0 in evaluation), read by the operations of
+        #: the nodes that train and evaluate differently (Dropout, BatchNorm) at every run.
+        self.training = graph._training
         self.consumers = {id(c): [] for c in graph.CompNodes}
         for c in graph.CompNodes:
-            for source in (c.x, c.y) if isinstance(c, _LOSSES) else (c.x,):
+            for source in inputs_of(c):
                 if id(source) in self.consumers:
                     self.consumers[id(source)].append(c)
         # Affines read only by a Sigmoid: that Sigmoid adds their bias (forward)
@@ -218,7 +247,9 @@ class GraphPlan:
         b, lazy = _Builder(), []
         for node in self.nodes:
             dtype = node._value.dtype
-            if isinstance(node, Affine):
+            if hasattr(node, "_plan_forward"):
+                node._plan_forward(self, b)
+            elif isinstance(node, Affine):
                 n, n_in = node._x.shape
                 n_out = node._value.shape[1]
                 bias = None if id(node) in self._bias_in_sigmoid else b.value(node.params.b, (n_out,), dtype)
@@ -255,8 +286,7 @@ class GraphPlan:
                 lazy.extend((node, self._loss_values(node, labels)) for labels in self._loss_forward(b, node, dtype))
         # Labels are checked before anything is computed, and committed (copied where
         # the losses read them) only when all passed: see the module's docstring.
-        stage = {_engine.CLASS_LABELS: 0, _engine.BINARY_LABELS: 0, _engine.COPY: 1}
-        order = sorted(range(len(b.ops)), key=lambda i: stage.get(b.ops[i][0], 2))
+        order = sorted(range(len(b.ops)), key=lambda i: b.stage.get(i, 2))
         b.ops, b.messages = [b.ops[i] for i in order], [b.messages[i] for i in order]
         program = self._program(b)
         program.after = [(node.__dict__, "_pending_value", compute) for node, compute in lazy]
@@ -303,20 +333,20 @@ class GraphPlan:
                         kind=id(node), column=True)   # each loss converts by its own rules
             message = _label_message(lambda: node._class_indices(n, classes),
                                      f"{name}: label {{value}} is outside [0, {classes})")
-            b.op(_engine.CLASS_LABELS, loss_dtype, (n, classes), [y, b.fixed(staged)], message=message)
+            b.op(_engine.CLASS_LABELS, loss_dtype, (n, classes), [y, b.fixed(staged)], message=message, stage=0)
         else:
             y = b.bound(node.y, "value", (n,), (np.int64, np.float32, np.float64), _binary_converter(n, dtype),
                         kind=id(node), column=True)
             message = _label_message(lambda: node._labels(n, dtype), "BCELoss: y must hold labels 0 or 1, got {value}")
-            b.op(_engine.BINARY_LABELS, dtype, (n,), [y, b.fixed(staged)], message=message)
-        b.op(_engine.COPY, loss_dtype, (staged.nbytes,), [b.fixed(staged), b.fixed(checked)])
+            b.op(_engine.BINARY_LABELS, dtype, (n,), [y, b.fixed(staged)], message=message, stage=0)
+        b.op(_engine.COPY, loss_dtype, (staged.nbytes,), [b.fixed(staged), b.fixed(checked)], stage=1)
         return b.fixed(checked)
 
     def _loss_forward(self, b, node, dtype):
         """Emit a loss's forward; returns [labels index] when its values are left lazy."""
         p = b.value(node.x, node._p.shape, dtype)
         labels = self._labels(b, node)
-        if not self.consumers[id(node)] and isinstance(node.x, _COMPILED):
+        if not self.consumers[id(node)] and compiled(node.x):
             return [labels]   # nobody in the graph reads the losses: compute them if a user does
         n = node._p.shape[0]
         if isinstance(node, CrossEntropyLoss):
@@ -387,7 +417,9 @@ class GraphPlan:
                 b.op(_engine.FILL, dtype, (node._value.size,), [g])
                 written.add(g)
                 continue
-            if isinstance(node, Affine):
+            if hasattr(node, "_plan_backward"):
+                node._plan_backward(self, b, g, target)
+            elif isinstance(node, Affine):
                 A = node.params.A
                 n, n_in = node._x.shape
                 n_out = node._value.shape[1]
@@ -514,7 +546,7 @@ def _no_update(learning_rate):
 
 def build(graph):
     """The plan of `graph`, right after a node-by-node Forward; None if the engine cannot run it."""
-    if not (all(type(c) in _COMPILED for c in graph.CompNodes)
+    if not (all(compiled(c) for c in graph.CompNodes)
             and all(type(p) is Parameter and type(p.value) is np.ndarray for p in graph.Parameters)):
         return None
     if any(c._value is None or c._value.dtype not in _FLOATS for c in graph.CompNodes):

@@ -199,3 +199,15 @@ def bce_logits_backward(z, y, g, gz):
     e = np.exp(-np.abs(z))
     s = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
     gz += _f64(g) * (s - _f64(y))
+
+
+def add_forward(x, y, out):
+    """out = x + y, elementwise over flat buffers of one length (a residual connection)."""
+    np.add(x, y, out=out)
+
+
+def add_backward(g, gx, gy):
+    """gx += g and gy += g (None skips): a sum passes its gradient on to both terms."""
+    for grad in (gx, gy):
+        if grad is not None:
+            grad += g

@@ -130,15 +130,16 @@ class _Progress:
 
 
 def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
-    """Mean loss and accuracy of the graph on (X, Y), forward passes only."""
+    """Mean loss and accuracy of the graph on (X, Y), forward passes only, in evaluation mode."""
     graph = graph_of(loss, graph, "evaluate", "the loss ")
     total = correct = 0.0
     n = len(X)
-    for Xb, Yb in data.batches(X, Y, batch_size, shuffle=False):
-        x.value, y.value = Xb, Yb
-        graph.Forward()
-        total += float(np.sum(loss.value, dtype=np.float64))
-        correct += metrics.accuracy(Yb, _probabilities(loss)) * len(Xb)
+    with graph.evaluating():
+        for Xb, Yb in data.batches(X, Y, batch_size, shuffle=False):
+            x.value, y.value = Xb, Yb
+            graph.Forward()
+            total += float(np.sum(loss.value, dtype=np.float64))
+            correct += metrics.accuracy(Yb, _probabilities(loss)) * len(Xb)
     return total / n, correct / n
 
 
@@ -223,7 +224,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
 
 
 def predict(output, x, X, batch_size=None, graph=None):
-    """The value of node `output` for data X fed to Input `x`: inference only.
+    """The value of node `output` for data X fed to Input `x`: inference only, in evaluation mode.
 
     Runs only the nodes that `output` depends on (not the loss, so no labels
     are needed) and no Backward: no gradient buffer is touched. With `batch_size`,
@@ -235,7 +236,7 @@ def predict(output, x, X, batch_size=None, graph=None):
     path = [c for c in graph.CompNodes[:upto + 1] if id(c) in needed]
     X = np.asarray(X)
     chunks = [X] if batch_size is None else [X[i:i + batch_size] for i in range(0, len(X), batch_size)]
-    with graph.lock:   # a step of another thread's waits
+    with graph.lock, graph.evaluating():   # a step of another thread's waits
         graph.release_plan()   # the nodes run one by one here, into buffers the plan would not know
         results, before = [], x.value
         try:

@@ -39,7 +39,7 @@ def test_reference_and_kernels_have_the_same_functions():
         return {name for name in dir(module) if name.endswith(("_forward", "_backward", "_update"))}
 
     assert kernels(_kernels) == kernels(reference)
-    assert len(kernels(reference)) == 20
+    assert len(kernels(reference)) >= 22   # the set itself is what the line above compares
 
 
 def test_thread_count_setting_limits_blas_and_keeps_results():

@@ -203,6 +203,16 @@ def test_leaky_relu(n, dtype, slope, seed):
     check("leaky_relu_backward", [x, data(seed + 1, n, dtype), data(seed + 2, n, dtype), slope], [2], dtype)
 
 
+@given(n=st.integers(0, 300), dtype=DTYPES, seed=st.integers(0, 1000), skip=st.sampled_from([None, 1, 2]))
+def test_add(n, dtype, seed, skip):
+    x, y = data(seed, n, dtype), data(seed + 1, n, dtype)
+    check("add_forward", [x, y, np.empty(n, dtype)], [2], dtype)
+    grads = [data(seed + 2, n, dtype), data(seed + 3, n, dtype)]
+    if skip is not None:
+        grads[skip - 1] = None
+    check("add_backward", [data(seed + 4, n, dtype), *grads], [i for i in (1, 2) if i != skip], dtype)
+
+
 @given(B=SIZES, C=st.integers(1, 40), dtype=DTYPES, scale=st.sampled_from([0.1, 3.0, 300.0]), seed=st.integers(0, 1000))
 def test_cross_entropy_logits(B, C, dtype, scale, seed):
     z = data(seed, (B, C), dtype, scale)

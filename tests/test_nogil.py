@@ -173,6 +173,8 @@ KERNELS = {
     "bce_logits_backward": lambda: (full(N), binary(), full(N), full(N, 0.0)),
     "sgd_update": lambda: (full(N), full(N, 1e-9), full(N, 0.0), 0.1, 0.9, 1e-4, True, False),
     "adam_update": lambda: (full(N), full(N, 1e-9), full(N, 0.0), full(N, 0.0), 1e-3, 0.9, 0.999, 1e-8, 1e-4, 1),
+    "add_forward": lambda: (full(N), full(N), full(N)),
+    "add_backward": lambda: (full(N), full(N, 0.0), full(N, 0.0)),
 }
 
 

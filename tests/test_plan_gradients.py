@@ -15,9 +15,13 @@ consumers. With cedf's own nodes, the only ones the plan compiles, a computed
 node has one differentiable input, so two consumers can both reach a loss only
 through a shared parameter: that is the accumulation case.
 """
+import importlib
+import pkgutil
+
 import numpy as np
 import pytest
 
+import cedf
 import cedf as edf
 from cedf import _engine, plan
 
@@ -27,7 +31,13 @@ from cedf import _engine, plan
 TOL = 1e-6
 
 #: The plan's operations, by number (cedf._engine's enum).
-OPS = {getattr(_engine, name): name for name in dir(_engine) if name.endswith(("_FWD", "_BWD"))}
+OPS = {getattr(_engine, name): name for name in dir(_engine) if name.endswith(("_FWD", "_BWD"))
+       or name in ("ADD", "ACCUMULATE")}
+# And the operations that kernel modules bring (cedf/_plan_op.pxd), by the names they give them.
+for _module in pkgutil.iter_modules(cedf.__path__):
+    if _module.name.startswith("_"):
+        OPS.update({capsule: name for name, capsule in
+                    getattr(importlib.import_module(f"cedf.{_module.name}"), "PLAN_OPS", {}).items()})
 
 
 @pytest.fixture
@@ -38,7 +48,7 @@ def programs(monkeypatch):
     build = plan.Program
 
     def recording(buffers, ops, messages=None):
-        for code, _, _, args, accs, _ in ops:
+        for code, _, _, args, accs, *_ in ops:
             name = OPS.get(code)
             if name is None:
                 continue
@@ -134,6 +144,14 @@ def shared_parameters():
     return ce_head(h, FEATURES, y), []
 
 
+def residual():
+    x, y = data("classes")
+    h = edf.Tanh(layer(x, FEATURES, 6))
+    r = edf.Add(h, edf.Tanh(layer(h, 6, 6)))
+    both = edf.Add(r, r)   # one input as both terms: its gradient twice
+    return ce_head(edf.Flatten(edf.Reshape(both, (2, 3))), 6, y), []
+
+
 #: case -> (graph, the plan's operations it must run).
 CASES = {
     "Affine of an Input -> Softmax -> CrossEntropyLoss, fused":
@@ -150,6 +168,7 @@ CASES = {
     "LeakyReLU, slope 0.2": (leaky_relu, {"LEAKY_FWD", "LEAKY_BWD"}),
     "ReLU": (relu, {"LEAKY_FWD", "LEAKY_BWD"}),
     "SoftmaxCrossEntropyLoss": (softmax_cross_entropy_loss, {"CE_LOGITS_FWD", "CE_LOGITS_BWD"}),
+    "residual Add (an input as both terms), Reshape, Flatten": (residual, {"ADD", "ACCUMULATE"}),
     "one parameter read by two layers":
         (shared_parameters, {"AFFINE_BWD +=", "SIGMOID_BWD +=", "AFFINE_BWD without dX"}),
 }
