@@ -211,3 +211,54 @@ def add_backward(g, gx, gy):
     for grad in (gx, gy):
         if grad is not None:
             grad += g
+
+
+# -- pooling (issue 15): MaxPool and AvgPool -----------------------------------------
+# Over (N, C, H, W): windows of kh x kw positions at strides (sh, sw), no padding,
+# floor((H - kh) / sh) + 1 rows of windows (PyTorch's ceil_mode=False); a 1-D input
+# (N, C, L) is pooled as (N, C, 1, L) with kh = sh = 1. Positions that no window
+# covers get no gradient; positions that several windows cover (stride < size)
+# get the sum of what each sends.
+
+def _windows(x, kh, kw, sh, sw):
+    """The windows of x (N, C, H, W) as a read-only view (N, C, OH, OW, kh, kw)."""
+    return np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def maxpool_forward(x, out, argmax, kh, kw, sh, sw):
+    """out = the max of each window of x (N, C, H, W); argmax (int64, out's shape) = where it is,
+    as the flat index h W + w in its channel's plane (PyTorch's return_indices).
+
+    The first maximum in the window's row-major order wins a tie; a NaN counts as
+    the maximum (the first NaN), so that it propagates, as in PyTorch.
+    """
+    n, c, oh, ow = out.shape
+    width = x.shape[3]
+    windows = _windows(x, kh, kw, sh, sw).reshape(n, c, oh, ow, kh * kw)
+    k = np.argmax(windows, axis=-1)   # the first maximum; the first NaN if there is one
+    out[...] = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
+    di, dj = np.divmod(k, kw)
+    rows = np.arange(oh)[:, None] * sh + di
+    cols = np.arange(ow)[None, :] * sw + dj
+    argmax[...] = rows * width + cols
+
+
+def maxpool_backward(g, argmax, gx):
+    """gx (N, C, H, W) += g (N, C, OH, OW) at the positions argmax names (the forward's)."""
+    n, c, _, width = gx.shape
+    planes = (np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None])
+    np.add.at(gx, planes + (argmax // width, argmax % width), g)
+
+
+def avgpool_forward(x, out, kh, kw, sh, sw):
+    """out = the mean of each window of x (N, C, H, W), summed in double."""
+    out[...] = _windows(_f64(x), kh, kw, sh, sw).sum(axis=(-2, -1)) / (kh * kw)
+
+
+def avgpool_backward(g, gx, kh, kw, sh, sw):
+    """gx (N, C, H, W) += g / (kh kw) at every position of each window, in double."""
+    _, _, oh, ow = g.shape
+    share = _f64(g) / (kh * kw)
+    for i in range(kh):
+        for j in range(kw):   # the (i, j)-th position of every window: a strided slice of gx
+            gx[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += share
