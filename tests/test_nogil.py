@@ -150,6 +150,19 @@ def matrix(value=0.5):
     return np.full((N // 256, 256), value)
 
 
+def planes(value=0.5, half=False, dtype=np.float64):
+    """N values as 64 planes of 64 x 64, a pooling's input, or its output (a quarter) for `half`."""
+    side = 32 if half else 64
+    return np.full((16, 4, side, side), value, dtype)
+
+
+def argmax():
+    """Where a 2 x 2 MaxPool of `planes()` found its maxima."""
+    indices = planes(half=True, dtype=np.int64)
+    _kernels.maxpool_forward(np.random.default_rng(0).random((16, 4, 64, 64)), planes(half=True), indices, 2, 2, 2, 2)
+    return indices
+
+
 #: Per kernel, a function that makes its arguments.
 KERNELS = {
     "affine_forward": lambda: (matrix(), full((256, 256), 0.01), full(256), matrix()),
@@ -175,6 +188,10 @@ KERNELS = {
     "adam_update": lambda: (full(N), full(N, 1e-9), full(N, 0.0), full(N, 0.0), 1e-3, 0.9, 0.999, 1e-8, 1e-4, 1),
     "add_forward": lambda: (full(N), full(N), full(N)),
     "add_backward": lambda: (full(N), full(N, 0.0), full(N, 0.0)),
+    "maxpool_forward": lambda: (planes(), planes(half=True), planes(half=True, dtype=np.int64), 2, 2, 2, 2),
+    "maxpool_backward": lambda: (planes(half=True), argmax(), planes(0.0)),
+    "avgpool_forward": lambda: (planes(), planes(half=True), 2, 2, 2, 2),
+    "avgpool_backward": lambda: (planes(half=True), planes(0.0), 2, 2, 2, 2),
 }
 
 

@@ -152,6 +152,24 @@ def residual():
     return ce_head(edf.Flatten(edf.Reshape(both, (2, 3))), 6, y), []
 
 
+def pooled(pool, size, stride, shape):
+    """Affine -> Tanh -> Reshape to (C, L) or (C, H, W) -> pool -> Flatten -> the head: the pool's
+    gradient reaches the first layer's parameters."""
+    x, y = data("classes")
+    r = edf.Reshape(edf.Tanh(layer(x, FEATURES, int(np.prod(shape)))), shape)
+    p = pool(r, size, stride=stride)
+    edf.Forward()
+    return ce_head(edf.Flatten(p), int(np.prod(p.value.shape[1:])), y), []
+
+
+def max_and_avg_pools():
+    """One input read by a MaxPool and an AvgPool, added: the second backward adds into the first's."""
+    x, y = data("classes")
+    r = edf.Reshape(edf.Tanh(layer(x, FEATURES, 12)), (2, 6))
+    both = edf.Add(edf.MaxPool(r, 3, stride=1), edf.AvgPool(r, 3, stride=1))
+    return ce_head(edf.Flatten(both), 8, y), []
+
+
 #: case -> (graph, the plan's operations it must run).
 CASES = {
     "Affine of an Input -> Softmax -> CrossEntropyLoss, fused":
@@ -169,6 +187,12 @@ CASES = {
     "ReLU": (relu, {"LEAKY_FWD", "LEAKY_BWD"}),
     "SoftmaxCrossEntropyLoss": (softmax_cross_entropy_loss, {"CE_LOGITS_FWD", "CE_LOGITS_BWD"}),
     "residual Add (an input as both terms), Reshape, Flatten": (residual, {"ADD", "ACCUMULATE"}),
+    "MaxPool 1-D, overlapping windows": (lambda: pooled(edf.MaxPool, 3, 1, (2, 7)), {"MAXPOOL_FWD", "MAXPOOL_BWD"}),
+    "MaxPool 2-D, (2, 3) at strides (1, 2)":
+        (lambda: pooled(edf.MaxPool, (2, 3), (1, 2), (2, 4, 5)), {"MAXPOOL_FWD", "MAXPOOL_BWD"}),
+    "AvgPool 1-D, positions no window covers": (lambda: pooled(edf.AvgPool, 2, 3, (2, 8)), {"AVGPOOL_FWD", "AVGPOOL_BWD"}),
+    "AvgPool 2-D, overlapping": (lambda: pooled(edf.AvgPool, 2, 1, (1, 3, 4)), {"AVGPOOL_FWD", "AVGPOOL_BWD"}),
+    "MaxPool and AvgPool of one input, added": (max_and_avg_pools, {"MAXPOOL_BWD +=", "AVGPOOL_BWD", "ADD"}),
     "one parameter read by two layers":
         (shared_parameters, {"AFFINE_BWD +=", "SIGMOID_BWD +=", "AFFINE_BWD without dX"}),
 }

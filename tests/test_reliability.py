@@ -463,6 +463,8 @@ def test_setting_any_public_attribute_of_any_node_drops_the_plan():
     a = edf.Affine(edf.AffineParams(3, 3), x)
     hidden = [cls(a) for cls in (edf.Sigmoid, edf.Tanh, edf.ReLU, edf.LeakyReLU, edf.Softmax)]
     added = edf.Add(hidden[0], edf.Flatten(edf.Reshape(hidden[2], (1, 3))))
+    signals = edf.Reshape(hidden[3], (1, 3))
+    [edf.MaxPool(signals, 2, stride=1), edf.AvgPool(signals, 2)]
     [edf.CrossEntropyLoss(hidden[-1], y), edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(3, 1), a)), z),
      edf.SoftmaxCrossEntropyLoss(edf.Add(hidden[1], added), y)]
     g = edf.current_graph()
