@@ -49,6 +49,11 @@ cdef struct Window:
 
 
 # -- the loops --------------------------------------------------------------------------
+# They go output row by output row, in chunks of CHUNK outputs whose running maxima, sums
+# or shares of the gradient are kept on the stack, so that the innermost loop runs along
+# a chunk: contiguous (stride 1) or evenly strided reads, no branch, vectorised.
+cdef enum:
+    CHUNK = 256
 
 cdef inline void _zero(floating* gx, Py_ssize_t n) noexcept nogil:
     if n:
@@ -56,7 +61,55 @@ cdef inline void _zero(floating* gx, Py_ssize_t n) noexcept nogil:
 
 
 cdef void max_forward(const floating* x, floating* out, int64_t* argmax, const Window* w) noexcept nogil:
-    cdef Py_ssize_t p, oh, ow, i, j, at, row, best_at
+    # Output row by output row, in chunks of outputs: each chunk starts as its windows' first
+    # positions, and every other position of the window, in row-major order, is compared along
+    # the chunk at once. The position of the maximum so far is kept as its offset in the
+    # window, h W + w, in the float type itself (exact below 2^24, checked), so that the
+    # select is as wide as the comparison: the loop has no branch and the compiler vectorises
+    # it (a branch per element, mispredicted on random data, made it 7 ns an element here).
+    cdef Py_ssize_t W = w.W, kh = w.kh, kw = w.kw, sh = w.sh, sw = w.sw, OH = w.OH, OW = w.OW
+    cdef Py_ssize_t p, oh, o0, n, ow, i, j, at, d
+    cdef const floating* src
+    cdef floating best[CHUNK]
+    cdef floating offset[CHUNK]
+    cdef floating v, b, here
+    cdef bint take
+    if (kh - 1) * W + kw > (1 << 24):
+        max_forward_wide(x, out, argmax, w)
+        return
+    for p in range(w.planes):
+        for oh in range(OH):
+            for o0 in range(0, OW, 256):   # CHUNK (range needs a literal step)
+                n = min(<Py_ssize_t>CHUNK, OW - o0)
+                at = oh * sh * W + o0 * sw
+                src = x + at
+                for ow in range(n):
+                    best[ow] = src[ow * sw]
+                    offset[ow] = 0
+                for i in range(kh):
+                    for j in range(1 if i == 0 else 0, kw):
+                        d = i * W + j
+                        src = x + at + d
+                        here = <floating>d
+                        for ow in range(n):
+                            v, b = src[ow * sw], best[ow]
+                            # Strictly greater: a tie keeps the first. A NaN wins over a
+                            # number (and the first NaN stays), so that it propagates, as in
+                            # PyTorch: not (v <= b) holds for v > b and for a NaN v.
+                            take = (not (v <= b)) & (b == b)
+                            best[ow] = v if take else b
+                            offset[ow] = here if take else offset[ow]
+                for ow in range(n):
+                    out[oh * OW + o0 + ow] = best[ow]
+                    argmax[oh * OW + o0 + ow] = at + ow * sw + <Py_ssize_t>offset[ow]
+        x += w.H * W
+        out += OH * OW
+        argmax += OH * OW
+
+
+cdef void max_forward_wide(const floating* x, floating* out, int64_t* argmax, const Window* w) noexcept nogil:
+    """max_forward for windows whose offsets a float cannot hold exactly: one window at a time."""
+    cdef Py_ssize_t p, o, oh, ow, i, j, at, best_at
     cdef floating best, v
     for p in range(w.planes):
         for oh in range(w.OH):
@@ -64,15 +117,12 @@ cdef void max_forward(const floating* x, floating* out, int64_t* argmax, const W
                 at = oh * w.sh * w.W + ow * w.sw
                 best, best_at = x[at], at
                 for i in range(w.kh):
-                    row = at + i * w.W
                     for j in range(w.kw):
-                        v = x[row + j]
-                        # Strictly greater: a tie keeps the first. A NaN wins over a number
-                        # (and the first NaN stays), so that it propagates, as in PyTorch.
-                        if v > best or (v != v and best == best):
-                            best, best_at = v, row + j
-                out[oh * w.OW + ow] = best
-                argmax[oh * w.OW + ow] = best_at
+                        v = x[at + i * w.W + j]
+                        if (not (v <= best)) and best == best:
+                            best, best_at = v, at + i * w.W + j
+                o = oh * w.OW + ow
+                out[o], argmax[o] = best, best_at
         x += w.H * w.W
         out += w.OH * w.OW
         argmax += w.OH * w.OW
@@ -100,36 +150,47 @@ cdef Py_ssize_t max_backward(const int64_t* argmax, const floating* g, floating*
 
 
 cdef void avg_forward(const floating* x, floating* out, const Window* w) noexcept nogil:
-    cdef Py_ssize_t p, oh, ow, i, j, row
-    cdef double total, area = <double>(w.kh * w.kw)
+    cdef Py_ssize_t p, oh, o0, n, ow, i, j
+    cdef const floating* src
+    cdef double total[CHUNK]
+    cdef double area = <double>(w.kh * w.kw)
     for p in range(w.planes):
         for oh in range(w.OH):
-            for ow in range(w.OW):
-                total = 0
-                row = oh * w.sh * w.W + ow * w.sw
+            for o0 in range(0, w.OW, 256):   # CHUNK
+                n = min(<Py_ssize_t>CHUNK, w.OW - o0)
+                for ow in range(n):
+                    total[ow] = 0
                 for i in range(w.kh):
                     for j in range(w.kw):
-                        total += x[row + j]
-                    row += w.W
-                out[oh * w.OW + ow] = <floating>(total / area)
+                        src = x + (oh * w.sh + i) * w.W + o0 * w.sw + j
+                        for ow in range(n):
+                            total[ow] += src[ow * w.sw]
+                for ow in range(n):
+                    out[oh * w.OW + o0 + ow] = <floating>(total[ow] / area)
         x += w.H * w.W
         out += w.OH * w.OW
 
 
 cdef void avg_backward(const floating* g, floating* gx, bint acc, const Window* w) noexcept nogil:
-    cdef Py_ssize_t p, oh, ow, i, j, row
-    cdef double share, area = <double>(w.kh * w.kw)
+    cdef Py_ssize_t p, oh, o0, n, ow, i, j
+    cdef floating* dst
+    cdef double share[CHUNK]
+    cdef double area = <double>(w.kh * w.kw)
     if not acc:
         _zero(gx, w.planes * w.H * w.W)
     for p in range(w.planes):
         for oh in range(w.OH):
-            for ow in range(w.OW):
-                share = g[oh * w.OW + ow] / area
-                row = oh * w.sh * w.W + ow * w.sw
+            for o0 in range(0, w.OW, 256):   # CHUNK
+                n = min(<Py_ssize_t>CHUNK, w.OW - o0)
+                for ow in range(n):
+                    share[ow] = g[oh * w.OW + o0 + ow] / area
                 for i in range(w.kh):
                     for j in range(w.kw):
-                        gx[row + j] = <floating>(gx[row + j] + share)
-                    row += w.W
+                        # Within one (i, j) the outputs' positions are distinct (sw >= 1):
+                        # the loop has no dependence, whatever the overlap of the windows.
+                        dst = gx + (oh * w.sh + i) * w.W + o0 * w.sw + j
+                        for ow in range(n):
+                            dst[ow * w.sw] = <floating>(dst[ow * w.sw] + share[ow])
         g += w.OH * w.OW
         gx += w.H * w.W
 
