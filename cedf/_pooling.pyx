@@ -74,7 +74,10 @@ cdef void max_forward(const floating* x, floating* out, int64_t* argmax, const W
     cdef floating offset[CHUNK]
     cdef floating v, b, here
     cdef bint take
-    if (kh - 1) * W + kw > (1 << 24):
+    cdef Py_ssize_t exact = min(_exact_offsets, <Py_ssize_t>1 << 53)
+    if floating is float:
+        exact = min(exact, 1 << 24)
+    if (kh - 1) * W + kw > exact:
         max_forward_wide(x, out, argmax, w)
         return
     for p in range(w.planes):
@@ -105,6 +108,18 @@ cdef void max_forward(const floating* x, floating* out, int64_t* argmax, const W
         x += w.H * W
         out += OH * OW
         argmax += OH * OW
+
+
+# The largest window offset max_forward keeps in a float; lowered by the tests (below) so
+# that they run max_forward_wide on small inputs.
+cdef Py_ssize_t _exact_offsets = 1 << 53
+
+
+def _limit_exact_offsets(Py_ssize_t limit):
+    """For the tests: offsets beyond `limit` go to max_forward_wide; returns the previous limit."""
+    global _exact_offsets
+    previous, _exact_offsets = _exact_offsets, limit
+    return previous
 
 
 cdef void max_forward_wide(const floating* x, floating* out, int64_t* argmax, const Window* w) noexcept nogil:

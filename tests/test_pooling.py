@@ -105,6 +105,26 @@ def test_avgpool_kernels_agree_with_the_reference(geometry, dtype, seed):
     assert_close(results[1], results[0], rtol_for(dtype), "avgpool_backward gx")
 
 
+@given(geometry=geometries(), dtype=DTYPES, kind=st.sampled_from(["normal", "ties", "nan"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_maxpool_for_windows_too_wide_for_float_offsets(geometry, dtype, kind, seed):
+    """The loop one window at a time, which the vectorised one leaves windows spanning 2^24
+    positions or more to (float32 holds their offsets inexactly): made to run on small ones."""
+    shape, window = geometry
+    x, oshape = data(np.random.default_rng(seed), shape, dtype, kind), out_shape(shape, window)
+    results = []
+    for module in (reference, _kernels):
+        out, argmax = np.full(oshape, 7, dtype), np.full(oshape, -1, np.int64)
+        previous = _pooling._limit_exact_offsets(0)
+        try:
+            module.maxpool_forward(x, out, argmax, *window)
+        finally:
+            _pooling._limit_exact_offsets(previous)
+        results.append((out, argmax))
+    np.testing.assert_array_equal(results[1][1], results[0][1])
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+
+
 def test_maxpool_backward_refuses_indices_outside_the_plane():
     g, gx = np.ones((1, 2, 1, 2)), np.zeros((1, 2, 1, 4))
     for bad in (4, -1):
