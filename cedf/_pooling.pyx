@@ -60,7 +60,39 @@ cdef inline void _zero(floating* gx, Py_ssize_t n) noexcept nogil:
         memset(gx, 0, n * sizeof(floating))
 
 
+cdef inline bint _as_one_row(const Window* w, Window* row) noexcept nogil:
+    """Whether each output row's windows continue where the previous row's end, as in a 1-D
+    pooling whose windows tile the length (kh = sh = 1, W = OW sw): then `row` is the whole
+    input as one row, and the loops run along it rather than along rows of a few outputs
+    each (rows of 10 outputs made the loops' set-up most of the time)."""
+    if w.kh != 1 or w.sh != 1 or w.W != w.OW * w.sw or w.planes * w.H <= 1:
+        return False
+    row[0] = w[0]
+    row.planes, row.H, row.OH = 1, 1, 1
+    row.W, row.OW = w.planes * w.H * w.W, w.planes * w.H * w.OW
+    return True
+
+
 cdef void max_forward(const floating* x, floating* out, int64_t* argmax, const Window* w) noexcept nogil:
+    cdef Window row
+    cdef Py_ssize_t p, q, shift, outputs = w.OH * w.OW
+    cdef int64_t* where
+    cdef Py_ssize_t exact = min(_exact_offsets, <Py_ssize_t>1 << 53)
+    if floating is float:
+        exact = min(exact, 1 << 24)
+    if (w.kh - 1) * w.W + w.kw > exact:
+        max_forward_wide(x, out, argmax, w)
+    elif _as_one_row(w, &row):
+        max_rows(x, out, argmax, &row)
+        for p in range(1, w.planes):   # positions in the one row, made positions in each plane
+            where, shift = argmax + p * outputs, p * w.H * w.W
+            for q in range(outputs):
+                where[q] -= shift
+    else:
+        max_rows(x, out, argmax, w)
+
+
+cdef void max_rows(const floating* x, floating* out, int64_t* argmax, const Window* w) noexcept nogil:
     # Output row by output row, in chunks of outputs: each chunk starts as its windows' first
     # positions, and every other position of the window, in row-major order, is compared along
     # the chunk at once. The position of the maximum so far is kept as its offset in the
@@ -74,12 +106,6 @@ cdef void max_forward(const floating* x, floating* out, int64_t* argmax, const W
     cdef floating offset[CHUNK]
     cdef floating v, b, here
     cdef bint take
-    cdef Py_ssize_t exact = min(_exact_offsets, <Py_ssize_t>1 << 53)
-    if floating is float:
-        exact = min(exact, 1 << 24)
-    if (kh - 1) * W + kw > exact:
-        max_forward_wide(x, out, argmax, w)
-        return
     for p in range(w.planes):
         for oh in range(OH):
             for o0 in range(0, OW, 256):   # CHUNK (range needs a literal step)
@@ -165,6 +191,11 @@ cdef Py_ssize_t max_backward(const int64_t* argmax, const floating* g, floating*
 
 
 cdef void avg_forward(const floating* x, floating* out, const Window* w) noexcept nogil:
+    cdef Window row
+    avg_forward_rows(x, out, &row if _as_one_row(w, &row) else w)
+
+
+cdef void avg_forward_rows(const floating* x, floating* out, const Window* w) noexcept nogil:
     cdef Py_ssize_t p, oh, o0, n, ow, i, j
     cdef const floating* src
     cdef double total[CHUNK]
@@ -187,6 +218,11 @@ cdef void avg_forward(const floating* x, floating* out, const Window* w) noexcep
 
 
 cdef void avg_backward(const floating* g, floating* gx, bint acc, const Window* w) noexcept nogil:
+    cdef Window row
+    avg_backward_rows(g, gx, acc, &row if _as_one_row(w, &row) else w)
+
+
+cdef void avg_backward_rows(const floating* g, floating* gx, bint acc, const Window* w) noexcept nogil:
     cdef Py_ssize_t p, oh, o0, n, ow, i, j
     cdef floating* dst
     cdef double share[CHUNK]
