@@ -10,9 +10,11 @@ into `gx` as the plan says (``acc``).
 Design:
 - One loop per operation for both ranks and both dtypes: a 1-D input (N, C, L)
   is a 2-D one (N, C, 1, L) pooled by a 1 x size window, and `floating` covers
-  float32 and float64. The loops walk plane by plane (one channel of one
-  example), each window's rows left to right, so that every read is contiguous
-  within a row of the plane.
+  float32 and float64.
+- The loops are memory-bound: they go output row by output row, and along a
+  chunk of a row at once for each position of the window (the innermost loop
+  reads x at the stride, with no branch, and vectorises), rather than window
+  by window. A 1-D input whose windows tile its length is one long row.
 - MaxPool's forward records, for each output, where in its plane the window's
   first maximum was (the flat index h W + w, PyTorch's return_indices); its
   backward adds each output's gradient there. The backward reads each index
@@ -49,11 +51,11 @@ cdef struct Window:
 
 
 # -- the loops --------------------------------------------------------------------------
-# They go output row by output row, in chunks of CHUNK outputs whose running maxima, sums
-# or shares of the gradient are kept on the stack, so that the innermost loop runs along
-# a chunk: contiguous (stride 1) or evenly strided reads, no branch, vectorised.
+# A chunk: the outputs whose running maxima, sums or shares of the gradient are kept on
+# the stack while the window's positions are visited.
 cdef enum:
     CHUNK = 256
+
 
 cdef inline void _zero(floating* gx, Py_ssize_t n) noexcept nogil:
     if n:
