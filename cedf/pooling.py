@@ -58,7 +58,7 @@ class _Pool(BuiltinNode):
             if one_d and len(entries) == 2:
                 raise ValueError(f"{_name(self)}: {role} {value!r} is a pair, for 2-D pooling of (N, C, H, W); "
                                  f"x has shape {x_shape}, (N, C, L): give one int")
-            pairs.append((1,) + entries if one_d else entries * (3 - len(entries)))
+            pairs.append((1,) + entries if one_d else entries if len(entries) == 2 else entries * 2)
         return pairs
 
     def forward(self):
@@ -74,8 +74,8 @@ class _Pool(BuiltinNode):
                              f"x has shape {x.shape}); give a smaller size, or pool a larger input")
         oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
         self._in_shape, self._window_of = x.shape, (kh, kw, sh, sw)
-        #: m and d of the plan's operations (see cedf._pooling).
-        self._geometry = (n * c, (h, w, kh, kw, sh, sw, oh, ow))
+        self._as_2d = (n, c, h, w), (n, c, oh, ow)   # the input's and the value's shapes, as the kernels see them
+        self._geometry = (n * c, (h, w, kh, kw, sh, sw, oh, ow))   # m and d of the plan's operations
         out = self._output((n, c, oh, ow) if x.ndim == 4 else (n, c, ow), x.dtype)
         self._forward(x.reshape(n, c, h, w), out.reshape(n, c, oh, ow))
 
@@ -83,8 +83,8 @@ class _Pool(BuiltinNode):
         gx, pass_on = self._grad_sink(self.x, self._in_shape, self.value.dtype)
         if gx is None:
             return
-        n, c, (h, w, *_, oh, ow) = self._in_shape[0], self._in_shape[1], self._geometry[1]
-        self._backward(self._incoming().reshape(n, c, oh, ow), gx.reshape(n, c, h, w))
+        x_shape, value_shape = self._as_2d
+        self._backward(self._incoming().reshape(value_shape), gx.reshape(x_shape))
         if pass_on:
             self.x.addgrad(gx)
 

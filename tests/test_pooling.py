@@ -378,6 +378,7 @@ def test_the_input_of_the_brief_planned():
             edf.Backward(L)
             opt.step()
         return ran, [p.value.copy() for p in edf.Parameters]
+    edf.set_backend("cython")
     ran, planned = run()
     assert ran == [False, True, True, True]
     edf.clear_compgraph()
