@@ -1,7 +1,7 @@
 """cedf against the lecture's NumPy EDF, PyTorch, scikit-learn and the matrix-products floor, in one run.
 
     python benchmarks/compare.py [--dtype float32 float64] [--labels int64 float32]
-                                 [--only table floor optim fit forward memory end-to-end] [--quick]
+                                 [--only table floor optim fit forward memory cnn end-to-end] [--quick]
 
 Prints the time of one training step of each workload (see workloads.py) for
 cedf on both backends, the lecture's EDF, PyTorch (when installed) and the floor,
@@ -10,7 +10,8 @@ the ratios between them, and whether each of cedf's performance targets holds
 labels, a step with `cedf.optim.Adam` against the bare step, an epoch of
 `cedf.fit` against its steps, and the whole training of the MNIST-1D-sized MLP
 by cedf, PyTorch eager and scikit-learn (those two when installed; else their
-rows say so). The closing table lists every target judged, with its goal.
+rows say so), and the MNIST-1D CNN's step (issue 15) against PyTorch eager and
+its floor, the products of its unfolded convolutions alone. The closing table lists every target judged, with its goal.
 Absolute times drift between runs and machines; ratios taken in one run hold.
 
 The targets are judged against the floor by NumPy's BLAS, as the issue sets
@@ -81,6 +82,10 @@ TARGETS = {t.name: t for t in [
     Target("end to end: torch / cedf", ">=", 6.0, dtypes=("float32",)),
     Target("end to end: torch 1 thread / cedf", ">=", 6.0, dtypes=("float32",)),
     Target("end to end: scikit-learn / cedf", ">=", 4.0, dtypes=("float32",)),
+    # issue 15: the MNIST-1D CNN's training step (Adam), float32
+    Target("cnn_mnist1d torch / cedf", ">=", 2.0, issue="15", dtypes=("float32",)),
+    Target("cnn_mnist1d torch 1 thread / cedf", ">=", 2.0, issue="15", dtypes=("float32",)),
+    Target("cnn_mnist1d step / floor", "<=", 1.3, issue="15", dtypes=("float32",)),
     # the first performance round
     Target("logreg2d lecture / cedf", ">=", 10.0, issue="perf-1"),
     Target("logreg2d torch / cedf", ">=", 40.0, issue="perf-1"),
@@ -90,7 +95,7 @@ TARGETS = {t.name: t for t in [
 ]}
 
 #: The parts of a run (--only), in the order they run.
-PARTS = ("table", "floor", "optim", "fit", "forward", "memory", "end-to-end")
+PARTS = ("table", "floor", "optim", "fit", "forward", "memory", "cnn", "end-to-end")
 
 
 def _calls_for(fn, budget):
@@ -314,6 +319,34 @@ def fit_targets(judge, dtype_name, dtype, labels_kinds, pairs, budget):
               f"bare SGD step {fmt(times['b'] / STEPS).strip()}]")
 
 
+def cnn_targets(judge, dtype_name, dtype, pairs, budget):
+    """Issue 15: the MNIST-1D CNN's step (Forward, Backward, Adam) against PyTorch eager and the floor."""
+    cedf.set_backend("cython")
+    times = {}
+    ratio, n = paired_ratio(lambda: workloads.cnn_step(dtype), lambda: workloads.cnn_floor_step(dtype),
+                            pairs, budget, times)
+    judge("cnn_mnist1d step / floor", dtype_name, "int64", ratio, f"median of {n} pairs",
+          f"[cedf {fmt(times['a']).strip()}, products {fmt(times['b']).strip()}]")
+    try:
+        torch = workloads.import_torch()
+    except ImportError:
+        for name in ("cnn_mnist1d torch / cedf", "cnn_mnist1d torch 1 thread / cedf"):
+            judge.skip(name, dtype_name, "int64", "PyTorch is not installed")
+        return
+    for name, threads in (("cnn_mnist1d torch / cedf", workloads.torch_default_threads()),
+                          ("cnn_mnist1d torch 1 thread / cedf", 1)):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            times = {}
+            ratio, n = paired_ratio(lambda: workloads.torch_cnn_step(dtype), lambda: workloads.cnn_step(dtype),
+                                    pairs, budget, times)
+        finally:
+            torch.set_num_threads(before)
+        judge(name, dtype_name, "int64", ratio, f"median of {n} pairs",
+              f"[torch ({threads} threads) {fmt(times['a']).strip()}, cedf {fmt(times['b']).strip()}]")
+
+
 def forward_target(judge, dtype_name, dtype, repeat, budget, pairs, pair_budget):
     workload = "mlp_mnist"
     cedf.set_backend("cython")
@@ -477,6 +510,8 @@ def main():
             forward_target(judge, dtype_name, dtype, repeat, budget, pairs, pair_budget)
         if "memory" in parts:
             memory_checks(judge, dtype_name, dtype, args.quick)
+        if "cnn" in parts and dtype_name == "float32":
+            cnn_targets(judge, dtype_name, dtype, pairs, pair_budget)
     if "end-to-end" in parts:
         end_to_end(judge, epochs, rounds)
     judge.summary()
