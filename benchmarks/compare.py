@@ -1,7 +1,8 @@
 """cedf against the lecture's NumPy EDF, PyTorch, scikit-learn and the matrix-products floor, in one run.
 
     python benchmarks/compare.py [--dtype float32 float64] [--labels int64 float32]
-                                 [--only table floor optim fit forward memory cnn end-to-end] [--quick]
+                                 [--only table floor optim fit forward memory cnn distributed end-to-end]
+                                 [--quick]
 
 Prints the time of one training step of each workload (see workloads.py) for
 cedf on both backends, the lecture's EDF, PyTorch (when installed) and the floor,
@@ -11,7 +12,9 @@ labels, a step with `cedf.optim.Adam` against the bare step, an epoch of
 `cedf.fit` against its steps, and the whole training of the MNIST-1D-sized MLP
 by cedf, PyTorch eager and scikit-learn (those two when installed; else their
 rows say so), and the MNIST-1D CNN's step (issue 15) against PyTorch eager and
-its floor, the products of its unfolded convolutions alone. The closing table lists every target judged, with its goal.
+its floor, the products of its unfolded convolutions alone, and, when mpi4py
+and mpiexec are installed, data-parallel steps of 2 ranks against one process
+(issue 16, `distributed_steps.py`). The closing table lists every target judged, with its goal.
 Absolute times drift between runs and machines; ratios taken in one run hold.
 
 The targets are judged against the floor by NumPy's BLAS, as the issue sets
@@ -86,6 +89,8 @@ TARGETS = {t.name: t for t in [
     Target("cnn_mnist1d torch / cedf", ">=", 2.0, issue="15", dtypes=("float32",)),
     Target("cnn_mnist1d torch 1 thread / cedf", ">=", 2.0, issue="15", dtypes=("float32",)),
     Target("cnn_mnist1d step / floor", "<=", 1.3, issue="15", dtypes=("float32",)),
+    # issue 16: data-parallel steps over MPI, 2 ranks of 1 BLAS thread each, float32
+    Target("mlp_digits 2 ranks / 1 process 1 thread", ">=", 1.7, issue="16", dtypes=("float32",)),
     # the first performance round
     Target("logreg2d lecture / cedf", ">=", 10.0, issue="perf-1"),
     Target("logreg2d torch / cedf", ">=", 40.0, issue="perf-1"),
@@ -95,7 +100,7 @@ TARGETS = {t.name: t for t in [
 ]}
 
 #: The parts of a run (--only), in the order they run.
-PARTS = ("table", "floor", "optim", "fit", "forward", "memory", "cnn", "end-to-end")
+PARTS = ("table", "floor", "optim", "fit", "forward", "memory", "cnn", "distributed", "end-to-end")
 
 
 def _calls_for(fn, budget):
@@ -347,6 +352,59 @@ def cnn_targets(judge, dtype_name, dtype, pairs, budget):
               f"[torch ({threads} threads) {fmt(times['a']).strip()}, cedf {fmt(times['b']).strip()}]")
 
 
+def _mpiexec():
+    """mpiexec beside this Python (the cedf[mpi] extra's MPICH) or on PATH, when mpi4py is installed; else None."""
+    import shutil
+
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def distributed_targets(judge, rounds):
+    """Issue 16: global steps per second of 2 ranks x 1 BLAS thread, 1 process x 2 threads and x 1 thread.
+
+    Each configuration runs benchmarks/distributed_steps.py in processes of its own; the
+    rounds alternate the configurations, and each one's median over the rounds is taken.
+    """
+    import json
+    import subprocess
+
+    mpiexec = _mpiexec()
+    name = "mlp_digits 2 ranks / 1 process 1 thread"
+    if mpiexec is None:
+        judge.skip(name, "float32", "int64", "mpi4py and mpiexec are not installed (pip install '.[mpi]')")
+        return
+    script = str(Path(__file__).resolve().parent / "distributed_steps.py")
+    configs = {"2 ranks x 1 thread": ([mpiexec, "-n", "2"], "1"), "1 process x 2 threads": ([], "2"),
+               "1 process x 1 thread": ([], "1")}
+    print("\n-- float32: data-parallel steps over MPI (global steps per second; allreduce time per step) --")
+    for workload in ("mlp_digits", workloads.MLP_MNIST1D, "mlp_mnist"):
+        found = {c: [] for c in configs}
+        allreduce, size = [], None
+        for _ in range(rounds):
+            for config, (launcher, threads) in configs.items():
+                env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+                out = subprocess.run(launcher + [sys.executable, script, workload], capture_output=True, text=True,
+                                     env=env, timeout=600, check=True).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                found[config].append(result["steps_per_second"])
+                if result["ranks"] > 1:
+                    allreduce.append(result["allreduce_seconds"])
+                size = result["gradient_bytes"]
+        rate = {c: statistics.median(v) for c, v in found.items()}
+        print(f"{workload:<14}" + "".join(f"{c}: {r:>9.0f}/s   " for c, r in rate.items())
+              + f"allreduce of {size / 1e3:.1f} kB: {fmt(statistics.median(allreduce)).strip()} "
+              f"(a 2-rank step {fmt(1 / rate['2 ranks x 1 thread']).strip()})")
+        if workload == "mlp_digits":
+            judge(name, "float32", "int64", rate["2 ranks x 1 thread"] / rate["1 process x 1 thread"],
+                  f"medians of {rounds} rounds", f"[1 process x 2 threads: "
+                  f"{rate['1 process x 2 threads'] / rate['1 process x 1 thread']:.2f}x the 1-thread one]")
+
+
 def forward_target(judge, dtype_name, dtype, repeat, budget, pairs, pair_budget):
     workload = "mlp_mnist"
     cedf.set_backend("cython")
@@ -512,6 +570,8 @@ def main():
             memory_checks(judge, dtype_name, dtype, args.quick)
         if "cnn" in parts and dtype_name == "float32":
             cnn_targets(judge, dtype_name, dtype, pairs, pair_budget)
+    if "distributed" in parts and "float32" in args.dtype:
+        distributed_targets(judge, rounds)
     if "end-to-end" in parts:
         end_to_end(judge, epochs, rounds)
     judge.summary()

@@ -59,6 +59,9 @@ class Graph:
         # BatchNorm): an array, which the compiled plan reads at every run, so that a
         # change of mode needs no new plan.
         self._training = np.ones(1, np.int64)
+        #: The batch size of the last Backward (the gradients are means over that many
+        #: examples): how `cedf.distributed` weighs this process's gradients.
+        self.batch = None
 
     @property
     def training(self):
@@ -184,6 +187,7 @@ class Graph:
         if plan is not None and backend.kernels is backend._kernels:
             try:
                 plan.backward(loss)
+                self.batch = loss._value.shape[0] if loss._value.ndim else 1
                 return
             except Replan:
                 pass
@@ -199,6 +203,7 @@ class Graph:
             loss.grad[...] = 1.0 / max(n, 1)
             for c in reversed(self.CompNodes):
                 c.backward()
+            self.batch = n
 
     def UpdateParameters(self):
         """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""

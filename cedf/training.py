@@ -144,7 +144,7 @@ def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
 
 
 def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=None,
-        patience=None, shuffle=True, seed=0, progress=None, on_epoch=None, graph=None):
+        patience=None, shuffle=True, seed=0, progress=None, on_epoch=None, graph=None, distributed=False):
     """Train the graph of `loss` on (X, Y), feeding Inputs `x` and `y`; returns a History.
 
     Each epoch runs ``Forward(); Backward(loss)`` and an update on every
@@ -155,6 +155,14 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     not improved for that many epochs, and the parameters of the best epoch are
     put back. `progress`: True, False, or None (a bar when on a terminal).
     `on_epoch(epoch, history)` is called after each epoch (epoch counts from 1).
+
+    With ``distributed=True`` (after `cedf.distributed.init`, under mpiexec), every
+    rank is given the whole of (X, Y) and the same `seed`: each global mini-batch
+    of `batch_size` is split over the ranks (`cedf.distributed.share`), the
+    gradients are averaged over the global batch before each update, and the
+    epoch's loss and accuracy are summed over the ranks; the parameters are
+    broadcast from rank 0 first. The History is the same on every rank, and the
+    training the same as one process's on the same data, up to summation order.
     """
     graph = graph_of(loss, graph, "fit", "the loss ")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -174,6 +182,19 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     history = History()
     best, best_loss, waited = None, np.inf, 0
     n = len(X)
+    if distributed:
+        from . import distributed as dist
+
+        comm = dist._comm("fit")
+        dist.broadcast_parameters(graph)
+        rank, size = comm.Get_rank(), comm.Get_size()
+        if rank != 0:
+            progress = False
+        # This rank's examples among an epoch's positions (the same every epoch).
+        mine = np.zeros(n, bool)
+        for first in range(0, n, batch_size):
+            lo, hi = dist.share(min(batch_size, n - first), rank, size)
+            mine[first + lo:first + hi] = True
     # Per epoch, not per step: each step's losses and scores (what the classes follow
     # from) land in these, and the epoch's loss and accuracy are taken from them once.
     losses, scores = np.empty(n), None
@@ -184,6 +205,15 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
         order = rng.permutation(n) if shuffle else None
         start = 0
         for Xb, Yb in data.batches(X, Y, batch_size, order=order, reuse=True):
+            if distributed:
+                lo, hi = dist.share(len(Xb), rank, size)
+                start, after = start + lo, start + len(Xb)
+                Xb, Yb = Xb[lo:hi], Yb[lo:hi]
+                if lo == hi:   # no example of this batch here: this rank's gradients count for nothing
+                    dist.allreduce_gradients(graph, batch=0)
+                    update()
+                    start = after
+                    continue
             x.value, y.value = Xb, Yb
             forward()
             stop = start + len(Xb)
@@ -193,14 +223,25 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
                 scores = np.empty((n,) + score.shape[1:], score.dtype)
             scores[start:stop] = score
             backward(loss)
+            if distributed:
+                dist.allreduce_gradients(graph)
+                stop = after
             update()
             start = stop
             if shown is not None:
                 shown(losses, stop)
         bar.close()
-        history.loss.append(float(np.sum(losses)) / n)
-        predicted = np.argmax(scores, axis=1) if threshold is None else scores >= threshold
-        history.accuracy.append(np.count_nonzero(predicted == (labels if order is None else labels[order])) / n)
+        if scores is None:   # a rank that had no example in any batch (fewer examples than ranks)
+            right = np.zeros(n, bool)
+        else:
+            predicted = np.argmax(scores, axis=1) if threshold is None else scores >= threshold
+            right = predicted == (labels if order is None else labels[order])
+        if distributed:
+            total, correct = dist.reduce_sum(np.sum(losses[mine]), np.count_nonzero(right[mine]))
+        else:
+            total, correct = np.sum(losses), np.count_nonzero(right)
+        history.loss.append(float(total) / n)
+        history.accuracy.append(float(correct) / n)
         if validation is not None:
             val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
             history.val_loss.append(val_loss)
