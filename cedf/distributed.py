@@ -41,7 +41,7 @@ from . import checkpoint
 from .graph import current_graph
 from .nodes import describe
 
-_state = SimpleNamespace(comm=None)
+_state = SimpleNamespace(comm=None, MPI=None)
 _INSTALL = ("cedf.distributed needs mpi4py and an MPI library: pip install 'cedf[mpi]' (mpi4py with MPICH as "
             "wheels; a system MPI is used instead when mpi4py was built against one), then start the processes "
             "with `mpiexec -n 4 python train.py`")
@@ -64,7 +64,7 @@ def init(comm=None):
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm):
         raise TypeError(f"cedf.distributed.init: comm must be an mpi4py communicator, got {type(comm).__name__}")
-    _state.comm = comm
+    _state.comm, _state.MPI = comm, MPI
     return comm.Get_rank(), comm.Get_size()
 
 
@@ -205,7 +205,7 @@ def allreduce_gradients(graph=None, batch=None):
     fusion = _fusion(graph)
     if not fusion.adopted():
         fusion.adopt()
-    MPI = _mpi()
+    MPI = _state.MPI
     for _, _, flat in fusion.groups:
         grads = flat[:-1]
         grads *= batch
@@ -221,7 +221,7 @@ def reduce_sum(*numbers):
     """The sums over the ranks of `numbers` (float64), e.g. an epoch's loss and correct answers."""
     comm = _comm("reduce_sum")
     buffer = np.array(numbers, np.float64)
-    comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
+    comm.Allreduce(_state.MPI.IN_PLACE, buffer, op=_state.MPI.SUM)
     return buffer
 
 
