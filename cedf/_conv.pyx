@@ -105,6 +105,21 @@ cdef void col2im(const floating* dcols, floating* gx, const Geometry* g) noexcep
                         src += g.wo
 
 
+cdef inline double _sum(const floating* a, Py_ssize_t n) noexcept nogil:
+    """The sum of a[:n] in double, in eight partial sums: one serial chain of additions cost
+    47 us for the 47,500 of MNIST-1D's first convolution here (each waits for the last)."""
+    cdef double s[8]
+    cdef Py_ssize_t i, j
+    for j in range(8):
+        s[j] = 0
+    for i in range(0, n - n % 8, 8):
+        for j in range(8):
+            s[j] += a[i + j]
+    for i in range(n - n % 8, n):
+        s[0] += a[i]
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
 cdef void conv_forward_loop(const floating* x, const floating* W, const floating* b, floating* out,
                             floating* cols, floating* work, const Geometry* g) noexcept nogil:
     """out = W @ im2col(x) + b, through work (O, N Ho Wo), transposed into out (N, O, Ho Wo)."""
@@ -138,13 +153,12 @@ cdef void conv_backward_loop(const floating* W, const floating* g_out, const flo
     cdef floating* dst
     cdef double s
     for o in range(g.o):
-        s = 0
         for n in range(g.n):
             src, dst = g_out + (n * g.o + o) * p, work + o * cols_n + n * p
             for q in range(p):
                 dst[q] = src[q]
-                s += src[q]
         if gb != NULL:
+            s = _sum(work + o * cols_n, cols_n)
             gb[o] = <floating>(gb[o] + s if acc_b else s)
     if gW != NULL:
         if g.o > 0 and ck > 0 and cols_n > 0:
