@@ -20,9 +20,9 @@ class Replan(Exception):
 
 
 try:
-    from . import _engine, _kernels
+    from . import _conv, _engine, _kernels
 except ImportError as exc:  # a source checkout that was never built, a broken install
-    _kernels = _engine = None
+    _kernels = _engine = _conv = None
     _import_error = exc
     warnings.warn(
         f"cedf: the compiled kernels could not be imported ({exc}); "
@@ -119,7 +119,7 @@ def set_blas(name):
     if name == "numpy" and _numpy_blas is None:
         raise RuntimeError(f"cedf.set_blas: cannot call NumPy's BLAS: {_numpy_blas_error}")
     addresses = _numpy_blas if name == "numpy" else None
-    for module in (_kernels, _engine):
+    for module in (_kernels, _engine, _conv):
         module._use_numpy_blas(addresses)
     _blas = name
 
