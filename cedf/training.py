@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import data, metrics, nodes
+from .conv import Conv
 from .graph import graph_of
 
 
@@ -63,16 +64,25 @@ def _scorer(loss):
     return probabilities
 
 
-def _as_fed(graph, x, X):
-    """X in the dtype the graph computes in, when every node reading `x` is an Affine.
+def _parameter_dtype(node):
+    """The dtype of a layer that converts its input to its parameters' dtype (Affine, Conv), else None."""
+    params = getattr(node, "params", None)
+    weights = getattr(params, "A", None) if isinstance(node, nodes.Affine) else (
+        getattr(params, "W", None) if isinstance(node, Conv) else None)
+    return getattr(getattr(weights, "value", None), "dtype", None)
 
-    Each step would convert its batch to that dtype (the Affine computes in its
-    parameters' dtype); converting the data once instead gives the same numbers.
-    Anything else (X beyond the dtype's range, another reader) is left to the step.
+
+def _as_fed(graph, x, X):
+    """X in the dtype the graph computes in, when every node reading `x` is an Affine or a Conv.
+
+    Each step would convert its batch to that dtype (those layers compute in
+    their parameters' dtype); converting the data once instead gives the same
+    numbers. Anything else (X beyond the dtype's range, another reader) is left
+    to the step.
     """
     readers = [c for c in graph.CompNodes if getattr(c, "x", None) is x]
-    dtypes = {getattr(c.params.A.value, "dtype", None) for c in readers if isinstance(c, nodes.Affine)}
-    if len(dtypes) != 1 or len(readers) != sum(isinstance(c, nodes.Affine) for c in readers):
+    dtypes = {_parameter_dtype(c) for c in readers}
+    if len(dtypes) != 1 or None in dtypes:
         return X
     dtype = dtypes.pop()
     if dtype not in (np.float32, np.float64) or X.dtype == dtype or X.dtype.kind not in "biuf":

@@ -17,7 +17,7 @@ Each model is trained from three seeds (initial parameters and batches): the
 accuracy printed is their mean, with the lowest and highest, since one run
 varies by about a point either way (their notebook's single runs included).
 
-    python examples/mnist1d.py [--steps N] [--seeds K]
+    python examples/mnist1d_table.py [--steps N] [--seeds K]
 
 Needs the data set's generator: ``pip install 'cedf[mnist1d]'``.
 """
