@@ -7,6 +7,7 @@ the forward passes that training makes anyway) and on validation data, a
 progress bar (tqdm, when installed and writing to a terminal), and early
 stopping on the validation loss that puts back the best parameters.
 """
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -102,14 +103,15 @@ def _as_labels(Y):
 
 
 class _Progress:
-    """A tqdm bar over an epoch's batches, redrawn at most four times a second; or nothing.
+    """One tqdm bar over the whole run (epochs x batches), the epoch and its running loss in its
+    postfix, redrawn at most four times a second and kept on screen at the end; or nothing.
 
     `enabled`: True, False, or None (only when tqdm is installed and stderr is a terminal).
     """
 
     INTERVAL = 0.25   # seconds between redraws: a step of tens of microseconds must not pay for one
 
-    def __init__(self, enabled, total, desc):
+    def __init__(self, enabled, epochs, batches):
         self.bar = None
         if enabled is False or (enabled is None and not sys.stderr.isatty()):
             return
@@ -119,19 +121,31 @@ class _Progress:
             if enabled:
                 raise ImportError("fit(progress=True) needs tqdm: pip install 'cedf[progress]'") from None
             return
-        self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False)
-        self.steps, self.shown = 0, time.perf_counter()
+        # Not one bar per epoch: a demo's epoch lasts milliseconds, and such a bar is gone before anyone sees it.
+        self.bar = tqdm(total=epochs * batches, desc="fit", unit="batch", leave=True)
+        self.epochs, self.epoch, self.steps, self.shown = epochs, 1, 0, time.perf_counter()
 
     def step(self, losses, done):
-        """One batch more; `losses[:done]` are the epoch's losses so far."""
-        if self.bar is None:
-            return
+        """One batch more; `losses[:done]` are this epoch's losses so far."""
         self.steps += 1
         now = time.perf_counter()
         if now - self.shown >= self.INTERVAL:
             self.shown = now
-            self.bar.set_postfix(loss=f"{np.sum(losses[:done]) / done:.4f}", refresh=False)
-            self.bar.update(self.steps - self.bar.n)
+            self._show(np.sum(losses[:done]) / done)
+
+    def _show(self, loss):
+        self.bar.set_postfix(epoch=f"{self.epoch}/{self.epochs}", loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(self.steps - self.bar.n)
+
+    def end_epoch(self, loss):
+        """The epoch ended with mean loss `loss`; the next one starts."""
+        if self.bar is not None:
+            self._show(loss)
+            self.epoch += 1
+
+    def aside(self):
+        """A context in which printing leaves the bar intact (tqdm clears it, then draws it again below)."""
+        return contextlib.nullcontext() if self.bar is None else self.bar.external_write_mode()
 
     def close(self):
         if self.bar is not None:
@@ -209,9 +223,9 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     # from) land in these, and the epoch's loss and accuracy are taken from them once.
     losses, scores = np.empty(n), None
     forward, backward, scores_of = graph.Forward, graph.Backward, _scorer(loss)   # once: the loop is the hot path
+    bar = _Progress(progress, epochs, -(-n // batch_size))
+    shown = bar.step if bar.bar is not None else None
     for epoch in range(epochs):
-        bar = _Progress(progress, -(-n // batch_size), f"epoch {epoch + 1}/{epochs}")
-        shown = bar.step if bar.bar is not None else None
         order = rng.permutation(n) if shuffle else None
         start = 0
         for Xb, Yb in data.batches(X, Y, batch_size, order=order, reuse=True):
@@ -240,7 +254,6 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
             start = stop
             if shown is not None:
                 shown(losses, stop)
-        bar.close()
         if scores is None:   # a rank that had no example in any batch (fewer examples than ranks)
             right = np.zeros(n, bool)
         else:
@@ -252,12 +265,14 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
             total, correct = np.sum(losses), np.count_nonzero(right)
         history.loss.append(float(total) / n)
         history.accuracy.append(float(correct) / n)
+        bar.end_epoch(history.loss[-1])
         if validation is not None:
             val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_accuracy)
         if on_epoch is not None:
-            on_epoch(epoch + 1, history)
+            with bar.aside():   # what on_epoch prints goes above the bar
+                on_epoch(epoch + 1, history)
         if patience is None:
             continue
         if val_loss < best_loss:
@@ -268,6 +283,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
             if waited >= patience:
                 history.stopped_early = True
                 break
+    bar.close()
     if best is not None:
         for p, value in zip(graph.Parameters, best):
             p.value[...] = value

@@ -78,8 +78,14 @@ def test_progress_bar_is_shown_when_asked(capsys):
     X, labels = data.blobs(n=60, seed=3)
     x, y = edf.Input(), edf.Input()
     L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
-    edf.fit(L, x, y, X, labels, epochs=2, batch_size=10, progress=True)
-    assert "epoch 2/2" in capsys.readouterr().err
+    printed = []
+    edf.fit(L, x, y, X, labels, epochs=2, batch_size=10, progress=True,
+            on_epoch=lambda epoch, history: printed.append(epoch) or print(f"my line {epoch}"))
+    captured = capsys.readouterr()
+    # One bar over the whole run (2 epochs of 6 batches), left on screen, ending at the last epoch.
+    assert "12/12" in captured.err and "epoch=2/2" in captured.err
+    assert captured.err.count("\r") >= 1 and captured.err.endswith("\n")
+    assert printed == [1, 2] and "my line 1\nmy line 2\n" in captured.out
     edf.fit(L, x, y, X, labels, epochs=2, batch_size=10)   # None: not a terminal here, so quiet
     assert capsys.readouterr().err == ""
 
