@@ -179,6 +179,10 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     not improved for that many epochs, and the parameters of the best epoch are
     put back. `progress`: True, False, or None (a bar when on a terminal).
     `on_epoch(epoch, history)` is called after each epoch (epoch counts from 1).
+    Afterwards the nodes hold the values of fit's last Forward: with
+    `validation`, those of the last chunk of the validation data (so does
+    ``L.probabilities``), else those of the last training batch; use
+    `predict` or `evaluate` for the values on data of your choice.
 
     With ``distributed=True`` (after `cedf.distributed.init`, under mpiexec), every
     rank is given the whole of (X, Y) and the same `seed`: each global mini-batch
