@@ -188,12 +188,15 @@ def broadcast_parameters(graph=None, root=0):
             offset += size
 
 
-def allreduce_gradients(graph=None, batch=None):
+def allreduce_gradients(graph=None, batch=None, total=None):
     """Make every ``.grad`` of `graph` the gradient of the mean loss over the global batch.
 
     `batch`: the number of examples this rank's gradients are the mean over;
     by default the last Backward's (``graph.batch``). A rank whose share of a
     batch is empty passes ``batch=0`` (its gradients then count for nothing).
+    `total`: the global batch, when the caller knows it (`fit` does): the
+    gradients are then scaled once, before the sum, instead of before and after
+    it; the sum of the ranks' batches is still checked against it.
     """
     comm = _comm("allreduce_gradients")
     graph = current_graph() if graph is None else graph
@@ -208,13 +211,17 @@ def allreduce_gradients(graph=None, batch=None):
     MPI = _state.MPI
     for _, _, flat in fusion.groups:
         grads = flat[:-1]
-        grads *= batch
+        grads *= batch if total is None else batch / total
         flat[-1] = batch
         comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
-        total = flat[-1]
-        if total <= 0:
-            raise ValueError("cedf.distributed.allreduce_gradients: no rank had any example in this step")
-        grads *= 1 / total
+        summed = flat[-1]
+        if total is None:
+            if summed <= 0:
+                raise ValueError("cedf.distributed.allreduce_gradients: no rank had any example in this step")
+            grads *= 1 / summed
+        elif summed != total:
+            raise ValueError(f"cedf.distributed.allreduce_gradients: the ranks' batches sum to {summed:g}, "
+                             f"not to the total {total} given")
 
 
 def reduce_sum(*numbers):

@@ -234,11 +234,12 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
         start = 0
         for Xb, Yb in data.batches(X, Y, batch_size, order=order, reuse=True):
             if distributed:
-                lo, hi = dist.share(len(Xb), rank, size)
-                start, after = start + lo, start + len(Xb)
+                whole = len(Xb)   # the global batch, shared out over the ranks
+                lo, hi = dist.share(whole, rank, size)
+                start, after = start + lo, start + whole
                 Xb, Yb = Xb[lo:hi], Yb[lo:hi]
                 if lo == hi:   # no example of this batch here: this rank's gradients count for nothing
-                    dist.allreduce_gradients(graph, batch=0)
+                    dist.allreduce_gradients(graph, batch=0, total=whole)
                     update()
                     start = after
                     continue
@@ -252,7 +253,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
             scores[start:stop] = score
             backward(loss)
             if distributed:
-                dist.allreduce_gradients(graph)
+                dist.allreduce_gradients(graph, total=whole)
                 stop = after
             update()
             start = stop

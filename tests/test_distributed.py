@@ -145,3 +145,20 @@ def test_without_mpi4py_init_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(ImportError, match=r"pip install 'cedf\[mpi\]'"):
         dist.init()
+
+
+def test_one_process_is_a_world_of_one_and_a_wrong_total_is_refused():
+    _mpiexec()   # skips (or fails under CEDF_EXPECT_MPI=1) without MPI
+    assert dist.init() == (0, 1)
+    X, Y = program.data()
+    x, y, L = program.build(seed=0)
+    x.value, y.value = X[:10], Y[:10]
+    edf.Forward()
+    edf.Backward(L)
+    grads = [p.grad.copy() for p in edf.Parameters]
+    dist.allreduce_gradients()               # one rank: the mean over its 10 examples, as it was
+    for p, g in zip(edf.Parameters, grads):
+        np.testing.assert_allclose(p.grad, g, rtol=1e-15)
+    assert all(p.grad.base is edf.current_graph()._fusion.groups[0][2] for p in edf.Parameters)
+    with pytest.raises(ValueError, match=r"the ranks' batches sum to 10, not to the total 12 given"):
+        dist.allreduce_gradients(total=12)
