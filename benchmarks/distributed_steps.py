@@ -1,13 +1,18 @@
 """Steps per second of one workload's training step, by one process or by ranks under mpiexec.
 
-    python benchmarks/distributed_steps.py WORKLOAD              # one process, the whole batch
-    mpiexec -n 2 python benchmarks/distributed_steps.py WORKLOAD # each rank its share, then the allreduce
+    python benchmarks/distributed_steps.py WORKLOAD                # one process, the workload's batch
+    mpiexec -n 2 python benchmarks/distributed_steps.py WORKLOAD   # each rank its share of that batch
+    mpiexec -n 2 python benchmarks/distributed_steps.py WORKLOAD --per-rank   # each rank a whole batch
 
-A step is ``Forward(); Backward(L); dist.allreduce_gradients(); UpdateParameters()``
-on the workload's global batch (workloads.py), float32; one process skips the
-allreduce. Prints one line of JSON (rank 0): global steps per second (median of
-`--repeat` blocks of `--steps` steps, the ranks in step by a barrier around each
-block), and the time of one allreduce of the fused gradients alone. BLAS threads
+A step is ``Forward(); Backward(L); dist.allreduce_gradients(); UpdateParameters()``,
+float32; one process skips the allreduce. Without --per-rank the global batch is
+the workload's (workloads.py), shared out over the ranks (strong scaling: the
+same training, faster); with it, every rank takes a batch of the workload's
+size, so that a global step trains on ranks x as many examples (weak scaling,
+as data-parallel training is usually run and measured). Prints one line of
+JSON (rank 0): global steps and examples per second (median of `--repeat`
+blocks of `--steps` steps, the ranks in step by a barrier around each block),
+and the time of one allreduce of the fused gradients alone. BLAS threads
 are what the environment says (OPENBLAS_NUM_THREADS): compare.py runs this
 script with 1 or 2. Used by compare.py's "distributed" part.
 """
@@ -31,6 +36,7 @@ def main():
     parser.add_argument("workload", choices=list(workloads.WORKLOADS) + [workloads.MLP_MNIST1D])
     parser.add_argument("--steps", type=int, default=200, help="steps per timed block (default: 200)")
     parser.add_argument("--repeat", type=int, default=7, help="timed blocks (default: 7)")
+    parser.add_argument("--per-rank", action="store_true", help="every rank a whole batch (weak scaling)")
     args = parser.parse_args()
 
     try:
@@ -40,9 +46,11 @@ def main():
         dist, rank, size = None, 0, 1
     net = workloads.cedf_net(args.workload, np.float32)
     X, Y = net.x.value, net.y.value
+    examples = len(X) * (size if args.per_rank else 1)   # per global step
     if size > 1:
-        lo, hi = dist.share(len(X), rank, size)
-        net.x.value, net.y.value = X[lo:hi].copy(), Y[lo:hi].copy()
+        if not args.per_rank:
+            lo, hi = dist.share(len(X), rank, size)
+            net.x.value, net.y.value = X[lo:hi].copy(), Y[lo:hi].copy()
         dist.broadcast_parameters(net.graph)
     graph, loss = net.graph, net.loss
     cedf.learning_rate = 1e-4   # thousands of steps on one batch
@@ -69,7 +77,9 @@ def main():
     times = [block(step) for _ in range(args.repeat)]
     allreduce = [block(lambda: dist.allreduce_gradients(graph)) for _ in range(3)] if size > 1 else [0.0]
     if rank == 0:
-        print(json.dumps({"workload": args.workload, "ranks": size, "steps_per_second": args.steps / statistics.median(times),
+        rate = args.steps / statistics.median(times)
+        print(json.dumps({"workload": args.workload, "ranks": size, "steps_per_second": rate,
+                          "examples_per_second": rate * examples, "per_rank": args.per_rank,
                           "allreduce_seconds": min(allreduce) / args.steps,
                           "gradient_bytes": int(sum(p.value.nbytes for p in graph.Parameters))}))
 
