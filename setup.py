@@ -173,6 +173,8 @@ extensions = [
     Extension("cedf._kernels", ["cedf/_kernels.pyx"], **common),
     # The compiled plan of a whole graph.
     Extension("cedf._engine", ["cedf/_engine.pyx"], **common),
+    # Convolution: im2col, GEMMs, col2im (cedf.conv's nodes).
+    Extension("cedf._conv", ["cedf/_conv.pyx"], **common),
     # MaxPool and AvgPool (cedf/pooling.py): kernels and plan operations.
     Extension("cedf._pooling", ["cedf/_pooling.pyx"], **common),
 ]

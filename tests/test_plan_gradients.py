@@ -152,6 +152,27 @@ def residual():
     return ce_head(edf.Flatten(edf.Reshape(both, (2, 3))), 6, y), []
 
 
+def conv_1d_and_2d():
+    # A 1-D Conv reading an Input (no dx), a Conv reading a node (dx by col2im), a 2-D pair of them;
+    # Tanh between them (ReLU's kink would need data kept away from it).
+    x, y = data("classes")
+    x.value = x.value.reshape(BATCH, 1, FEATURES)
+    seq = edf.Tanh(edf.Conv(edf.ConvParams(1, 3, 3), x, padding=1))
+    seq = edf.Tanh(edf.Conv(edf.ConvParams(3, 2, 2), seq, stride=2, padding=1))
+    img = edf.Conv(edf.ConvParams(2, 2, (2, 2)), edf.Reshape(seq, (2, 1, 3)), stride=(1, 2), padding=(1, 0))
+    img = edf.Conv(edf.ConvParams(2, 2, (2, 1)), edf.Tanh(img), padding=(0, 1))
+    return ce_head(edf.Flatten(img), 2 * 3, y), []
+
+
+def conv_shared_kernel():
+    # One ConvParams read by two Convs (its gradients accumulated), the second reading the first.
+    x, y = data("classes")
+    shared = edf.ConvParams(2, 2, 3)
+    h = edf.Reshape(x, (2, 2))
+    h = edf.Tanh(edf.Conv(shared, edf.Tanh(edf.Conv(shared, h, padding=1)), padding=1))
+    return ce_head(edf.Flatten(h), 4, y), []
+
+
 def pooled(pool, size, stride, shape):
     """Affine -> Tanh -> Reshape to (C, L) or (C, H, W) -> pool -> Flatten -> the head: the pool's
     gradient reaches the first layer's parameters."""
@@ -187,6 +208,10 @@ CASES = {
     "ReLU": (relu, {"LEAKY_FWD", "LEAKY_BWD"}),
     "SoftmaxCrossEntropyLoss": (softmax_cross_entropy_loss, {"CE_LOGITS_FWD", "CE_LOGITS_BWD"}),
     "residual Add (an input as both terms), Reshape, Flatten": (residual, {"ADD", "ACCUMULATE"}),
+    "Conv 1-D and 2-D, reading an Input and reading nodes": (conv_1d_and_2d, {"CONV_FWD", "CONV_BWD"}),
+    "one ConvParams read by two Convs": (conv_shared_kernel, {"CONV_FWD", "CONV_BWD", "CONV_BWD +="}),
+
+
     "MaxPool 1-D, overlapping windows": (lambda: pooled(edf.MaxPool, 3, 1, (2, 7)), {"MAXPOOL_FWD", "MAXPOOL_BWD"}),
     "MaxPool 2-D, (2, 3) at strides (1, 2)":
         (lambda: pooled(edf.MaxPool, (2, 3), (1, 2), (2, 4, 5)), {"MAXPOOL_FWD", "MAXPOOL_BWD"}),
