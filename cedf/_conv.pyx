@@ -55,54 +55,79 @@ cdef inline void _span(Py_ssize_t j, Py_ssize_t pad, Py_ssize_t stride, Py_ssize
         hi[0] = lo[0]
 
 
+cdef inline void _gather(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+                         Py_ssize_t stride) noexcept nogil:
+    """dst[:n] = src[::stride] over [lo, hi), zeros elsewhere (the padding)."""
+    cdef Py_ssize_t q
+    for q in range(lo):
+        dst[q] = 0
+    for q in range(lo, hi):
+        dst[q] = src[q * stride]
+    for q in range(hi, n):
+        dst[q] = 0
+
+
+cdef inline void _scatter(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi,
+                          Py_ssize_t stride) noexcept nogil:
+    """dst[::stride] += src over [lo, hi)."""
+    cdef Py_ssize_t q
+    for q in range(lo, hi):
+        dst[q * stride] += src[q]
+
+
 cdef void im2col(const floating* x, floating* cols, const Geometry* g) noexcept nogil:
     """cols[(c, i, j), (n, oh, ow)] = x[n, c, oh sh + i - ph, ow sw + j - pw], 0 in the padding."""
-    cdef Py_ssize_t c, i, j, n, oh, ow, ih, lo, hi, p = g.ho * g.wo, cols_n = g.n * p
+    # The geometry in locals: stores through `dst` could alias *g as far as the compiler knows.
+    cdef Py_ssize_t n_, c_ = g.c, h = g.h, w = g.w, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
+    cdef Py_ssize_t ph = g.ph, pw = g.pw, ho = g.ho, wo = g.wo, batch = g.n
+    cdef Py_ssize_t c, i, j, n, oh, ih, lo, hi
     cdef const floating* src
-    cdef floating* dst
-    for c in range(g.c):
-        for i in range(g.kh):
-            for j in range(g.kw):
-                _span(j, g.pw, g.sw, g.w, g.wo, &lo, &hi)
-                dst = cols + ((c * g.kh + i) * g.kw + j) * cols_n
-                for n in range(g.n):
-                    for oh in range(g.ho):
-                        ih = oh * g.sh + i - g.ph
-                        if ih < 0 or ih >= g.h:
-                            memset(dst, 0, g.wo * sizeof(floating))
+    cdef floating* dst = cols
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                _span(j, pw, sw, w, wo, &lo, &hi)
+                for n in range(batch):
+                    for oh in range(ho):
+                        ih = oh * sh + i - ph
+                        if ih < 0 or ih >= h:
+                            memset(dst, 0, wo * sizeof(floating))
                         else:
-                            src = x + ((n * g.c + c) * g.h + ih) * g.w + j - g.pw
-                            for ow in range(lo):
-                                dst[ow] = 0
-                            if g.sw == 1:   # a plain copy, which the compiler vectorises
-                                for ow in range(lo, hi):
-                                    dst[ow] = src[ow]
+                            src = x + ((n * c_ + c) * h + ih) * w + j - pw
+                            # Constant strides, so that the compiler vectorises the copy (1-D MNIST's
+                            # stride 2 included); any other stride as it comes.
+                            if sw == 1:
+                                _gather(dst, src, lo, hi, wo, 1)
+                            elif sw == 2:
+                                _gather(dst, src, lo, hi, wo, 2)
                             else:
-                                for ow in range(lo, hi):
-                                    dst[ow] = src[ow * g.sw]
-                            for ow in range(hi, g.wo):
-                                dst[ow] = 0
-                        dst += g.wo
+                                _gather(dst, src, lo, hi, wo, sw)
+                        dst += wo
 
 
 cdef void col2im(const floating* dcols, floating* gx, const Geometry* g) noexcept nogil:
     """gx[n, c, oh sh + i - ph, ow sw + j - pw] += dcols[(c, i, j), (n, oh, ow)], padding dropped."""
-    cdef Py_ssize_t c, i, j, n, oh, ow, ih, lo, hi, p = g.ho * g.wo, cols_n = g.n * p
-    cdef const floating* src
+    cdef Py_ssize_t c_ = g.c, h = g.h, w = g.w, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
+    cdef Py_ssize_t ph = g.ph, pw = g.pw, ho = g.ho, wo = g.wo, batch = g.n
+    cdef Py_ssize_t c, i, j, n, oh, ih, lo, hi
+    cdef const floating* src = dcols
     cdef floating* dst
-    for c in range(g.c):
-        for i in range(g.kh):
-            for j in range(g.kw):
-                _span(j, g.pw, g.sw, g.w, g.wo, &lo, &hi)
-                src = dcols + ((c * g.kh + i) * g.kw + j) * cols_n
-                for n in range(g.n):
-                    for oh in range(g.ho):
-                        ih = oh * g.sh + i - g.ph
-                        if 0 <= ih < g.h:
-                            dst = gx + ((n * g.c + c) * g.h + ih) * g.w + j - g.pw
-                            for ow in range(lo, hi):
-                                dst[ow * g.sw] += src[ow]
-                        src += g.wo
+    for c in range(c_):
+        for i in range(kh):
+            for j in range(kw):
+                _span(j, pw, sw, w, wo, &lo, &hi)
+                for n in range(batch):
+                    for oh in range(ho):
+                        ih = oh * sh + i - ph
+                        if 0 <= ih < h:
+                            dst = gx + ((n * c_ + c) * h + ih) * w + j - pw
+                            if sw == 1:
+                                _scatter(dst, src, lo, hi, 1)
+                            elif sw == 2:
+                                _scatter(dst, src, lo, hi, 2)
+                            else:
+                                _scatter(dst, src, lo, hi, sw)
+                        src += wo
 
 
 cdef inline double _sum(const floating* a, Py_ssize_t n) noexcept nogil:
