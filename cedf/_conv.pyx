@@ -55,79 +55,88 @@ cdef inline void _span(Py_ssize_t j, Py_ssize_t pad, Py_ssize_t stride, Py_ssize
         hi[0] = lo[0]
 
 
-cdef inline void _gather(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+cdef extern from "conv.h" nogil:
+    void cedf_gather_rows_f32(float* dst, const float* src, Py_ssize_t rows, Py_ssize_t dst_step,
+                              Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, Py_ssize_t stride)
+    void cedf_gather_rows_f64(double* dst, const double* src, Py_ssize_t rows, Py_ssize_t dst_step,
+                              Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, Py_ssize_t stride)
+    void cedf_scatter_rows_f32(float* dst, const float* src, Py_ssize_t rows, Py_ssize_t dst_step,
+                               Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t stride)
+    void cedf_scatter_rows_f64(double* dst, const double* src, Py_ssize_t rows, Py_ssize_t dst_step,
+                               Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t stride)
+
+
+cdef inline void _gather(floating* dst, const floating* src, Py_ssize_t rows, Py_ssize_t dst_step,
+                         Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
                          Py_ssize_t stride) noexcept nogil:
-    """dst[:n] = src[::stride] over [lo, hi), zeros elsewhere (the padding)."""
-    cdef Py_ssize_t q
-    for q in range(lo):
-        dst[q] = 0
-    for q in range(lo, hi):
-        dst[q] = src[q * stride]
-    for q in range(hi, n):
-        dst[q] = 0
+    # Constant strides, so that the compiler vectorises the copy (1-D MNIST's stride 2 included).
+    if floating is float:
+        if stride == 1:
+            cedf_gather_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, n, 1)
+        elif stride == 2:
+            cedf_gather_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, n, 2)
+        else:
+            cedf_gather_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, n, stride)
+    else:
+        if stride == 1:
+            cedf_gather_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, n, 1)
+        elif stride == 2:
+            cedf_gather_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, n, 2)
+        else:
+            cedf_gather_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, n, stride)
 
 
-cdef inline void _scatter(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi,
-                          Py_ssize_t stride) noexcept nogil:
-    """dst[::stride] += src over [lo, hi)."""
-    cdef Py_ssize_t q
-    for q in range(lo, hi):
-        dst[q * stride] += src[q]
+cdef inline void _scatter(floating* dst, const floating* src, Py_ssize_t rows, Py_ssize_t dst_step,
+                          Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t stride) noexcept nogil:
+    if floating is float:
+        if stride == 1:
+            cedf_scatter_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, 1)
+        elif stride == 2:
+            cedf_scatter_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, 2)
+        else:
+            cedf_scatter_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, stride)
+    else:
+        if stride == 1:
+            cedf_scatter_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, 1)
+        elif stride == 2:
+            cedf_scatter_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, 2)
+        else:
+            cedf_scatter_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, stride)
 
 
 cdef void im2col(const floating* x, floating* cols, const Geometry* g) noexcept nogil:
-    """cols[(c, i, j), (n, oh, ow)] = x[n, c, oh sh + i - ph, ow sw + j - pw], 0 in the padding."""
-    # The geometry in locals: stores through `dst` could alias *g as far as the compiler knows.
-    cdef Py_ssize_t n_, c_ = g.c, h = g.h, w = g.w, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
-    cdef Py_ssize_t ph = g.ph, pw = g.pw, ho = g.ho, wo = g.wo, batch = g.n
-    cdef Py_ssize_t c, i, j, n, oh, ih, lo, hi
-    cdef const floating* src
-    cdef floating* dst = cols
-    for c in range(c_):
-        for i in range(kh):
-            for j in range(kw):
-                _span(j, pw, sw, w, wo, &lo, &hi)
-                for n in range(batch):
-                    for oh in range(ho):
-                        ih = oh * sh + i - ph
-                        if ih < 0 or ih >= h:
-                            memset(dst, 0, wo * sizeof(floating))
-                        else:
-                            src = x + ((n * c_ + c) * h + ih) * w + j - pw
-                            # Constant strides, so that the compiler vectorises the copy (1-D MNIST's
-                            # stride 2 included); any other stride as it comes.
-                            if sw == 1:
-                                _gather(dst, src, lo, hi, wo, 1)
-                            elif sw == 2:
-                                _gather(dst, src, lo, hi, wo, 2)
-                            else:
-                                _gather(dst, src, lo, hi, wo, sw)
-                        dst += wo
+    """cols[(c, i, j), (n, oh, ow)] = x[n, c, oh sh + i - ph, ow sw + j - pw], 0 in the padding.
+
+    Tap by tap and output row by output row, each call covers the whole batch (csrc/conv.h).
+    """
+    cdef Py_ssize_t c, i, j, n, oh, ih, lo, hi, p = g.ho * g.wo, cols_n = g.n * p, image = g.c * g.h * g.w
+    cdef floating* dst
+    for c in range(g.c):
+        for i in range(g.kh):
+            for j in range(g.kw):
+                _span(j, g.pw, g.sw, g.w, g.wo, &lo, &hi)
+                for oh in range(g.ho):
+                    dst = cols + ((c * g.kh + i) * g.kw + j) * cols_n + oh * g.wo
+                    ih = oh * g.sh + i - g.ph
+                    if ih < 0 or ih >= g.h:   # a row of padding
+                        _gather(dst, x, g.n, p, 0, 0, 0, g.wo, 1)
+                    else:
+                        _gather(dst, x + (c * g.h + ih) * g.w + j - g.pw, g.n, p, image, lo, hi, g.wo, g.sw)
 
 
 cdef void col2im(const floating* dcols, floating* gx, const Geometry* g) noexcept nogil:
     """gx[n, c, oh sh + i - ph, ow sw + j - pw] += dcols[(c, i, j), (n, oh, ow)], padding dropped."""
-    cdef Py_ssize_t c_ = g.c, h = g.h, w = g.w, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
-    cdef Py_ssize_t ph = g.ph, pw = g.pw, ho = g.ho, wo = g.wo, batch = g.n
-    cdef Py_ssize_t c, i, j, n, oh, ih, lo, hi
-    cdef const floating* src = dcols
-    cdef floating* dst
-    for c in range(c_):
-        for i in range(kh):
-            for j in range(kw):
-                _span(j, pw, sw, w, wo, &lo, &hi)
-                for n in range(batch):
-                    for oh in range(ho):
-                        ih = oh * sh + i - ph
-                        if 0 <= ih < h:
-                            dst = gx + ((n * c_ + c) * h + ih) * w + j - pw
-                            if sw == 1:
-                                _scatter(dst, src, lo, hi, 1)
-                            elif sw == 2:
-                                _scatter(dst, src, lo, hi, 2)
-                            else:
-                                _scatter(dst, src, lo, hi, sw)
-                        src += wo
+    cdef Py_ssize_t c, i, j, n, oh, ih, lo, hi, p = g.ho * g.wo, cols_n = g.n * p, image = g.c * g.h * g.w
+    for c in range(g.c):
+        for i in range(g.kh):
+            for j in range(g.kw):
+                _span(j, g.pw, g.sw, g.w, g.wo, &lo, &hi)
+                for oh in range(g.ho):
+                    ih = oh * g.sh + i - g.ph
+                    if 0 <= ih < g.h:
+                        _scatter(gx + (c * g.h + ih) * g.w + j - g.pw,
+                                 dcols + ((c * g.kh + i) * g.kw + j) * cols_n + oh * g.wo,
+                                 g.n, image, p, lo, hi, g.sw)
 
 
 cdef inline double _sum(const floating* a, Py_ssize_t n) noexcept nogil:

@@ -423,3 +423,24 @@ def test_kernels_refuse_what_does_not_fit():
         _kernels.conv_backward(cols, W, g, None, None, np.zeros(5), (1, 1), (0, 0))
     with pytest.raises(ValueError, match="conv_backward: g has shape"):
         _kernels.conv_backward(cols, W, np.zeros((2, 5, 1, 6)), None, None, None, (1, 1), (0, 0))
+
+
+@pytest.mark.parametrize("planned", [False, True], ids=["node by node", "planned"])
+def test_an_empty_batch(planned):
+    """A batch of no examples after a warm-up: an empty value, zero gradients, no crash."""
+    edf.set_backend("cython")
+    edf.DT = np.float64
+    loss = cnn_2d(np.float64)
+    graph = edf.current_graph()
+    x, y = graph.CompNodes[0].x, loss.y
+    for _ in range(2):
+        edf.Forward()
+    x.value, y.value = np.zeros((0, 1, 8, 8)), np.zeros(0, np.int64)
+    for _ in range(2 if planned else 1):
+        edf.Forward()
+    edf.Backward(loss)
+    assert graph._planned == planned
+    conv = graph.CompNodes[0]
+    assert conv.value.shape == (0, 4, 8, 8)
+    assert np.array_equal(conv.params.W.grad, np.zeros_like(conv.params.W.value))
+    assert np.array_equal(conv.params.b.grad, np.zeros_like(conv.params.b.value))
