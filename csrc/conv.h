@@ -1,5 +1,5 @@
 /*
- * The inner loops of im2col and col2im (cedf/_conv.pyx): one row segment each.
+ * The loops of cedf/_conv.pyx that move numbers: im2col, col2im and the two transposes.
  *
  * A convolution of MNIST-1D's size unfolds 7,500 segments of 5 to 10 numbers per
  * layer, so the cost of entering a loop is most of the cost of the loop: each
@@ -40,6 +40,32 @@
         for (ptrdiff_t r = 0; r < rows; r++, dst += dst_step, src += src_step)                   \
             for (ptrdiff_t q = lo; q < hi; q++)                                                  \
                 dst[q * stride] += src[q];                                                       \
+    }                                                                                            \
+    /* out[i, o, :] = work[o, i p : (i + 1) p] + b[o]: one GEMM's product over the batch, in the   \
+     * value's layout (N, O, P), its bias added in the same pass. */                              \
+    static inline void cedf_unbatch_##SUFFIX(const T *restrict work, const T *restrict b,         \
+                                             T *restrict out, ptrdiff_t n, ptrdiff_t o,           \
+                                             ptrdiff_t p)                                         \
+    {                                                                                            \
+        for (ptrdiff_t i = 0; i < n; i++)                                                        \
+            for (ptrdiff_t c = 0; c < o; c++) {                                                  \
+                const T *src = work + (c * n + i) * p;                                           \
+                T *dst = out + (i * o + c) * p, bias = b[c];                                     \
+                for (ptrdiff_t q = 0; q < p; q++)                                                \
+                    dst[q] = src[q] + bias;                                                      \
+            }                                                                                    \
+    }                                                                                            \
+    /* work[o, i p : (i + 1) p] = g[i, o, :]: the gradient (N, O, P) as one matrix (O, N P). */  \
+    static inline void cedf_batch_##SUFFIX(const T *restrict g, T *restrict work, ptrdiff_t n,    \
+                                           ptrdiff_t o, ptrdiff_t p)                              \
+    {                                                                                            \
+        for (ptrdiff_t i = 0; i < n; i++)                                                        \
+            for (ptrdiff_t c = 0; c < o; c++) {                                                  \
+                const T *src = g + (i * o + c) * p;                                              \
+                T *dst = work + (c * n + i) * p;                                                 \
+                for (ptrdiff_t q = 0; q < p; q++)                                                \
+                    dst[q] = src[q];                                                             \
+            }                                                                                    \
     }
 
 CEDF_CONV_LOOPS(float, f32)
