@@ -387,6 +387,11 @@ def test_bad_bias_and_a_bad_attribute_set_later():
         edf.Forward()
     params.b.value = np.zeros(2)
     edf.Forward()
+    kernel = params.W.value
+    params.W.value = np.zeros((2, 1, 0))
+    with pytest.raises(ValueError, match=r"Conv: W has shape \(2, 1, 0\); every size of a kernel"):
+        edf.Forward()
+    params.W.value = kernel
     with pytest.raises(ValueError, match="Conv: stride must be a positive integer"):
         conv.stride = 0
     assert conv.stride == 1
@@ -444,3 +449,25 @@ def test_an_empty_batch(planned):
     assert conv.value.shape == (0, 4, 8, 8)
     assert np.array_equal(conv.params.W.grad, np.zeros_like(conv.params.W.value))
     assert np.array_equal(conv.params.b.grad, np.zeros_like(conv.params.b.value))
+
+
+def test_bad_input_on_the_plan_path_raises_the_nodes_error_then_recovers():
+    edf.set_backend("cython")
+    loss = mnist1d_cnn(np.float32)
+    graph = edf.current_graph()
+    x = graph.CompNodes[0].x
+    good = x.value
+    for _ in range(2):
+        edf.Forward()
+    assert graph._planned
+    for bad, message in ((np.zeros((100, 2, 40)), r"Conv: x has 2 channels"),
+                         (np.zeros((100, 40)), r"Conv: x must be 3-D \(N, C, L\)"),
+                         (np.zeros((100, 1, 2)), r"Conv: the kernel \(length 5\) is longer than the padded input")):
+        x.value = bad
+        with pytest.raises(ValueError, match=message):
+            edf.Forward()
+    x.value = good
+    for _ in range(2):
+        edf.Forward()
+        edf.Backward(loss)
+    assert graph._planned
