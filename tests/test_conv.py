@@ -263,6 +263,7 @@ def test_the_plan_skips_dx_of_a_conv_reading_an_input_and_reuses_its_buffers(con
 
 def test_a_float64_input_feeds_a_float32_conv():
     """The Conv computes in its parameters' dtype, as Affine: x is converted (node and plan)."""
+    edf.set_backend("cython")
     edf.DT = np.float32
     rng = np.random.default_rng(0)
     x, y = edf.Input(), edf.Input()
@@ -298,6 +299,7 @@ def test_conv_params():
 
 
 def test_swapping_a_conv_parameter_drops_the_plan():
+    edf.set_backend("cython")
     edf.DT = np.float64
     loss = cnn_2d(np.float64)
     conv = edf.current_graph().CompNodes[0]
