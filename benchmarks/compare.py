@@ -1,7 +1,8 @@
 """cedf against the lecture's NumPy EDF, PyTorch, scikit-learn and the matrix-products floor, in one run.
 
     python benchmarks/compare.py [--dtype float32 float64] [--labels int64 float32]
-                                 [--only table floor optim fit forward memory end-to-end] [--quick]
+                                 [--only table floor optim fit forward memory cnn distributed end-to-end]
+                                 [--quick]
 
 Prints the time of one training step of each workload (see workloads.py) for
 cedf on both backends, the lecture's EDF, PyTorch (when installed) and the floor,
@@ -10,7 +11,10 @@ the ratios between them, and whether each of cedf's performance targets holds
 labels, a step with `cedf.optim.Adam` against the bare step, an epoch of
 `cedf.fit` against its steps, and the whole training of the MNIST-1D-sized MLP
 by cedf, PyTorch eager and scikit-learn (those two when installed; else their
-rows say so). The closing table lists every target judged, with its goal.
+rows say so), and the MNIST-1D CNN's step (issue 15) against PyTorch eager and
+its floor, the products of its unfolded convolutions alone, and, when mpi4py
+and mpiexec are installed, data-parallel steps of 2 ranks against one process
+(issue 16, `distributed_steps.py`). The closing table lists every target judged, with its goal.
 Absolute times drift between runs and machines; ratios taken in one run hold.
 
 The targets are judged against the floor by NumPy's BLAS, as the issue sets
@@ -81,6 +85,12 @@ TARGETS = {t.name: t for t in [
     Target("end to end: torch / cedf", ">=", 6.0, dtypes=("float32",)),
     Target("end to end: torch 1 thread / cedf", ">=", 6.0, dtypes=("float32",)),
     Target("end to end: scikit-learn / cedf", ">=", 4.0, dtypes=("float32",)),
+    # issue 15: the MNIST-1D CNN's training step (Adam), float32
+    Target("cnn_mnist1d torch / cedf", ">=", 2.0, issue="15", dtypes=("float32",)),
+    Target("cnn_mnist1d torch 1 thread / cedf", ">=", 2.0, issue="15", dtypes=("float32",)),
+    Target("cnn_mnist1d step / floor", "<=", 1.3, issue="15", dtypes=("float32",)),
+    # issue 16: data-parallel steps over MPI, 2 ranks of 1 BLAS thread each, float32
+    Target("mlp_digits 2 ranks / 1 process 1 thread", ">=", 1.7, issue="16", dtypes=("float32",)),
     # the first performance round
     Target("logreg2d lecture / cedf", ">=", 10.0, issue="perf-1"),
     Target("logreg2d torch / cedf", ">=", 40.0, issue="perf-1"),
@@ -90,7 +100,7 @@ TARGETS = {t.name: t for t in [
 ]}
 
 #: The parts of a run (--only), in the order they run.
-PARTS = ("table", "floor", "optim", "fit", "forward", "memory", "end-to-end")
+PARTS = ("table", "floor", "optim", "fit", "forward", "memory", "cnn", "distributed", "end-to-end")
 
 
 def _calls_for(fn, budget):
@@ -314,6 +324,94 @@ def fit_targets(judge, dtype_name, dtype, labels_kinds, pairs, budget):
               f"bare SGD step {fmt(times['b'] / STEPS).strip()}]")
 
 
+def cnn_targets(judge, dtype_name, dtype, pairs, budget):
+    """Issue 15: the MNIST-1D CNN's step (Forward, Backward, Adam) against PyTorch eager and the floor."""
+    cedf.set_backend("cython")
+    times = {}
+    ratio, n = paired_ratio(lambda: workloads.cnn_step(dtype), lambda: workloads.cnn_floor_step(dtype),
+                            pairs, budget, times)
+    judge("cnn_mnist1d step / floor", dtype_name, "int64", ratio, f"median of {n} pairs",
+          f"[cedf {fmt(times['a']).strip()}, products {fmt(times['b']).strip()}]")
+    try:
+        torch = workloads.import_torch()
+    except ImportError:
+        for name in ("cnn_mnist1d torch / cedf", "cnn_mnist1d torch 1 thread / cedf"):
+            judge.skip(name, dtype_name, "int64", "PyTorch is not installed")
+        return
+    for name, threads in (("cnn_mnist1d torch / cedf", workloads.torch_default_threads()),
+                          ("cnn_mnist1d torch 1 thread / cedf", 1)):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            times = {}
+            ratio, n = paired_ratio(lambda: workloads.torch_cnn_step(dtype), lambda: workloads.cnn_step(dtype),
+                                    pairs, budget, times)
+        finally:
+            torch.set_num_threads(before)
+        judge(name, dtype_name, "int64", ratio, f"median of {n} pairs",
+              f"[torch ({threads} threads) {fmt(times['a']).strip()}, cedf {fmt(times['b']).strip()}]")
+
+
+def _mpiexec():
+    """mpiexec beside this Python (the cedf[mpi] extra's MPICH) or on PATH, when mpi4py is installed; else None."""
+    import shutil
+
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def distributed_targets(judge, rounds):
+    """Issue 16: 2 ranks x 1 BLAS thread against 1 process x 2 threads and x 1 thread.
+
+    Each configuration runs benchmarks/distributed_steps.py in processes of its own;
+    the rounds alternate the configurations, and each one's median over the rounds is
+    taken. Two ways to use two ranks: the workload's batch shared out (the same
+    training, strong scaling) and a batch of that size on each rank (twice the
+    examples per step, weak scaling, as data-parallel training is run); the target
+    compares examples per second, with each rank a whole batch.
+    """
+    import json
+    import subprocess
+
+    mpiexec = _mpiexec()
+    name = "mlp_digits 2 ranks / 1 process 1 thread"
+    if mpiexec is None:
+        judge.skip(name, "float32", "int64", "mpi4py and mpiexec are not installed (pip install '.[mpi]')")
+        return
+    script = str(Path(__file__).resolve().parent / "distributed_steps.py")
+    configs = {"2 ranks, a batch each": ([mpiexec, "-n", "2"], "1", ["--per-rank"]),
+               "2 ranks, a batch shared": ([mpiexec, "-n", "2"], "1", []),
+               "1 process x 2 threads": ([], "2", []), "1 process x 1 thread": ([], "1", [])}
+    print("\n-- float32: data-parallel training over MPI, examples per second (global steps per second) --")
+    for workload in ("mlp_digits", workloads.MLP_MNIST1D, "mlp_mnist"):
+        found = {c: [] for c in configs}
+        allreduce, size = [], None
+        for _ in range(rounds):
+            for config, (launcher, threads, options) in configs.items():
+                env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+                out = subprocess.run(launcher + [sys.executable, script, workload, *options], capture_output=True,
+                                     text=True, env=env, timeout=600, check=True).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                found[config].append((result["examples_per_second"], result["steps_per_second"]))
+                if result["ranks"] > 1:
+                    allreduce.append(result["allreduce_seconds"])
+                size = result["gradient_bytes"]
+        rate = {c: (statistics.median(e for e, _ in v), statistics.median(s for _, s in v)) for c, v in found.items()}
+        one = rate["1 process x 1 thread"][0]
+        print(f"{workload}: allreduce of {size / 1e3:.1f} kB {fmt(statistics.median(allreduce)).strip()}")
+        for config, (examples, steps) in rate.items():
+            print(f"  {config:<26}{examples:>12.0f} examples/s ({steps:>8.0f} steps/s)   {examples / one:5.2f}x")
+        if workload == "mlp_digits":
+            judge(name, "float32", "int64", rate["2 ranks, a batch each"][0] / one,
+                  f"medians of {rounds} rounds", f"[examples/s; a batch shared: "
+                  f"{rate['2 ranks, a batch shared'][0] / one:.2f}x, 1 process x 2 threads: "
+                  f"{rate['1 process x 2 threads'][0] / one:.2f}x]")
+
+
 def forward_target(judge, dtype_name, dtype, repeat, budget, pairs, pair_budget):
     workload = "mlp_mnist"
     cedf.set_backend("cython")
@@ -477,6 +575,10 @@ def main():
             forward_target(judge, dtype_name, dtype, repeat, budget, pairs, pair_budget)
         if "memory" in parts:
             memory_checks(judge, dtype_name, dtype, args.quick)
+        if "cnn" in parts and dtype_name == "float32":
+            cnn_targets(judge, dtype_name, dtype, pairs, pair_budget)
+    if "distributed" in parts and "float32" in args.dtype:
+        distributed_targets(judge, rounds)
     if "end-to-end" in parts:
         end_to_end(judge, epochs, rounds)
     judge.summary()

@@ -458,3 +458,114 @@ def floor_step(workload, dtype, blas="numpy"):
 
 def floor_forward(workload, dtype, blas="numpy"):
     return _floor(workload, dtype, blas).forward
+
+
+# -- the MNIST-1D CNN of issue 15 ---------------------------------------------------------------
+# The paper's model (Greydanus & Kobak): three Conv1d of 25 channels, each followed by a ReLU,
+# then 125 -> 10; batch 100 of (1, 40), Adam lr 1e-2, float32. One step: Forward, Backward and
+# Adam's step, in cedf (planned), PyTorch eager and the floor (the products alone).
+
+CNN_MNIST1D = SimpleNamespace(batch=100, length=40, classes=10, lr=1e-2,
+                              convs=((1, 25, 5, 2, 1), (25, 25, 3, 2, 1), (25, 25, 3, 2, 1)))  # in, out, k, s, p
+
+
+def _conv_lengths(length=CNN_MNIST1D.length):
+    """The input length of each Conv and the length the last one gives."""
+    lengths = [length]
+    for _, _, k, s, p in CNN_MNIST1D.convs:
+        lengths.append((lengths[-1] + 2 * p - k) // s + 1)
+    return lengths
+
+
+def cnn_data(dtype=np.float32, seed=0):
+    """A batch (100, 1, 40) of synthetic signals and labels 0-9 (only the sizes are MNIST-1D's)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((CNN_MNIST1D.batch, 1, CNN_MNIST1D.length)).astype(dtype)
+    return X, rng.integers(0, CNN_MNIST1D.classes, CNN_MNIST1D.batch)
+
+
+def cnn_step(dtype=np.float32):
+    """``Forward(); Backward(L); opt.step()`` of the CNN in cedf, Adam, in a graph of its own."""
+    import cedf
+
+    X, Y = cnn_data(dtype)
+    cedf.DT, before = dtype, cedf.DT
+    np.random.seed(0)
+    try:
+        with cedf.Graph() as graph:
+            x, y = cedf.Input(), cedf.Input()
+            x.value, y.value = X, Y
+            h = x
+            for c_in, c_out, k, s, p in CNN_MNIST1D.convs:
+                h = cedf.ReLU(cedf.Conv(cedf.ConvParams(c_in, c_out, k), h, stride=s, padding=p))
+            features = CNN_MNIST1D.convs[-1][1] * _conv_lengths()[-1]
+            loss = cedf.SoftmaxCrossEntropyLoss(cedf.Affine(cedf.AffineParams(features, CNN_MNIST1D.classes),
+                                                            cedf.Flatten(h)), y)
+            opt = cedf.optim.Adam(graph.Parameters, lr=1e-4)   # small: the step runs thousands of times
+    finally:
+        cedf.DT = before
+
+    def step():
+        graph.Forward()
+        graph.Backward(loss)
+        opt.step()
+    step.graph, step.loss = graph, loss
+    return step
+
+
+def torch_cnn_step(dtype=np.float32):
+    """The same step in PyTorch eager: zero_grad, the model, cross_entropy, backward, Adam's step."""
+    torch = import_torch()
+    X, Y = cnn_data(dtype)
+    torch.manual_seed(0)
+    layers = []
+    for c_in, c_out, k, s, p in CNN_MNIST1D.convs:
+        layers += [torch.nn.Conv1d(c_in, c_out, k, stride=s, padding=p), torch.nn.ReLU()]
+    features = CNN_MNIST1D.convs[-1][1] * _conv_lengths()[-1]
+    layers += [torch.nn.Flatten(), torch.nn.Linear(features, CNN_MNIST1D.classes)]
+    model = torch.nn.Sequential(*layers).to({np.float32: torch.float32, np.float64: torch.float64}[dtype])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = torch.from_numpy(X), torch.from_numpy(Y)
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
+
+
+class _CnnFloor:
+    """The products of one CNN step by NumPy's BLAS into ready buffers: per Conv, on its unfolded
+    input U (C k, N L_out), the forward W U, the weight gradient G U^T and (all but the first) the
+    unfolded input's gradient W^T G; the Affine's three products as in `_Floor`. No unfolding, no
+    folding back, no activation, no loss, no update: what a step cannot do without."""
+
+    def __init__(self, dtype=np.float32):
+        rng = np.random.default_rng(1)
+        n, lengths = CNN_MNIST1D.batch, _conv_lengths()
+        self.convs = []
+        for (c_in, c_out, k, _, _), l_out in zip(CNN_MNIST1D.convs, lengths[1:]):
+            W = rng.standard_normal((c_out, c_in * k)).astype(dtype)
+            U = rng.standard_normal((c_in * k, n * l_out)).astype(dtype)
+            G = rng.standard_normal((c_out, n * l_out)).astype(dtype)
+            self.convs.append((W, U, G, np.empty((c_out, n * l_out), dtype), np.empty_like(W), np.empty_like(U)))
+        features = CNN_MNIST1D.convs[-1][1] * lengths[-1]
+        self.h = rng.standard_normal((n, features)).astype(dtype)
+        self.A = rng.standard_normal((features, CNN_MNIST1D.classes)).astype(dtype)
+        self.g = rng.standard_normal((n, CNN_MNIST1D.classes)).astype(dtype)
+        self.out, self.dA, self.dh = np.empty_like(self.g), np.empty_like(self.A), np.empty_like(self.h)
+
+    def step(self):
+        mm = np.matmul
+        for i, (W, U, G, out, dW, dU) in enumerate(self.convs):
+            mm(W, U, out=out)
+            mm(G, U.T, out=dW)
+            if i > 0:
+                mm(W.T, G, out=dU)
+        mm(self.h, self.A, out=self.out)
+        mm(self.h.T, self.g, out=self.dA)
+        mm(self.g, self.A.T, out=self.dh)
+
+
+def cnn_floor_step(dtype=np.float32):
+    return _CnnFloor(dtype).step

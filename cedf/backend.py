@@ -19,18 +19,32 @@ class Replan(Exception):
     """A compiled plan no longer fits its graph (new shapes, new nodes): run node by node and rebuild it."""
 
 
+def _unbuilt_source_folder():
+    """This package's folder, when it is a source checkout's `cedf/` holding no compiled extension."""
+    import importlib.machinery
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    if not (here.parent / "setup.py").exists() or not (here / "_kernels.pyx").exists():
+        return None
+    built = [p for suffix in importlib.machinery.EXTENSION_SUFFIXES for p in here.glob(f"_kernels*{suffix}")]
+    return None if built else here
+
+
 try:
     from . import _conv, _engine, _kernels
 except ImportError as exc:  # a source checkout that was never built, a broken install
     _kernels = _engine = _conv = None
     _import_error = exc
-    warnings.warn(
-        f"cedf: the compiled kernels could not be imported ({exc}); "
-        "running on the NumPy reference backend, which is much slower. "
-        "Install cedf with `pip install .` to build them.",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+    source = _unbuilt_source_folder()
+    if source is not None:
+        fix = (f"this cedf is the source folder {source}, which holds no built extension (Python looks in "
+               f"the current folder first): to use an installed cedf, run Python from another folder; to "
+               f"build the extensions into this one, pip install -e .")
+    else:
+        fix = f"the compiled kernels could not be imported ({exc}); reinstall cedf with `pip install .`"
+    warnings.warn(f"cedf: {fix} (running on the NumPy reference backend meanwhile, which is much slower)",
+                  RuntimeWarning, stacklevel=2)
 else:
     _import_error = None
 

@@ -1,7 +1,8 @@
 """Drawing a computation graph as the lecture does: input, parameter and compute nodes in three colours.
 
 `draw(loss)` returns the graph that `loss` depends on in Graphviz's DOT
-language: one box per node, labelled with its type and the shape of its value
+language (a `Drawing`: a str that a notebook shows as the picture, when
+Graphviz is installed, and as the DOT text otherwise): one box per node, labelled with its type and the shape of its value
 (and, on request, the norms of its value and gradient), an arrow from each
 node to each node that reads it. With `path`, the Graphviz program ``dot``
 renders it to PNG or SVG.
@@ -59,13 +60,28 @@ def to_dot(loss, values=False):
     return "\n".join(lines) + "\n"
 
 
+class Drawing(str):
+    """The DOT source of a graph, as a str; in a notebook, the picture (SVG) when Graphviz's `dot` is installed,
+    else the DOT text."""
+
+    def _repr_svg_(self):
+        program = shutil.which("dot")
+        if program is None:
+            return None   # Jupyter then shows the text (_repr_pretty_)
+        run = subprocess.run([program, "-Tsvg"], input=self.encode(), capture_output=True)
+        return run.stdout.decode() if run.returncode == 0 else None
+
+    def _repr_pretty_(self, printer, cycle):
+        printer.text(str(self))
+
+
 def draw(loss, path=None, values=False):
-    """The DOT source of `loss`'s graph; with `path` (.png or .svg), also rendered there by Graphviz.
+    """The DOT source of `loss`'s graph (a `Drawing`); with `path` (.png or .svg), also rendered there by Graphviz.
 
     Rendering needs Graphviz's ``dot`` program (https://graphviz.org/download/;
     ``apt install graphviz``, ``brew install graphviz`` or ``conda install graphviz``).
     """
-    dot = to_dot(loss, values)
+    dot = Drawing(to_dot(loss, values))
     if path is None:
         return dot
     path = os.fspath(path)

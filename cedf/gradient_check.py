@@ -5,8 +5,13 @@ parameter by ±eps, run the graph forward, and compare
 ``(L(θ + eps) - L(θ - eps)) / (2 eps)`` with what `Backward` computed.
 `gradcheck` does that for every entry of every parameter (and, on request, of
 every Input) of a graph, with user-written nodes too, and reports the worst
-relative error per array. Run it in float64 (``cedf.DT = np.float64``): in
-float32 the quotient itself is only good to about 1e-3.
+relative error per array. In float32 the quotient itself is only good to
+about 1e-3, so a graph whose parameters are float32 (cedf's default) is
+checked in float64: its parameters' values are replaced by float64 copies for
+the check (every node then computes in float64) and put back afterwards, the
+same arrays as before. Where the lecture's numerics put a kink on purpose (a
+Sigmoid's input clipped at ±10, a Softmax's shifted logits floored at -10),
+the quotient and the backprop disagree without a bug: the report says so.
 
 It checks the graph as training runs it: on the compiled backend, a graph's
 compiled plan (`cedf.plan`) once it has one, for the backprop and for every
@@ -35,6 +40,8 @@ class GradcheckResult:
     tol: float = 0.0
     planned_backprop: bool = False
     planned_quotients: bool = False
+    #: Said below the errors: in which dtype it was checked, and the kinks active at the point checked.
+    notes: list = field(default_factory=list)
 
     @property
     def planned(self):
@@ -55,6 +62,7 @@ class GradcheckResult:
                  f"backprop {ran[self.planned_backprop]}, quotients {ran[self.planned_quotients]})"]
         lines += [f"  {name:<24} {err:.3g}{'' if err <= self.tol else '  <-- exceeds tol'}"
                   for name, err in self.errors.items()]
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -78,6 +86,29 @@ def _relative_error(numeric, backprop, floor):
     return 0.0 if diff == 0 else diff / scale
 
 
+def _kinks(graph):
+    """What the lecture's clip and floor do at the point checked: a note per node where they are active."""
+    from .reference import SIGMOID_CLIP, SOFTMAX_FLOOR
+
+    notes = []
+    for node in graph.CompNodes:
+        if type(node) not in (nodes.Sigmoid, nodes.Softmax):
+            continue
+        x = np.asarray(node.x.value, dtype=np.float64)
+        if isinstance(node, nodes.Sigmoid):
+            active = int(np.count_nonzero(np.abs(x) >= SIGMOID_CLIP))
+            what = f"its input is clipped to [-{SIGMOID_CLIP:g}, {SIGMOID_CLIP:g}], as in the lecture"
+        else:
+            rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+            active = int(np.count_nonzero(rows - rows.max(axis=1, keepdims=True) <= SOFTMAX_FLOOR))
+            what = f"its shifted logits are floored at {SOFTMAX_FLOOR:g}, as in the lecture"
+        if active:
+            notes.append(f"{type(node).__name__}: {what}, and {active} entries are at or beyond it here: the "
+                         f"gradient is 0 there while a nudge moves the loss, so errors next to it are the "
+                         f"lecture's kink, not a wrong backward (check at points away from it)")
+    return notes
+
+
 def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise_on_failure=False):
     """Compare ``Backward(loss)`` with central differences for every parameter of the graph.
 
@@ -91,9 +122,27 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise
     `Backward`. Each array's error is relative to its largest gradient, or to
     `floor` if that is smaller. Returns a `GradcheckResult`; with `raise_on_failure`, raises
     AssertionError listing the errors when one exceeds `tol`. Parameters and
-    inputs are left exactly as they were.
+    inputs are left exactly as they were; a float32 graph is checked in
+    float64 (see the module's docstring), and the result's notes say so.
     """
     graph = graph_of(loss, graph, "gradcheck", "the loss ")
+    single = [p for p in graph.Parameters if getattr(p.value, "dtype", None) == np.float32]
+    if not single:
+        return _gradcheck(loss, eps, tol, floor, inputs, graph, raise_on_failure, [])
+    originals = [(p, p.value, p.grad) for p in single]
+    try:
+        for p in single:
+            p.value = p.value.astype(np.float64)
+        note = (f"checked in float64: the graph's {len(single)} float32 parameters were copied to float64 for "
+                f"the check, and put back (in float32 the quotient is good to about 1e-3 only)")
+        return _gradcheck(loss, eps, tol, floor, inputs, graph, raise_on_failure, [note])
+    finally:
+        for p, value, grad in originals:
+            p.value, p.grad = value, grad
+        graph.Forward()   # the graph's values as they were, in float32
+
+
+def _gradcheck(loss, eps, tol, floor, inputs, graph, raise_on_failure, notes):
     names = {}
     for i, p in enumerate(graph.Parameters):
         names[id(p)] = getattr(p, "name", None) or f"Parameter#{i}"
@@ -145,6 +194,7 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise
         result.errors[name] = _relative_error(numeric, backprop[id(node)], floor)
     result.planned_quotients = bool(planned) and all(planned)
     graph.Forward()   # values as they were before the check
+    result.notes = notes + (_kinks(graph) if not result.passed else [])
     if raise_on_failure and not result.passed:
         raise AssertionError(str(result))
     return result

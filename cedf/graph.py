@@ -59,6 +59,9 @@ class Graph:
         # BatchNorm): an array, which the compiled plan reads at every run, so that a
         # change of mode needs no new plan.
         self._training = np.ones(1, np.int64)
+        #: The batch size of the last Backward (the gradients are means over that many
+        #: examples): how `cedf.distributed` weighs this process's gradients.
+        self.batch = None
 
     @property
     def training(self):
@@ -184,6 +187,7 @@ class Graph:
         if plan is not None and backend.kernels is backend._kernels:
             try:
                 plan.backward(loss)
+                self.batch = loss._value.shape[0] if loss._value.ndim else 1
                 return
             except Replan:
                 pass
@@ -192,6 +196,9 @@ class Graph:
                 # The nodes' own backward needs what their own forward saw.
                 self._forward_node_by_node()
             if not any(c is loss for c in self.CompNodes):
+                if not hasattr(loss, "addgrad"):
+                    raise TypeError(f"Backward takes the loss node, not a value: call Backward(L) with the "
+                                    f"node L = edf.CrossEntropyLoss(...) itself, got a {type(loss).__name__}")
                 raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of this graph")
             for c in self.CompNodes + self.Parameters:
                 zero_grad(c)
@@ -199,13 +206,17 @@ class Graph:
             loss.grad[...] = 1.0 / max(n, 1)
             for c in reversed(self.CompNodes):
                 c.backward()
+            self.batch = n
 
     def UpdateParameters(self):
         """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
         plan = self._plan
+        rate = cedf.learning_rate
+        if type(rate) is not float or rate - rate != 0:   # (inf - inf and nan - nan are nan)
+            rate = learning_rate()
         if plan is not None and backend.kernels is backend._kernels:
             try:
-                plan.update(cedf.learning_rate)
+                plan.update(rate)
                 return
             except Replan:
                 pass
@@ -266,6 +277,15 @@ def graph_of(node, graph=None, owner="cedf", role=""):
     if not any(c is node for c in graph.CompNodes):
         raise ValueError(f"{owner}: {role}{type(node).__name__} is not a node of the graph")
     return graph
+
+
+def learning_rate():
+    """``cedf.learning_rate`` as a float, after checking that it is a finite number."""
+    rate = cedf.learning_rate
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not np.isfinite(rate):
+        raise TypeError(f"edf.learning_rate must be a finite number, got {rate!r} ({type(rate).__name__}): "
+                        f"set e.g. edf.learning_rate = 0.5")
+    return float(rate)
 
 
 def train():

@@ -307,6 +307,12 @@ class BuiltinNode(CompNode, _Member):
                                f"create the node again")
         value = node.value
         if value is None:
+            if isinstance(node, CompNode) and not any(c is node for c in self._graph.CompNodes):
+                raise ValueError(
+                    f"{_name(self)}: its input {role} ({_name(node)}) is not in the graph, so Forward() never "
+                    f"computes it: a node of your own must add itself in its __init__, with "
+                    f"edf.CompNodes.append(self), as the lecture's nodes do"
+                )
             raise ValueError(
                 f"{_name(self)}: its input {role} ({_name(node)}) has no value; "
                 f"set .value of every Input before Forward()"
@@ -316,14 +322,20 @@ class BuiltinNode(CompNode, _Member):
             raise TypeError(f"{_name(self)}: {role} must hold real numbers, got dtype {arr.dtype}")
         if ndims is not None and arr.ndim not in ndims:
             expected = " or ".join(f"{n}-D" for n in ndims)
-            raise ValueError(f"{_name(self)}: {role} must be {expected}, got shape {arr.shape}")
+            fix = ""
+            if arr.ndim == 1 and 2 in ndims:
+                fix = (f"; a batch is (examples, features): X.reshape(-1, 1) for one feature per example, "
+                       f"X[None] for one example")
+            raise ValueError(f"{_name(self)}: {role} must be {expected}, got shape {arr.shape}{fix}")
         dtype = dtype if dtype is not None else _float_dtype(arr)
         try:
             with np.errstate(over="raise"):
                 return np.asarray(arr, dtype=dtype, order="C")
         except FloatingPointError:
             raise ValueError(f"{_name(self)}: {role} holds values beyond the range of {np.dtype(dtype)} "
-                             f"(largest {np.finfo(dtype).max:.4g}), which it computes in") from None
+                             f"(largest {np.finfo(dtype).max:.4g}), which it computes in: scale the data "
+                             f"(e.g. standardise it), or compute in float64 (edf.DT = np.float64 before "
+                             f"building the graph)") from None
 
     def _output(self, shape, dtype):
         """The node's value buffer for this shape and dtype, allocated on first use."""

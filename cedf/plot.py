@@ -100,19 +100,27 @@ def decision_boundary(output, x, X, y, path=None, resolution=200, margin=0.5):
 
 
 def training_curves(history, path=None):
-    """Loss and accuracy per epoch from a `cedf.History`, training and (if recorded) validation."""
+    """Loss and accuracy per epoch from a `cedf.History`, training and (if recorded) validation.
+
+    Epochs on whole-number ticks; the accuracy in percent, as `fit`'s reports print it.
+    """
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     fig, (loss, accuracy) = _figure(2)
     epochs = np.arange(1, history.epochs + 1)
     for ax, train, val, name in ((loss, history.loss, history.val_loss, "loss"),
                                  (accuracy, history.accuracy, history.val_accuracy, "accuracy")):
-        ax.plot(epochs, train, "o-", label="training", ms=3)
+        scale = 100 if ax is accuracy else 1
+        ax.plot(epochs, np.multiply(train, scale), "o-", label="training", ms=3)
         if val:
-            ax.plot(epochs[:len(val)], val, "s-", label="validation", ms=3)
+            ax.plot(epochs[:len(val)], np.multiply(val, scale), "s-", label="validation", ms=3)
         if history.best_epoch is not None:
             ax.axvline(history.best_epoch + 1, color="0.6", ls=":", label="kept")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.legend()
+    accuracy.yaxis.set_major_formatter(PercentFormatter(100))
     return _done(fig, path)
 
 

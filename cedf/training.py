@@ -7,6 +7,7 @@ the forward passes that training makes anyway) and on validation data, a
 progress bar (tqdm, when installed and writing to a terminal), and early
 stopping on the validation loss that puts back the best parameters.
 """
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import data, metrics, nodes
+from .conv import Conv
 from .graph import graph_of
 
 
@@ -63,16 +65,25 @@ def _scorer(loss):
     return probabilities
 
 
-def _as_fed(graph, x, X):
-    """X in the dtype the graph computes in, when every node reading `x` is an Affine.
+def _parameter_dtype(node):
+    """The dtype of a layer that converts its input to its parameters' dtype (Affine, Conv), else None."""
+    params = getattr(node, "params", None)
+    weights = getattr(params, "A", None) if isinstance(node, nodes.Affine) else (
+        getattr(params, "W", None) if isinstance(node, Conv) else None)
+    return getattr(getattr(weights, "value", None), "dtype", None)
 
-    Each step would convert its batch to that dtype (the Affine computes in its
-    parameters' dtype); converting the data once instead gives the same numbers.
-    Anything else (X beyond the dtype's range, another reader) is left to the step.
+
+def _as_fed(graph, x, X):
+    """X in the dtype the graph computes in, when every node reading `x` is an Affine or a Conv.
+
+    Each step would convert its batch to that dtype (those layers compute in
+    their parameters' dtype); converting the data once instead gives the same
+    numbers. Anything else (X beyond the dtype's range, another reader) is left
+    to the step.
     """
     readers = [c for c in graph.CompNodes if getattr(c, "x", None) is x]
-    dtypes = {getattr(c.params.A.value, "dtype", None) for c in readers if isinstance(c, nodes.Affine)}
-    if len(dtypes) != 1 or len(readers) != sum(isinstance(c, nodes.Affine) for c in readers):
+    dtypes = {_parameter_dtype(c) for c in readers}
+    if len(dtypes) != 1 or None in dtypes:
         return X
     dtype = dtypes.pop()
     if dtype not in (np.float32, np.float64) or X.dtype == dtype or X.dtype.kind not in "biuf":
@@ -92,14 +103,15 @@ def _as_labels(Y):
 
 
 class _Progress:
-    """A tqdm bar over an epoch's batches, redrawn at most four times a second; or nothing.
+    """One tqdm bar over the whole run (epochs x batches), the epoch and its running loss in its
+    postfix, redrawn at most four times a second and kept on screen at the end; or nothing.
 
     `enabled`: True, False, or None (only when tqdm is installed and stderr is a terminal).
     """
 
     INTERVAL = 0.25   # seconds between redraws: a step of tens of microseconds must not pay for one
 
-    def __init__(self, enabled, total, desc):
+    def __init__(self, enabled, epochs, batches):
         self.bar = None
         if enabled is False or (enabled is None and not sys.stderr.isatty()):
             return
@@ -109,19 +121,31 @@ class _Progress:
             if enabled:
                 raise ImportError("fit(progress=True) needs tqdm: pip install 'cedf[progress]'") from None
             return
-        self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False)
-        self.steps, self.shown = 0, time.perf_counter()
+        # Not one bar per epoch: a demo's epoch lasts milliseconds, and such a bar is gone before anyone sees it.
+        self.bar = tqdm(total=epochs * batches, desc="fit", unit="batch", leave=True)
+        self.epochs, self.epoch, self.steps, self.shown = epochs, 1, 0, time.perf_counter()
 
     def step(self, losses, done):
-        """One batch more; `losses[:done]` are the epoch's losses so far."""
-        if self.bar is None:
-            return
+        """One batch more; `losses[:done]` are this epoch's losses so far."""
         self.steps += 1
         now = time.perf_counter()
         if now - self.shown >= self.INTERVAL:
             self.shown = now
-            self.bar.set_postfix(loss=f"{np.sum(losses[:done]) / done:.4f}", refresh=False)
-            self.bar.update(self.steps - self.bar.n)
+            self._show(np.sum(losses[:done]) / done)
+
+    def _show(self, loss):
+        self.bar.set_postfix(epoch=f"{self.epoch}/{self.epochs}", loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(self.steps - self.bar.n)
+
+    def end_epoch(self, loss):
+        """The epoch ended with mean loss `loss`; the next one starts."""
+        if self.bar is not None:
+            self._show(loss)
+            self.epoch += 1
+
+    def aside(self):
+        """A context in which printing leaves the bar intact (tqdm clears it, then draws it again below)."""
+        return contextlib.nullcontext() if self.bar is None else self.bar.external_write_mode()
 
     def close(self):
         if self.bar is not None:
@@ -144,7 +168,7 @@ def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
 
 
 def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=None,
-        patience=None, shuffle=True, seed=0, progress=None, on_epoch=None, graph=None):
+        patience=None, shuffle=True, seed=0, progress=None, on_epoch=None, graph=None, distributed=False):
     """Train the graph of `loss` on (X, Y), feeding Inputs `x` and `y`; returns a History.
 
     Each epoch runs ``Forward(); Backward(loss)`` and an update on every
@@ -155,6 +179,18 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     not improved for that many epochs, and the parameters of the best epoch are
     put back. `progress`: True, False, or None (a bar when on a terminal).
     `on_epoch(epoch, history)` is called after each epoch (epoch counts from 1).
+    Afterwards the nodes hold the values of fit's last Forward: with
+    `validation`, those of the last chunk of the validation data (so does
+    ``L.probabilities``), else those of the last training batch; use
+    `predict` or `evaluate` for the values on data of your choice.
+
+    With ``distributed=True`` (after `cedf.distributed.init`, under mpiexec), every
+    rank is given the whole of (X, Y) and the same `seed`: each global mini-batch
+    of `batch_size` is split over the ranks (`cedf.distributed.share`), the
+    gradients are averaged over the global batch before each update, and the
+    epoch's loss and accuracy are summed over the ranks; the parameters are
+    broadcast from rank 0 first. The History is the same on every rank, and the
+    training the same as one process's on the same data, up to summation order.
     """
     graph = graph_of(loss, graph, "fit", "the loss ")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -174,16 +210,39 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     history = History()
     best, best_loss, waited = None, np.inf, 0
     n = len(X)
+    if distributed:
+        from . import distributed as dist
+
+        comm = dist._comm("fit")
+        dist.broadcast_parameters(graph)
+        rank, size = comm.Get_rank(), comm.Get_size()
+        if rank != 0:
+            progress = False
+        # This rank's examples among an epoch's positions (the same every epoch).
+        mine = np.zeros(n, bool)
+        for first in range(0, n, batch_size):
+            lo, hi = dist.share(min(batch_size, n - first), rank, size)
+            mine[first + lo:first + hi] = True
     # Per epoch, not per step: each step's losses and scores (what the classes follow
     # from) land in these, and the epoch's loss and accuracy are taken from them once.
     losses, scores = np.empty(n), None
     forward, backward, scores_of = graph.Forward, graph.Backward, _scorer(loss)   # once: the loop is the hot path
+    bar = _Progress(progress, epochs, -(-n // batch_size))
+    shown = bar.step if bar.bar is not None else None
     for epoch in range(epochs):
-        bar = _Progress(progress, -(-n // batch_size), f"epoch {epoch + 1}/{epochs}")
-        shown = bar.step if bar.bar is not None else None
         order = rng.permutation(n) if shuffle else None
         start = 0
         for Xb, Yb in data.batches(X, Y, batch_size, order=order, reuse=True):
+            if distributed:
+                whole = len(Xb)   # the global batch, shared out over the ranks
+                lo, hi = dist.share(whole, rank, size)
+                start, after = start + lo, start + whole
+                Xb, Yb = Xb[lo:hi], Yb[lo:hi]
+                if lo == hi:   # no example of this batch here: this rank's gradients count for nothing
+                    dist.allreduce_gradients(graph, batch=0, total=whole)
+                    update()
+                    start = after
+                    continue
             x.value, y.value = Xb, Yb
             forward()
             stop = start + len(Xb)
@@ -193,20 +252,32 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
                 scores = np.empty((n,) + score.shape[1:], score.dtype)
             scores[start:stop] = score
             backward(loss)
+            if distributed:
+                dist.allreduce_gradients(graph, total=whole)
+                stop = after
             update()
             start = stop
             if shown is not None:
                 shown(losses, stop)
-        bar.close()
-        history.loss.append(float(np.sum(losses)) / n)
-        predicted = np.argmax(scores, axis=1) if threshold is None else scores >= threshold
-        history.accuracy.append(np.count_nonzero(predicted == (labels if order is None else labels[order])) / n)
+        if scores is None:   # a rank that had no example in any batch (fewer examples than ranks)
+            right = np.zeros(n, bool)
+        else:
+            predicted = np.argmax(scores, axis=1) if threshold is None else scores >= threshold
+            right = predicted == (labels if order is None else labels[order])
+        if distributed:
+            total, correct = dist.reduce_sum(np.sum(losses[mine]), np.count_nonzero(right[mine]))
+        else:
+            total, correct = np.sum(losses), np.count_nonzero(right)
+        history.loss.append(float(total) / n)
+        history.accuracy.append(float(correct) / n)
+        bar.end_epoch(history.loss[-1])
         if validation is not None:
             val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_accuracy)
         if on_epoch is not None:
-            on_epoch(epoch + 1, history)
+            with bar.aside():   # what on_epoch prints goes above the bar
+                on_epoch(epoch + 1, history)
         if patience is None:
             continue
         if val_loss < best_loss:
@@ -217,6 +288,7 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
             if waited >= patience:
                 history.stopped_early = True
                 break
+    bar.close()
     if best is not None:
         for p, value in zip(graph.Parameters, best):
             p.value[...] = value

@@ -39,6 +39,11 @@ def reference_requested():
     return os.environ.get("CEDF_BACKEND") == "numpy"
 
 
+#: For a test of what only the compiled backend has (its plan): skipped, with the reason, on the reference.
+compiled_only = pytest.mark.skipif(reference_requested(), reason="checks the compiled plan, which the NumPy "
+                                   "reference (CEDF_BACKEND=numpy, this run's backend) does not build")
+
+
 @pytest.fixture(autouse=True)
 def fresh_engine():
     """Each test starts on an empty graph with the package defaults, and leaves them so."""

@@ -109,6 +109,50 @@ def test_backward_of_a_node_outside_the_graph_raises():
         edf.Backward(L)
 
 
+def test_backward_of_a_value_says_it_takes_the_loss_node():
+    x, y, _, L = classifier()
+    x.value, y.value = np.ones((4, 5)), np.zeros(4, int)
+    edf.Forward()
+    with pytest.raises(TypeError, match=r"Backward takes the loss node, not a value: call Backward\(L\) .* got a "
+                                        r"float32"):
+        edf.Backward(L.value.mean())
+
+
+@pytest.mark.parametrize("rate", ["0.5", None, [0.5], True, float("nan")])
+def test_a_learning_rate_that_is_no_number_is_named(rate, monkeypatch):
+    x, y, params, L = classifier()
+    x.value, y.value = np.ones((4, 5)), np.zeros(4, int)
+    edf.Forward()
+    edf.Backward(L)
+    before = params.A.value.copy()
+    monkeypatch.setattr(edf, "learning_rate", rate)
+    with pytest.raises(TypeError, match=r"edf.learning_rate must be a finite number, got .*: set e.g. "
+                                        r"edf.learning_rate = 0.5"):
+        edf.UpdateParameters()
+    np.testing.assert_array_equal(params.A.value, before)
+    monkeypatch.setattr(edf, "learning_rate", 2)   # an int is a number: the step it gives
+    edf.UpdateParameters()
+    np.testing.assert_allclose(params.A.value, before - 2 * params.A.grad, rtol=1e-6)
+
+
+def test_a_node_of_your_own_missing_from_the_graph_is_named():
+    class MyTanh(edf.CompNode):
+        def __init__(self, x):   # forgot edf.CompNodes.append(self)
+            self.x = x
+
+        def forward(self):
+            self.value = np.tanh(self.x.value)
+
+    edf.clear_compgraph()
+    x, y = edf.Input(), edf.Input()
+    x.value, y.value = np.ones((4, 5)), np.zeros(4, int)
+    L = edf.CrossEntropyLoss(edf.Softmax(edf.Affine(edf.AffineParams(5, 3), MyTanh(x))), y)
+    with pytest.raises(ValueError, match=r"Affine: its input x \(MyTanh\) is not in the graph, so Forward\(\) "
+                                         r"never computes it: .* edf.CompNodes.append\(self\)"):
+        edf.Forward()
+    del L
+
+
 def test_a_parameter_replaced_by_the_wrong_shape_raises():
     x, y, params, L = classifier()
     x.value, y.value = np.ones((4, 5)), np.zeros(4, int)
@@ -125,7 +169,8 @@ def test_a_parameter_replaced_by_the_wrong_shape_raises():
 
 
 @pytest.mark.parametrize("value, error, message", [
-    (np.ones(5), ValueError, r"Affine: x must be 2-D, got shape \(5,\)"),
+    (np.ones(5), ValueError, r"Affine: x must be 2-D, got shape \(5,\); a batch is \(examples, features\): "
+                             r"X.reshape\(-1, 1\) for one feature per example, X\[None\] for one example"),
     (np.ones((2, 2, 5)), ValueError, r"Affine: x must be 2-D, got shape \(2, 2, 5\)"),
     (np.array([["a"] * 5] * 4), TypeError, "Affine: x must hold real numbers, got dtype <U1"),
     (np.ones((4, 5), dtype=object), TypeError, "Affine: x must hold real numbers, got dtype object"),

@@ -327,6 +327,9 @@ def test_a_run_of_compare_judges_every_target_in_its_closing_table(monkeypatch, 
                             judge("mlp_mnist 200 steps: tracemalloc peak growth", dtype_name, "int64", 0.0),
                             judge("logreg2d steps: resident memory growth", dtype_name, "int64", 0.0)])
     monkeypatch.setattr(compare, "end_to_end", lambda judge, epochs, rounds: real_end_to_end(judge, 1, 1, 400))
+    # The MPI part runs processes of its own under mpiexec (tests/test_distributed.py runs that code).
+    monkeypatch.setattr(compare, "distributed_targets", lambda judge, rounds: judge(
+        "mlp_digits 2 ranks / 1 process 1 thread", "float32", "int64", 2.0))
     monkeypatch.setattr(compare.time, "sleep", lambda s: None)
     monkeypatch.setattr(sys, "argv", ["compare.py", "--quick", "--dtype", "float32",
                                       "--workload", "logreg2d", "mlp_digits", "mlp_mnist"])
@@ -341,7 +344,13 @@ def test_a_run_of_compare_judges_every_target_in_its_closing_table(monkeypatch, 
         rows = [line for line in table if line.startswith(name + "  ")]
         assert len(rows) == len(t.labels), (name, rows)
         assert all(t.goal_text in row for row in rows)
-    assert len(built) == 3 * 2 + 2 * 2 + 2 + 1   # step / floor, Adam / SGD, fit (each label kind), forward
+    try:
+        import torch  # noqa: F401
+        cnn = 3   # the CNN against its floor, torch and torch on 1 thread
+    except ImportError:
+        cnn = 1
+    # step / floor, Adam / SGD, fit (each label kind), forward, the CNN's
+    assert len(built) == 3 * 2 + 2 * 2 + 2 + 1 + cnn
 
 
 @needs_benchmarks

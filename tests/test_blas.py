@@ -14,6 +14,7 @@ import pytest
 
 import cedf as edf
 from cedf import _kernels, reference
+from conftest import compiled_only
 from helpers import BLAS_LIBRARIES
 from helpers import assert_close, rtol_for
 
@@ -66,6 +67,7 @@ def test_affine_kernels_match_the_reference_on_each_blas(library, dtype, shape, 
         assert_close(got, want, rtol_for(dtype), f"{library} {what}")
 
 
+@compiled_only
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_planned_training_run_is_the_same_on_both(dtype, blas_library):
     if len(BLAS_LIBRARIES) < 2:

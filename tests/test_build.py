@@ -31,3 +31,26 @@ def test_the_kernels_run_under_the_requested_sanitizer():
     # GCC's runtime, or clang's.
     assert "libasan" in mapped or "libclang_rt.asan" in mapped, (
         "cedf._kernels is sanitized but no ASan runtime is mapped into this process")
+
+
+def test_importing_an_unbuilt_source_folder_says_to_run_from_elsewhere(tmp_path):
+    """A copy of cedf's sources beside a setup.py, without compiled extensions, as a fresh clone is:
+    `import cedf` from there warns that this is the source folder, and says what to do."""
+    import shutil
+    import subprocess
+    import sys
+
+    import cedf
+
+    installed = Path(cedf.__file__).resolve().parent
+    source = tmp_path / "cedf"
+    shutil.copytree(installed, source, ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    (source / "_kernels.pyx").write_text("# the Cython source, as in a checkout\n")
+    (tmp_path / "setup.py").write_text("# a checkout's setup.py\n")
+    run = subprocess.run([sys.executable, "-c", "import cedf; print(cedf.get_backend())"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "numpy"
+    assert f"this cedf is the source folder {source}, which holds no built extension" in run.stderr
+    assert "run Python from another folder" in run.stderr and "pip install -e ." in run.stderr
+    assert "circular import" not in run.stderr

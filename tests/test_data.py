@@ -203,6 +203,62 @@ def test_digits_without_scikit_learn_says_what_to_install(monkeypatch):
         data.digits()
 
 
+# ---------------------------------------------------------------- MNIST-1D
+
+@pytest.fixture(scope="module")
+def mnist1d_data():
+    pytest.importorskip("mnist1d")
+    return data.mnist1d()
+
+
+def test_mnist1d_is_the_generators_published_default(mnist1d_data):
+    """The authors' generator, called here on its own with its default arguments, makes the same arrays."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    X_train, X_test, y_train, y_test = mnist1d_data
+    state = np.random.get_state()
+    reference = make_dataset(get_dataset_args())
+    np.random.set_state(state)
+    assert (X_train.shape, X_test.shape, y_train.shape, y_test.shape) == ((4000, 40), (1000, 40), (4000,), (1000,))
+    assert X_train.dtype == np.float64 and y_train.dtype == np.int64
+    np.testing.assert_array_equal(X_train, reference["x"])
+    np.testing.assert_array_equal(X_test, reference["x_test"])
+    np.testing.assert_array_equal(y_train, reference["y"])
+    np.testing.assert_array_equal(y_test, reference["y_test"])
+    # The paper's data set: 500 examples of each digit, normalised to mean 0 and standard deviation 1.
+    assert np.bincount(np.concatenate([y_train, y_test])).tolist() == [500] * 10
+    whole = np.concatenate([X_train, X_test])
+    assert abs(whole.mean()) < 1e-12 and abs(whole.std() - 1) < 1e-12
+
+
+def test_mnist1d_leaves_the_global_random_states_as_they_were():
+    pytest.importorskip("mnist1d")
+    import random
+
+    np.random.seed(7)
+    random.seed(7)
+    data.mnist1d(num_samples=100)
+    after = np.random.random(), random.random()
+    np.random.seed(7)
+    random.seed(7)
+    assert after == (np.random.random(), random.random())
+
+
+def test_mnist1d_arguments_are_the_generators():
+    pytest.importorskip("mnist1d")
+    X_train, X_test, _, _ = data.mnist1d(num_samples=200, train_split=0.5)
+    assert X_train.shape == X_test.shape == (100, 40)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['samples'\]; the generator's are"):
+        data.mnist1d(samples=10)
+
+
+def test_mnist1d_without_the_package_says_what_to_install(monkeypatch):
+    for name in ("mnist1d", "mnist1d.data", "mnist1d.utils"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r"pip install 'cedf\[mnist1d\]'"):
+        data.mnist1d()
+
+
 # ---------------------------------------------------------------- IDX files and MNIST
 
 _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,

@@ -249,3 +249,31 @@ def test_a_failing_dot_reports_graphvizs_message(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     with pytest.raises(RuntimeError, match="dot failed .*syntax error in line 3"):
         edf.draw(lecture_mlp(), tmp_path / "graph.png")
+
+
+SVG_DOT = """#!/bin/sh
+# A stand-in for Graphviz's dot asked for SVG on stdout: the arguments, and how many lines it was given.
+echo "<svg><!-- $@ --><text>$(wc -l)</text></svg>"
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the fake dot is a shell script")
+def test_a_notebook_shows_the_drawing_as_svg_when_graphviz_is_there(tmp_path, monkeypatch):
+    L = lecture_mlp()
+    drawing = edf.draw(L)
+    assert isinstance(drawing, str) and drawing == edf.drawing.to_dot(L)   # still the DOT text
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dot").write_text(SVG_DOT)
+    (bin_dir / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert drawing._repr_svg_() == f"<svg><!-- -Tsvg --><text>{drawing.count(chr(10))}</text></svg>\n"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))   # no Graphviz: no SVG, and the text shows instead
+    assert drawing._repr_svg_() is None
+
+    class Printer:
+        def text(self, text):
+            self.shown = text
+    printer = Printer()
+    drawing._repr_pretty_(printer, False)
+    assert printer.shown == str(drawing) and printer.shown.startswith("digraph cedf {")

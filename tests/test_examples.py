@@ -43,9 +43,9 @@ def start(name, *args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(process):
+def finish(process, timeout=60):
     try:
-        stdout, stderr = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         stdout, stderr = process.communicate()
@@ -62,6 +62,35 @@ def runs(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("default_out")
     started["default --out"] = start("custom_node", cwd=cwd), cwd
     return {key: (finish(process), out) for key, (process, out) in started.items()}
+
+
+@pytest.fixture(scope="module")
+def trainings(tmp_path_factory):
+    """The examples that train for a while and draw nothing, run side by side: name -> run."""
+    pytest.importorskip("mnist1d")
+    started = {}
+    for name in ("mnist1d_table", "cnn_digits"):
+        started[name] = start(name, cwd=tmp_path_factory.mktemp(name))
+    return {name: finish(process, timeout=600) for name, process in started.items()}
+
+
+def test_mnist1d_reproduces_the_papers_table(trainings):
+    """Issue 15's bar: at least 31, 64 and 92 % (the paper's notebook ran 31.5, 64.6 and 92.3)."""
+    run = trainings["mnist1d_table"]
+    assert run.returncode == 0, f"mnist1d_table.py exited with {run.returncode}:\n{run.stdout}\n{run.stderr}"
+    found = {name: (int(paper), float(ours)) for name, paper, ours in
+             re.findall(r"^(logistic regression|MLP|CNN) +(\d+)% +([\d.]+)%", run.stdout, re.MULTILINE)}
+    assert found.keys() == {"logistic regression", "MLP", "CNN"}, run.stdout
+    assert {name: paper for name, (paper, _) in found.items()} == {"logistic regression": 32, "MLP": 68, "CNN": 94}
+    for name, bar in (("logistic regression", 31), ("MLP", 64), ("CNN", 92)):
+        assert found[name][1] >= bar, f"{name}: {found[name][1]} % < {bar} %\n{run.stdout}"
+
+
+def test_cnn_digits_reaches_98_percent(trainings):
+    run = trainings["cnn_digits"]
+    assert run.returncode == 0, f"cnn_digits.py exited with {run.returncode}:\n{run.stdout}\n{run.stderr}"
+    accuracy = float(re.search(r"test loss [\d.]+, accuracy ([\d.]+)%", run.stdout).group(1))
+    assert accuracy >= 98, run.stdout
 
 
 @pytest.mark.parametrize("name", list(FIGURES))

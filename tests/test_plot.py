@@ -134,21 +134,32 @@ def test_decision_boundary_rejects_data_that_is_not_2d_points(shape):
 def test_training_curves_with_validation():
     h = history(validation=True)
     loss, accuracy = plot.training_curves(h).axes
-    for ax, train, val in ((loss, h.loss, h.val_loss), (accuracy, h.accuracy, h.val_accuracy)):
+    for ax, train, val, scale in ((loss, h.loss, h.val_loss, 1), (accuracy, h.accuracy, h.val_accuracy, 100)):
         lines = {line.get_label(): line for line in ax.lines}
         assert set(lines) == {"training", "validation", "kept"}
         np.testing.assert_array_equal(lines["training"].get_xdata(), [1, 2, 3, 4])
-        np.testing.assert_array_equal(lines["training"].get_ydata(), train)
-        np.testing.assert_array_equal(lines["validation"].get_ydata(), val)
+        np.testing.assert_array_equal(lines["training"].get_ydata(), np.multiply(train, scale))
+        np.testing.assert_array_equal(lines["validation"].get_ydata(), np.multiply(val, scale))
         assert list(lines["kept"].get_xdata()) == [3, 3]   # best_epoch 2 is the third epoch
+
+
+def test_training_curves_tick_whole_epochs_and_show_accuracy_in_percent():
+    fig = plot.training_curves(history(validation=True))
+    fig.canvas.draw()
+    loss, accuracy = fig.axes
+    for ax in (loss, accuracy):
+        ticks = ax.get_xticks()
+        assert np.all(ticks == np.round(ticks)), ticks
+    labels = [t.get_text() for t in accuracy.get_yticklabels() if t.get_text()]
+    assert labels and all(label.endswith("%") for label in labels), labels
 
 
 def test_training_curves_without_validation():
     h = history(validation=False)
     loss, accuracy = plot.training_curves(h).axes
-    for ax, train in ((loss, h.loss), (accuracy, h.accuracy)):
+    for ax, train, scale in ((loss, h.loss, 1), (accuracy, h.accuracy, 100)):
         assert [line.get_label() for line in ax.lines] == ["training"]
-        np.testing.assert_array_equal(ax.lines[0].get_ydata(), train)
+        np.testing.assert_array_equal(ax.lines[0].get_ydata(), np.multiply(train, scale))
 
 
 def bars(ax):

@@ -1,0 +1,164 @@
+"""Data-parallel training over MPI: N ranks give what one process gives on the global batch.
+
+Each test launches ``mpiexec -n N python tests/mpi_program.py CASE DIR`` (MPICH
+from the cedf[mpi] extra, or a system MPI; 3 ranks oversubscribe this 2-core
+machine, which is the point: the uneven split of a batch of 101) and compares
+what every rank wrote with what this process computes on its own, one process
+on the global batch. CEDF_EXPECT_MPI=1 (set by .ci/run) makes a missing MPI a
+failure instead of a skip.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cedf as edf
+from cedf import distributed as dist
+
+PROGRAM = Path(__file__).resolve().parent / "mpi_program.py"
+sys.path.insert(0, str(PROGRAM.parent))
+import mpi_program as program  # noqa: E402
+
+
+def _mpiexec():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        mpiexec = None
+    else:
+        beside = Path(sys.executable).parent / "mpiexec"
+        mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        if os.environ.get("CEDF_EXPECT_MPI") == "1":
+            pytest.fail("CEDF_EXPECT_MPI=1 but mpi4py or mpiexec is missing: pip install '.[mpi]'")
+        pytest.skip("mpi4py and mpiexec are not installed (pip install '.[mpi]')")
+    return mpiexec
+
+
+def run(case, n, tmp_path):
+    """Every rank's results: a dict of arrays, or the error message it raised."""
+    done = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, str(PROGRAM), case, str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"mpiexec -n {n} {case}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    results = []
+    for rank in range(n):
+        error = tmp_path / f"rank{rank}.txt"
+        if error.exists():
+            results.append(error.read_text())
+        else:
+            with np.load(tmp_path / f"rank{rank}.npz") as f:
+                results.append({k: f[k] for k in f.files})
+    return results
+
+
+def single_process(kind):
+    """The same training by one process on the whole global batch of each step."""
+    X, Y = program.data()
+    x, y, L = program.build(seed=0)
+    opt = program.make_optimizer(kind)
+    for step in range(program.STEPS):
+        batch = slice(step * program.GLOBAL_BATCH, (step + 1) * program.GLOBAL_BATCH)
+        x.value, y.value = X[batch], Y[batch]
+        edf.Forward()
+        edf.Backward(L)
+        opt.step() if opt is not None else edf.UpdateParameters()
+    return [p.value.copy() for p in edf.Parameters]
+
+
+def assert_parameters(result, expected, rtol):
+    got = [result[f"p{i}"] for i in range(len(expected))]
+    for i, (g, e) in enumerate(zip(got, expected)):
+        scale = np.max(np.abs(e))
+        assert np.max(np.abs(g - e)) <= rtol * scale, f"parameter {i}: off by {np.max(np.abs(g - e)) / scale:.2e}"
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_ranks_train_as_one_process_on_the_global_batch(kind, n, tmp_path):
+    """20 steps, global batch 101 (3 ranks: 34, 34, 33 examples), parameters drawn differently per rank."""
+    results = run(kind, n, tmp_path)
+    expected = single_process(kind)
+    for rank, result in enumerate(results):
+        assert isinstance(result, dict), f"rank {rank}: {result}"
+        assert int(result["size"]) == n
+        assert_parameters(result, expected, 1e-10)
+    # And the ranks agree with each other exactly: the same sums, the same updates.
+    for result in results[1:]:
+        for i in range(len(expected)):
+            np.testing.assert_array_equal(result[f"p{i}"], results[0][f"p{i}"])
+
+
+@pytest.mark.parametrize("n, batch_size", [(2, 101), (3, 101), (3, 2)])
+def test_distributed_fit_gives_the_single_process_history(n, batch_size, tmp_path):
+    """fit(..., distributed=True): the same History as one process's fit; with batches of 2 over 3 ranks,
+    one rank has no example in each step and must count for nothing."""
+    results = run(f"fit{batch_size}", n, tmp_path)
+    X, Y = program.data()
+    x, y, L = program.build(seed=0)
+    history = edf.fit(L, x, y, X, Y, epochs=3, batch_size=batch_size, optimizer=program.make_optimizer("adam"),
+                      seed=5, progress=False)
+    expected = [p.value.copy() for p in edf.Parameters]
+    for rank, result in enumerate(results):
+        assert isinstance(result, dict), f"rank {rank}: {result}"
+        np.testing.assert_allclose(result["loss"], history.loss, rtol=1e-6)
+        np.testing.assert_allclose(result["accuracy"], history.accuracy, rtol=1e-6)
+        assert_parameters(result, expected, 1e-8)
+
+
+def test_a_rank_with_another_graph_fails_on_every_rank_with_the_difference(tmp_path):
+    results = run("mismatched", 2, tmp_path)
+    for rank, result in enumerate(results):
+        assert isinstance(result, str), f"rank {rank} did not raise"
+        assert result.startswith("ValueError: cedf.distributed.broadcast_parameters: rank 1's graph differs from "
+                                 "rank 0's: parameter 0 has shape (5, 8) and dtype float64, on rank 0 shape (5, 7)")
+
+
+def test_checkpoints_are_written_by_rank_zero_and_loaded_everywhere(tmp_path):
+    results = run("checkpoint", 2, tmp_path)
+    for rank, result in enumerate(results):
+        assert isinstance(result, dict), f"rank {rank}: {result}"
+        loaded = np.concatenate([result[f"p{i}"].ravel() for i in range(4)])
+        np.testing.assert_array_equal(loaded, results[0]["saved"])
+    assert (tmp_path / "model.npz").exists()
+
+
+def test_share_splits_like_array_split():
+    for n in range(0, 12):
+        for size in range(1, 5):
+            parts = np.array_split(np.arange(n), size)
+            assert [dist.share(n, r, size) for r in range(size)] == \
+                [(int(p[0]), int(p[-1]) + 1) if len(p) else (sum(map(len, parts[:r])),) * 2
+                 for r, p in enumerate(parts)]
+
+
+def test_without_init_the_functions_say_to_call_it(monkeypatch):
+    monkeypatch.setattr(dist._state, "comm", None)
+    with pytest.raises(RuntimeError, match=r"allreduce_gradients: call cedf.distributed.init\(\) first"):
+        dist.allreduce_gradients()
+
+
+def test_without_mpi4py_init_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(ImportError, match=r"pip install 'cedf\[mpi\]'"):
+        dist.init()
+
+
+def test_one_process_is_a_world_of_one_and_a_wrong_total_is_refused():
+    _mpiexec()   # skips (or fails under CEDF_EXPECT_MPI=1) without MPI
+    assert dist.init() == (0, 1)
+    X, Y = program.data()
+    x, y, L = program.build(seed=0)
+    x.value, y.value = X[:10], Y[:10]
+    edf.Forward()
+    edf.Backward(L)
+    grads = [p.grad.copy() for p in edf.Parameters]
+    dist.allreduce_gradients()               # one rank: the mean over its 10 examples, as it was
+    for p, g in zip(edf.Parameters, grads):
+        np.testing.assert_allclose(p.grad, g, rtol=1e-15)
+    assert all(p.grad.base is edf.current_graph()._fusion.groups[0][2] for p in edf.Parameters)
+    with pytest.raises(ValueError, match=r"the ranks' batches sum to 10, not to the total 12 given"):
+        dist.allreduce_gradients(total=12)
