@@ -1,7 +1,7 @@
 """The MNIST-1D CNN's training step (issue 15): cedf's planned step against PyTorch eager, and
 against the floor of the step, its im2col GEMMs alone. Prints timings; used by nothing else.
 
-    python benchmarks/conv_step.py [--rounds 7]
+    python benchmarks/conv_step.py [--rounds 7] [--threads 1] [--clock process]
 
 The model, float32, batch 100: x (100, 1, 40); Conv(1->25, k5, s2, p1) -> ReLU -> Conv(25->25,
 k3, s2, p1) -> ReLU -> Conv(25->25, k3, s2, p1) -> ReLU -> Flatten -> Affine(125->10) ->
@@ -10,6 +10,9 @@ times every contestant (median of 15 timings of 100 steps, in us per step), alte
 that a machine shared with other work slows them alike; the medians over rounds are printed.
 The floor: the GEMMs of the three convolutions' forward and backward (dX for the two that
 need it), float32, as np.matmul calls into preallocated outputs (the same OpenBLAS as cedf's).
+--threads 1 runs everything on one thread (cedf's and NumPy's BLAS, torch); --clock process
+times CPU time instead of wall time, which a machine busy with other work disturbs less (for
+one thread only: it adds up the threads).
 """
 import argparse
 import time
@@ -92,26 +95,34 @@ def floor_step():
     return step
 
 
-def median_us(step, calls=100, timings=15):
+def median_us(step, clock=time.perf_counter, calls=100, timings=15):
     for _ in range(20):
         step()
     samples = []
     for _ in range(timings):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(calls):
             step()
-        samples.append((time.perf_counter() - start) / calls * 1e6)
+        samples.append((clock() - start) / calls * 1e6)
     return float(np.median(samples))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, choices=[1], help="one thread for every contestant")
+    parser.add_argument("--clock", choices=["wall", "process"], default="wall")
     args = parser.parse_args(argv)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(limits=1, user_api="blas")   # noqa: F841 (held for the run)
+        edf.set_num_threads(1)
     contestants = {"cedf": cedf_step(), "floor (conv GEMMs)": floor_step()}
     try:
         import torch
-        contestants[f"torch eager, {torch.get_num_threads()} threads"] = torch_step(torch.get_num_threads())
+        if not args.threads:
+            contestants[f"torch eager, {torch.get_num_threads()} threads"] = torch_step(torch.get_num_threads())
         contestants["torch eager, 1 thread"] = torch_step(1)
     except ImportError:
         pass
@@ -120,7 +131,7 @@ def main(argv=None):
         for name, step in contestants.items():
             if name.startswith("torch"):
                 torch.set_num_threads(int(name.split(", ")[1].split()[0]))
-            times[name].append(median_us(step))
+            times[name].append(median_us(step, clock))
     medians = {name: float(np.median(t)) for name, t in times.items()}
     for name, t in medians.items():
         print(f"{name:<28} {t:8.1f} us/step   (rounds: {', '.join(f'{v:.0f}' for v in times[name])})")

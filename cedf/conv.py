@@ -128,6 +128,8 @@ class Conv(BuiltinNode):
         x = self._operand(self.x, "x", dtype=W.dtype)
         two_d = W.ndim == 4
         n_out, channels = W.shape[:2]
+        if 0 in W.shape:
+            raise ValueError(f"Conv: W has shape {W.shape}; every size of a kernel (out, in, ...) must be positive")
         if x.ndim != W.ndim:
             layout, hint = ("(N, C, H, W)", "") if two_d else ("(N, C, L)", "; a batch of sequences (N, L) is "
                                                                  "x.reshape(N, 1, L)")

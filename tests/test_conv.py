@@ -263,6 +263,7 @@ def test_the_plan_skips_dx_of_a_conv_reading_an_input_and_reuses_its_buffers(con
 
 def test_a_float64_input_feeds_a_float32_conv():
     """The Conv computes in its parameters' dtype, as Affine: x is converted (node and plan)."""
+    edf.set_backend("cython")
     edf.DT = np.float32
     rng = np.random.default_rng(0)
     x, y = edf.Input(), edf.Input()
@@ -298,6 +299,7 @@ def test_conv_params():
 
 
 def test_swapping_a_conv_parameter_drops_the_plan():
+    edf.set_backend("cython")
     edf.DT = np.float64
     loss = cnn_2d(np.float64)
     conv = edf.current_graph().CompNodes[0]
@@ -387,6 +389,11 @@ def test_bad_bias_and_a_bad_attribute_set_later():
         edf.Forward()
     params.b.value = np.zeros(2)
     edf.Forward()
+    kernel = params.W.value
+    params.W.value = np.zeros((2, 1, 0))
+    with pytest.raises(ValueError, match=r"Conv: W has shape \(2, 1, 0\); every size of a kernel"):
+        edf.Forward()
+    params.W.value = kernel
     with pytest.raises(ValueError, match="Conv: stride must be a positive integer"):
         conv.stride = 0
     assert conv.stride == 1
@@ -423,3 +430,46 @@ def test_kernels_refuse_what_does_not_fit():
         _kernels.conv_backward(cols, W, g, None, None, np.zeros(5), (1, 1), (0, 0))
     with pytest.raises(ValueError, match="conv_backward: g has shape"):
         _kernels.conv_backward(cols, W, np.zeros((2, 5, 1, 6)), None, None, None, (1, 1), (0, 0))
+
+
+@pytest.mark.parametrize("planned", [False, True], ids=["node by node", "planned"])
+def test_an_empty_batch(planned):
+    """A batch of no examples after a warm-up: an empty value, zero gradients, no crash."""
+    edf.set_backend("cython")
+    edf.DT = np.float64
+    loss = cnn_2d(np.float64)
+    graph = edf.current_graph()
+    x, y = graph.CompNodes[0].x, loss.y
+    for _ in range(2):
+        edf.Forward()
+    x.value, y.value = np.zeros((0, 1, 8, 8)), np.zeros(0, np.int64)
+    for _ in range(2 if planned else 1):
+        edf.Forward()
+    edf.Backward(loss)
+    assert graph._planned == planned
+    conv = graph.CompNodes[0]
+    assert conv.value.shape == (0, 4, 8, 8)
+    assert np.array_equal(conv.params.W.grad, np.zeros_like(conv.params.W.value))
+    assert np.array_equal(conv.params.b.grad, np.zeros_like(conv.params.b.value))
+
+
+def test_bad_input_on_the_plan_path_raises_the_nodes_error_then_recovers():
+    edf.set_backend("cython")
+    loss = mnist1d_cnn(np.float32)
+    graph = edf.current_graph()
+    x = graph.CompNodes[0].x
+    good = x.value
+    for _ in range(2):
+        edf.Forward()
+    assert graph._planned
+    for bad, message in ((np.zeros((100, 2, 40)), r"Conv: x has 2 channels"),
+                         (np.zeros((100, 40)), r"Conv: x must be 3-D \(N, C, L\)"),
+                         (np.zeros((100, 1, 2)), r"Conv: the kernel \(length 5\) is longer than the padded input")):
+        x.value = bad
+        with pytest.raises(ValueError, match=message):
+            edf.Forward()
+    x.value = good
+    for _ in range(2):
+        edf.Forward()
+        edf.Backward(loss)
+    assert graph._planned
