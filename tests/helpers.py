@@ -272,14 +272,17 @@ def stale_install(root, installed=None):
             f"built from {installed[:12]})")
 
 
-def lecture_training(X, labels, values, steps=1, lr=0.001, dtype=np.float32, head="ce", batches=None):
+def lecture_training(X, labels, values, steps=1, lr=0.001, dtype=np.float32, head="ce", batches=None,
+                     update=None):
     """The slides' EDF (`cedf.lecture`, plain NumPy) training the lecture's MLP from given parameters.
 
     `values` are the parameters in cedf's order (A1, b1, A2, b2, ...): an
     Affine per pair, a Sigmoid between them, and the head on the last one:
     Softmax + CrossEntropyLoss (head "ce") or Sigmoid + BCELoss ("bce").
     Each step is Forward, Backward, UpdateParameters: `steps` of them on the
-    whole data, or one on each index array of `batches` in turn. Returns (the
+    whole data, or one on each index array of `batches` in turn; `update`, if
+    given, replaces UpdateParameters: it is called with the module's
+    Parameters (their .value and .grad) and updates the values. Returns (the
     mean loss of each step, the parameters after, the last step's gradients),
     in float64. The module's settings are put back afterwards.
     """
@@ -309,10 +312,25 @@ def lecture_training(X, labels, values, steps=1, lr=0.001, dtype=np.float32, hea
             x.value, y.value = X[index], labels[index]
             lecture.Forward()
             lecture.Backward(L)
-            lecture.UpdateParameters()
+            lecture.UpdateParameters() if update is None else update(params)
             losses.append(float(np.mean(L.value, dtype=np.float64)))
         return (losses, [p.value.astype(np.float64) for p in params],
                 [p.grad.astype(np.float64) for p in params])
     finally:
         lecture.DT, lecture.learning_rate = saved
         lecture.clear_compgraph()
+
+
+def adam_by_hand(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """PyTorch's Adam as its documentation writes it, for `lecture_training(update=...)`."""
+    state = {}
+
+    def update(params):
+        for i, p in enumerate(params):
+            m, v, t = state.get(i, (0.0, 0.0, 0))
+            t += 1
+            m = betas[0] * m + (1 - betas[0]) * p.grad
+            v = betas[1] * v + (1 - betas[1]) * p.grad ** 2
+            p.value = p.value - lr * (m / (1 - betas[0] ** t)) / (np.sqrt(v / (1 - betas[1] ** t)) + eps)
+            state[i] = m, v, t
+    return update
