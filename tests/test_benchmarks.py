@@ -4,7 +4,7 @@
 NumPy's BLAS (the floor the performance targets are set against) and by
 SciPy's (the BLAS cedf falls back to); both must compute the same products, or
 the comparison between them says nothing. `benchmarks/compare.py` judges the
-targets by a paired ratio, whose arithmetic is checked on known sleeps.
+targets by a paired ratio, whose arithmetic is checked on a stubbed clock (exact, no sleeps).
 
 The workloads of issue 14 build the graphs they claim (layers, node types,
 labels: the float variant really is float32 whole numbers), the optimiser and
