@@ -41,7 +41,14 @@ switch only prepares the build for loops that may one day use it. Whether a
 build has it: `cedf._kernels.OPENMP`, or `cedf.show_config()`. No flag of any
 switch is tied to the building machine's CPU (no -march=native): the wheels
 run on any CPU of their platform.
+
+Every build writes the fingerprint of the sources it was made from (sha256 of
+cedf/*.py, *.pyx, *.pxd, csrc/*.h, setup.py and pyproject.toml, see
+cedf/_sources.py) into the built package as cedf/_source_hash.py, in the build
+directory only; tests/conftest.py stops a test session whose checkout differs
+from the installed build's sources (a stale install).
 """
+import importlib.util
 import os
 import subprocess
 import sys
@@ -52,8 +59,10 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 from setuptools.errors import CompileError, LinkError
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 sanitize = os.environ.get("CEDF_SANITIZE", "")
 if sanitize not in ("", "address"):
     sys.exit(f"CEDF_SANITIZE={sanitize!r}: the only sanitizer supported is 'address'")
@@ -168,6 +177,33 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+def _sources_module():
+    """cedf/_sources.py, loaded by its path: importing cedf itself needs a build."""
+    spec = importlib.util.spec_from_file_location("_cedf_sources", os.path.join(HERE, "cedf", "_sources.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildPy(build_py):
+    """build_py that writes the fingerprint of the sources into the built package (cedf/_source_hash.py),
+    in the build directory only; tests/conftest.py compares it with the checkout's (see cedf/_sources.py)."""
+
+    def run(self):
+        super().run()
+        sources = _sources_module()
+        target = os.path.join(self.build_lib, *sources.GENERATED.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write("# Written by setup.py: the fingerprint of the sources of this build (cedf/_sources.py).\n")
+            f.write(f"SOURCE_HASH = {sources.source_hash(HERE)!r}\n")
+
+    def get_outputs(self, include_bytecode=True):
+        # Listed, so that an install records the file and an uninstall removes it.
+        generated = os.path.join(self.build_lib, *_sources_module().GENERATED.split("/"))
+        return super().get_outputs(include_bytecode) + [generated]
+
+
 extensions = [
     # One function per kernel, callable from Python (tests, node-by-node runs).
     Extension("cedf._kernels", ["cedf/_kernels.pyx"], **common),
@@ -192,5 +228,5 @@ setup(
         },
     ),
     options={"build": {"build_base": build_dir}} if build_dir else {},
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_ext": BuildExt, "build_py": BuildPy},
 )

@@ -5,6 +5,8 @@ uncompiled files: pytest runs with ``--import-mode=importlib`` (pyproject.toml)
 so the source tree is not put on sys.path, and the session stops at once if
 ``import cedf`` found the source tree anyway (``python -m pytest`` from the
 repository root does that, since ``-m`` puts the current directory first).
+It stops too when the installed cedf was built from other sources than those
+of the checkout the tests come from (a stale install: see cedf/_sources.py).
 """
 import os
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import settings
 
 import cedf as edf
+from helpers import stale_install
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +35,9 @@ def pytest_sessionstart(session):
             "tests exercise the compiled build.",
             returncode=4,
         )
+    problem = stale_install(REPO)
+    if problem:
+        pytest.exit(problem, returncode=4)
 
 
 def reference_requested():

@@ -1,4 +1,7 @@
-"""Helpers shared by the tests: comparison with tolerances, random graphs, gradient checks."""
+"""Helpers shared by the tests: comparison with tolerances, random graphs, gradient checks, the stale-install check."""
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -236,3 +239,98 @@ def numeric_grad(L, param, index, eps=1e-6):
     down = mean_loss(L)
     param.value[index] = old
     return (up - down) / (2 * eps)
+
+
+def load_sources_module(root):
+    """`root`/cedf/_sources.py (the fingerprint of a checkout), loaded by its path, not as cedf's."""
+    spec = importlib.util.spec_from_file_location("_checkout_sources", Path(root) / "cedf" / "_sources.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stale_install(root, installed=None):
+    """Why the installed cedf does not match the sources of checkout `root`, or None when it does.
+
+    `installed` is the fingerprint the build wrote (default: that of the
+    installed cedf._source_hash; a build without that module predates it, so
+    it is stale too). A folder without cedf/_sources.py is no checkout of
+    this cedf: nothing to compare.
+    """
+    if not (Path(root) / "cedf" / "_sources.py").is_file():
+        return None
+    if installed is None:
+        try:
+            from cedf._source_hash import SOURCE_HASH as installed
+        except ImportError:
+            installed = "(none: built before builds recorded their sources)"
+    expected = load_sources_module(root).source_hash(root)
+    if installed == expected:
+        return None
+    return (f"the installed cedf was built from other sources than this checkout: run pip install '.[test]' "
+            f"again (checkout {root}: sources {expected[:12]}; installed {Path(edf.__file__).parent}: "
+            f"built from {installed[:12]})")
+
+
+def lecture_training(X, labels, values, steps=1, lr=0.001, dtype=np.float32, head="ce", batches=None,
+                     update=None):
+    """The slides' EDF (`cedf.lecture`, plain NumPy) training the lecture's MLP from given parameters.
+
+    `values` are the parameters in cedf's order (A1, b1, A2, b2, ...): an
+    Affine per pair, a Sigmoid between them, and the head on the last one:
+    Softmax + CrossEntropyLoss (head "ce") or Sigmoid + BCELoss ("bce").
+    Each step is Forward, Backward, UpdateParameters: `steps` of them on the
+    whole data, or one on each index array of `batches` in turn; `update`, if
+    given, replaces UpdateParameters: it is called with the module's
+    Parameters (their .value and .grad) and updates the values. Returns (the
+    mean loss of each step, the parameters after, the last step's gradients),
+    in float64. The module's settings are put back afterwards.
+    """
+    from cedf import lecture
+
+    saved = lecture.DT, lecture.learning_rate
+    lecture.DT, lecture.learning_rate = dtype, lr
+    try:
+        lecture.clear_compgraph()
+        x, y = lecture.Input(), lecture.Input()
+        params = [lecture.Parameter(np.array(v, dtype=dtype)) for v in values]
+        h = x
+        for i in range(0, len(params), 2):
+            layer = lecture.AffineParams.__new__(lecture.AffineParams)
+            layer.A, layer.b = params[i], params[i + 1]
+            h = lecture.Affine(layer, h)
+            if i + 2 < len(params):
+                h = lecture.Sigmoid(h)
+        if head == "ce":
+            L = lecture.CrossEntropyLoss(lecture.Softmax(h), y)
+        else:
+            L = lecture.BCELoss(lecture.Sigmoid(h), y)
+        X, labels = np.asarray(X, dtype=dtype), np.asarray(labels)
+        steps_of = [slice(None)] * steps if batches is None else batches
+        losses = []
+        for index in steps_of:
+            x.value, y.value = X[index], labels[index]
+            lecture.Forward()
+            lecture.Backward(L)
+            lecture.UpdateParameters() if update is None else update(params)
+            losses.append(float(np.mean(L.value, dtype=np.float64)))
+        return (losses, [p.value.astype(np.float64) for p in params],
+                [p.grad.astype(np.float64) for p in params])
+    finally:
+        lecture.DT, lecture.learning_rate = saved
+        lecture.clear_compgraph()
+
+
+def adam_by_hand(lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """PyTorch's Adam as its documentation writes it, for `lecture_training(update=...)`."""
+    state = {}
+
+    def update(params):
+        for i, p in enumerate(params):
+            m, v, t = state.get(i, (0.0, 0.0, 0))
+            t += 1
+            m = betas[0] * m + (1 - betas[0]) * p.grad
+            v = betas[1] * v + (1 - betas[1]) * p.grad ** 2
+            p.value = p.value - lr * (m / (1 - betas[0] ** t)) / (np.sqrt(v / (1 - betas[1] ** t)) + eps)
+            state[i] = m, v, t
+    return update

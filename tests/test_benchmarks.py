@@ -4,7 +4,7 @@
 NumPy's BLAS (the floor the performance targets are set against) and by
 SciPy's (the BLAS cedf falls back to); both must compute the same products, or
 the comparison between them says nothing. `benchmarks/compare.py` judges the
-targets by a paired ratio, whose arithmetic is checked on known sleeps.
+targets by a paired ratio, whose arithmetic is checked on a stubbed clock (exact, no sleeps).
 
 The workloads of issue 14 build the graphs they claim (layers, node types,
 labels: the float variant really is float32 whole numbers), the optimiser and
@@ -14,7 +14,8 @@ with its goal. No test here asserts a time.
 """
 import importlib.util
 import sys
-import time
+import timeit
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -57,25 +58,55 @@ def test_the_scipy_floor_computes_the_numpy_floors_products(workload, dtype):
     np.testing.assert_allclose(scipy_floor.h[0], x @ scipy_floor.W[0], rtol=rtol, atol=rtol * np.abs(x @ scipy_floor.W[0]).max())
 
 
-@pytest.mark.skipif(not COMPARE.exists(), reason="benchmarks/ is not beside tests/")
-def test_the_paired_ratio_is_the_median_of_back_to_back_ratios():
-    compare = _load("cedf_bench_compare", COMPARE)
-    order = []
+class _Clock:
+    """A stand-in for the clock: time passes only when a timed call says so, so the ratios are exact."""
 
-    def sleeper(name, seconds):
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.mark.skipif(not COMPARE.exists(), reason="benchmarks/ is not beside tests/")
+def test_the_paired_ratio_is_the_median_of_back_to_back_ratios(monkeypatch):
+    compare = _load("cedf_bench_compare", COMPARE)
+    clock = _Clock()
+    monkeypatch.setattr(compare, "time", SimpleNamespace(sleep=clock.sleep, perf_counter=clock))
+    monkeypatch.setattr(compare, "timeit", SimpleNamespace(Timer=lambda fn: timeit.Timer(fn, timer=clock)))
+    order, calls, burst = [], {"a": 0, "b": 0}, {}
+
+    def contender(name, seconds):
+        """A call that costs `seconds` of the clock's time, and 1 s more on its call number `burst[name]`."""
         def fn():
             order.append(name)
-            time.sleep(seconds)
+            calls[name] += 1
+            clock.now += seconds + (1.0 if burst.get(name) == calls[name] else 0.0)
         return lambda: fn
 
+    # Costs in powers of two, so that every sum of them is exact.
+    a, b = 2.0 ** -8, 2.0 ** -9
     times = {}
-    ratio, pairs = compare.paired_ratio(sleeper("a", 0.004), sleeper("b", 0.002), pairs=6, budget=0.002, times=times)
+    ratio, pairs = compare.paired_ratio(contender("a", a), contender("b", b), pairs=6, budget=0.002, times=times)
     assert pairs == 6
-    assert 1.4 < ratio < 2.6   # 4 ms against 2 ms, plus each sleep's overshoot
-    assert times["a"] >= 0.004 and times["b"] >= 0.002 and times["a"] > times["b"]   # per call
-    # The budget makes each timing one call: the last twelve calls are the six
-    # pairs, whose first member alternates.
+    assert ratio == 2.0 and times == {"a": a, "b": b}
+    # The budget makes each timing one call: the last twelve calls are the six pairs, whose first
+    # member alternates.
     assert order[-12:] == ["a", "b", "b", "a"] * 3
+
+    # A burst of host noise (1 s) on b's call in the third pair: that pair's ratio is far off (a mean of
+    # the six would be 1.67), the median ignores it, and so does the median time of one call of b.
+    third_pair = calls["b"] - 6 + 3
+    order.clear()
+    calls.update(a=0, b=0)
+    burst["b"] = third_pair
+    times = {}
+    ratio, _ = compare.paired_ratio(contender("a", a), contender("b", b), pairs=6, budget=0.002, times=times)
+    assert calls["b"] >= third_pair and order[-12:] == ["a", "b", "b", "a"] * 3
+    assert ratio == 2.0 and times == {"a": a, "b": b}
 
 
 # ---- issue 14: the training-loop workloads -------------------------------------------------

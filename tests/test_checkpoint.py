@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import cedf as edf
+from helpers import assert_close, lecture_training
 
 
 def model(dtype=np.float32, hidden=6, name=None, seed=0):
@@ -28,6 +29,12 @@ def model(dtype=np.float32, hidden=6, name=None, seed=0):
     h = edf.Sigmoid(edf.Affine(edf.AffineParams(4, hidden, name=name), x))
     L = edf.CrossEntropyLoss(edf.Softmax(edf.Affine(edf.AffineParams(hidden, 3), h)), y)
     return L
+
+
+def model_data(seed):
+    """The data `model(seed=seed)` trains on, drawn as it draws it (before its parameters)."""
+    np.random.seed(seed)
+    return np.random.randn(10, 4), np.arange(10) % 3
 
 
 def values(graph=None):
@@ -60,10 +67,21 @@ def test_save_then_load_restores_every_parameter(tmp_path, dtype):
     for p, value in zip(edf.Parameters, saved):
         assert p.value.dtype == dtype
         np.testing.assert_array_equal(p.value, value)
-    # Training goes on from the loaded values, on the compiled plan or not.
-    edf.Forward()
-    edf.Backward(L)
-    edf.UpdateParameters()
+    # Training goes on from the loaded values, on the compiled plan or not: two steps
+    # equal the lecture's EDF's from the saved values (not from the zeros, not from before).
+    lecture_losses, lecture_after, lecture_grads = lecture_training(*model_data(0), saved, steps=2,
+                                                                    lr=edf.learning_rate, dtype=dtype)
+    losses = []
+    for _ in range(2):
+        edf.Forward()
+        edf.Backward(L)
+        edf.UpdateParameters()
+        losses.append(float(np.mean(L.value, dtype=np.float64)))
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(losses, lecture_losses, rtol=rtol)
+    for p, after, grad in zip(edf.Parameters, lecture_after, lecture_grads):
+        assert_close(p.grad.astype(np.float64), grad, rtol, "gradient after loading")
+        assert_close(p.value.astype(np.float64), after, rtol, "parameter after loading and two steps")
 
 
 def test_load_into_another_graph_and_into_another_dtype(tmp_path):
@@ -78,6 +96,13 @@ def test_load_into_another_graph_and_into_another_dtype(tmp_path):
         np.testing.assert_array_equal(p.value, value.astype(np.float32))
     g.Forward()
     g.Backward(L)
+    # g computes with the loaded float64 values rounded to float32, on its own data (seed 2).
+    losses, _, grads = lecture_training(*model_data(2), [v.astype(np.float32) for v in saved], steps=1,
+                                        lr=0.0, dtype=np.float32)
+    assert_close(float(np.mean(L.value, dtype=np.float64)), losses[0], 1e-5, "loss")
+    for p, grad in zip(g.Parameters, grads):
+        assert p.grad.dtype == np.float32
+        assert_close(p.grad.astype(np.float64), grad, 1e-5, "gradient")
 
 
 @pytest.mark.parametrize("change, message", [

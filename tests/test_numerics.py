@@ -6,7 +6,7 @@ import pytest
 
 import cedf as edf
 
-from helpers import both_backends
+from helpers import assert_close, both_backends
 
 
 def extreme_logits(dtype, rows, cols):
@@ -27,10 +27,35 @@ def strict():
     return w, e
 
 
+def lecture_p(z, head):
+    """The lecture's head on logits z, in float64 (`cedf.lecture`): a softmax whose shifted logits are
+    floored at -10, or a sigmoid of its input clipped to +-10."""
+    z = np.asarray(z, dtype=np.float64)
+    if head == "softmax":
+        with np.errstate(over="ignore"):   # -max - max overflows to -inf in float64: floored all the same
+            ex = np.exp(np.maximum(-10, z - z.max(axis=1, keepdims=True)))
+        return ex / ex.sum(axis=1, keepdims=True)
+    return 1 / (1 + np.exp(-np.clip(z, -10, 10)))
+
+
+def lecture_loss(p, y, head):
+    """From the probabilities p: the per-example loss, and the gradients of the batch mean with respect
+    to p and (through the head, as the lecture's backward computes it) to the logits."""
+    p = np.asarray(p, dtype=np.float64)
+    B = len(p)
+    if head == "softmax":
+        onehot = np.eye(p.shape[1])[y]
+        return -np.log(p[np.arange(B), y]), -onehot / (B * p), (p - onehot) / B
+    t = np.asarray(y, np.float64).reshape(p.shape)
+    loss = (-t * np.log(p) - (1 - t) * np.log(1 - p)).ravel()
+    return loss, (p - t) / (B * p * (1 - p)), (p - t) / B
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("head", ["softmax", "sigmoid"])
 def test_huge_logits_give_finite_losses_and_gradients(dtype, head):
     logits = extreme_logits(dtype, 64, 4 if head == "softmax" else 1)
+    labels = np.arange(64) % (4 if head == "softmax" else 2)
 
     def run():
         edf.clear_compgraph()
@@ -40,7 +65,7 @@ def test_huge_logits_give_finite_losses_and_gradients(dtype, head):
         x.value = logits
         # Through a layer: inputs up to 1e30, so that the products stay finite.
         big.value = np.clip(logits, -1e30, 1e30)
-        y.value = np.arange(64) % (4 if head == "softmax" else 2)
+        y.value = labels
         scale = edf.Affine(edf.AffineParams(logits.shape[1], logits.shape[1]), big)
         if head == "softmax":
             L = edf.CrossEntropyLoss(edf.Softmax(x), y)
@@ -54,7 +79,8 @@ def test_huge_logits_give_finite_losses_and_gradients(dtype, head):
             for loss in (L, M, L, M):   # twice: node by node, then the compiled plan
                 edf.Forward()
                 edf.Backward(loss)
-                out.append([np.array(c.value) for c in edf.CompNodes] + [np.array(c.grad) for c in edf.CompNodes])
+                nodes = edf.CompNodes + edf.Parameters
+                out.append(([np.array(c.value) for c in nodes], [np.array(c.grad) for c in nodes]))
         finally:
             e.__exit__(None, None, None)
             w.__exit__(None, None, None)
@@ -62,16 +88,38 @@ def test_huge_logits_give_finite_losses_and_gradients(dtype, head):
 
     ref, comp = both_backends(run)
     for run_out in (ref, comp):
-        for arrays in run_out:
-            for a in arrays:
+        for values, grads in run_out:
+            for a in values + grads:
                 assert np.all(np.isfinite(a)), "a loss or gradient is not finite"
-    # Straight from the data, both backends agree. Through the layer they need not:
-    # logits of 1e30 that differ in their last bit (two BLAS builds) differ by 1e23.
-    direct = [1, 2]   # CompNodes: the layer, the head on the data, L, the head on the layer, M
-    n = len(ref[0]) // 2
-    for r, c in zip(ref[::2], comp[::2]):   # the steps of L
-        for i in direct + [n + i for i in direct]:
-            np.testing.assert_allclose(c[i], r[i], rtol=1e-4 if dtype == np.float32 else 1e-10)
+    # Every number against the lecture's formulas. Nodes: the layer, the head on the data, L, the head on
+    # the layer, M; then the layer's A and b.
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    big = np.clip(logits, -1e30, 1e30).astype(np.float64)
+    for run_out in (ref, comp):
+        for step, (values, grads) in enumerate(run_out):
+            layer, A, b = values[0].astype(np.float64), values[5].astype(np.float64), values[6].astype(np.float64)
+            # The layer: x A + b, to the rounding of its terms.
+            assert_close(layer, big @ A + b, tol, "layer", scale=np.max(np.abs(big) @ np.abs(A) + np.abs(b)))
+            on_data = step % 2 == 0
+            head_node, loss_node = (1, 2) if on_data else (3, 4)
+            got_p = values[head_node].astype(np.float64)
+            np.testing.assert_allclose(got_p, lecture_p(logits if on_data else layer, head), rtol=tol, atol=tol,
+                                       err_msg=f"step {step}: p")
+            # The rest from the p computed: near p = 1, 1 - p is that of the rounded p.
+            loss, dp, dz = lecture_loss(got_p, labels, head)
+            np.testing.assert_allclose(values[loss_node], loss, rtol=tol * 10, atol=tol, err_msg=f"step {step}: loss")
+            assert_close(grads[head_node].astype(np.float64), dp, tol * 10, f"step {step}: dL/dp")
+            np.testing.assert_allclose(grads[loss_node], 1 / 64, rtol=1e-7, err_msg=f"step {step}: seed")
+            if not on_data:
+                # Through the layer: dL/dz = (p - onehot) / B, and the parameters' gradients from it.
+                assert_close(grads[0].astype(np.float64), dz, tol * 10, f"step {step}: dL/dz")
+                assert_close(grads[5].astype(np.float64), big.T @ dz, tol * 10, f"step {step}: dL/dA",
+                             scale=np.max(np.abs(big.T) @ np.abs(dz)))
+                assert_close(grads[6].astype(np.float64), dz.sum(axis=0), tol * 10, f"step {step}: dL/db",
+                             scale=np.max(np.abs(dz).sum(axis=0)))
+            else:
+                for g in grads[:1] + grads[3:]:   # nothing reaches the layer from L
+                    assert not np.any(g), f"step {step}: a gradient of the layer's branch from L"
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])

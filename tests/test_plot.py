@@ -1,4 +1,6 @@
 """cedf.plot: each figure is made from small data, shows what it should, and saves a real PNG."""
+import io
+
 import numpy as np
 import pytest
 from matplotlib.colors import to_hex
@@ -10,11 +12,15 @@ from cedf import plot
 from cedf.gradient_check import GradcheckResult
 
 
-def assert_not_blank(path):
-    """The PNG at `path` shows something: its pixels vary, in more than a few colours."""
-    pixels = imread(path)[..., :3].reshape(-1, 3)
-    rgb = np.round(pixels * 255).astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.uint32)
-    assert pixels.std() > 0.05, f"{path.name} is (nearly) one colour"
+def assert_shows(path, figure):
+    """The PNG at `path` is `figure` drawn (the figure whose content the tests below check), and not blank."""
+    drawn = io.BytesIO()
+    figure.savefig(drawn, dpi=110, format="png")
+    drawn.seek(0)
+    pixels = imread(path)
+    np.testing.assert_array_equal(pixels, imread(drawn), err_msg=f"{path.name} is not the figure drawn")
+    rgb = np.round(pixels[..., :3].reshape(-1, 3) * 255).astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1],
+                                                                                        dtype=np.uint32)
     assert len(np.unique(rgb)) > 16, f"{path.name} has only {len(np.unique(rgb))} distinct colours"
 
 
@@ -72,11 +78,12 @@ FIGURES = {
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_makes_a_figure_and_saves_it_only_when_given_a_path(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert isinstance(FIGURES[name](None), Figure)
+    figure = FIGURES[name](None)
+    assert isinstance(figure, Figure)
     assert list(tmp_path.iterdir()) == []
     path = tmp_path / f"{name}.png"
     assert isinstance(FIGURES[name](path), Figure)
-    assert_not_blank(path)
+    assert_shows(path, figure)
 
 
 def test_logistic_regression_1d_draws_the_fit_and_each_sample_loss():
@@ -122,6 +129,16 @@ def test_decision_boundary_of_a_softmax_colours_the_predicted_classes():
     (regions,) = [c for c in ax.collections if hasattr(c, "levels")]
     np.testing.assert_array_equal(regions.levels, [-0.5, 0.5, 1.5, 2.5])
     np.testing.assert_array_equal(scatter_offsets(ax), X)
+    # Each point of the plane (away from a boundary by more than the grid's spacing) lies in the region
+    # of the class whose logit x A + b is largest there.
+    rng = np.random.default_rng(1)
+    points = rng.uniform(X.min(axis=0) - 0.5, X.max(axis=0) + 0.5, (500, 2))
+    logits = points @ np.array([[-4.0, 4.0, 0.0], [-2.0, -2.0, 4.0]])
+    top = np.sort(logits, axis=1)
+    clear = top[:, -1] - top[:, -2] > 8 * (np.ptp(X, axis=0).max() + 1.0) / 49
+    inside = np.array([[path.contains_point(point) for path in regions.get_paths()] for point in points[clear]])
+    assert clear.sum() > 300 and inside.shape[1] == 3
+    np.testing.assert_array_equal(inside, np.eye(3, dtype=bool)[logits[clear].argmax(axis=1)])
 
 
 @pytest.mark.parametrize("shape", [(10, 3), (10,), (10, 1), (2, 5, 2)])

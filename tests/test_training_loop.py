@@ -4,6 +4,7 @@ import pytest
 
 import cedf as edf
 from cedf import data, metrics
+from helpers import adam_by_hand, lecture_training
 
 
 def digits_mlp(head="lecture", dtype=np.float32):
@@ -46,6 +47,46 @@ def test_fit_with_the_lectures_update_parameters():
     edf.learning_rate = 0.5
     history = edf.fit(L, x, y, X, labels, epochs=5, batch_size=20, progress=False)
     assert history.accuracy[-1] > 0.9 and not history.val_loss
+
+
+def fit_batches(n, batch_size, epochs, seed):
+    """The mini-batches fit takes (a permutation per epoch from default_rng(seed), then in order)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        out += [order[start:start + batch_size] for start in range(0, n, batch_size)]
+    return out
+
+
+@pytest.mark.parametrize("optimizer", ["UpdateParameters", "Adam"])
+@pytest.mark.parametrize("head", ["bce", "ce"])
+def test_fit_trains_as_the_lectures_edf(head, optimizer):
+    """fit's parameters after 5 epochs are those of the slides' EDF (its own gradients, and its
+    UpdateParameters or Adam written out) on the same mini-batches: no accuracy bar can tell a bias
+    gradient from one row, or a parameter never updated."""
+    X, labels = data.blobs(n=203, seed=1)   # 203: a last batch of 3
+    edf.DT = np.float64
+    np.random.seed(0)
+    x, y = edf.Input(), edf.Input()
+    if head == "bce":
+        L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+    else:
+        h = edf.Sigmoid(edf.Affine(edf.AffineParams(2, 5), x))
+        L = edf.CrossEntropyLoss(edf.Softmax(edf.Affine(edf.AffineParams(5, 2), h)), y)
+    before = [q.value.copy() for q in edf.Parameters]
+    edf.learning_rate = 0.5
+    opt = edf.optim.Adam(edf.Parameters, lr=1e-2) if optimizer == "Adam" else None
+    history = edf.fit(L, x, y, X, labels, epochs=5, batch_size=20, optimizer=opt, seed=7, progress=False)
+    batches = fit_batches(len(X), 20, 5, seed=7)
+    losses, after, _ = lecture_training(X, labels, before, lr=0.5, dtype=np.float64, head=head, batches=batches,
+                                        update=adam_by_hand(lr=1e-2) if optimizer == "Adam" else None)
+    for q, expected in zip(edf.Parameters, after):
+        np.testing.assert_allclose(q.value, expected, rtol=1e-9, atol=1e-12)
+    # Each epoch's loss is the mean over its examples of the per-batch losses.
+    weights = np.array([len(b) for b in batches[:11]]) / len(X)
+    expected = [np.dot(losses[e * 11:(e + 1) * 11], weights) for e in range(5)]
+    np.testing.assert_allclose(history.loss, expected, rtol=1e-10)
 
 
 def test_training_accuracy_of_an_epoch_is_that_of_its_forward_passes():
