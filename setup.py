@@ -213,6 +213,9 @@ extensions = [
     Extension("cedf._conv", ["cedf/_conv.pyx"], **common),
     # MaxPool and AvgPool (cedf/pooling.py): kernels and plan operations.
     Extension("cedf._pooling", ["cedf/_pooling.pyx"], **common),
+    # BatchNorm, LayerNorm; Dropout (their kernels and plan operations).
+    Extension("cedf._normalization", ["cedf/_normalization.pyx"], **common),
+    Extension("cedf._dropout", ["cedf/_dropout.pyx"], **common),
 ]
 
 setup(

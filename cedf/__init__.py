@@ -54,6 +54,8 @@ from .nodes import (  # noqa: E402
 from .shape import Flatten, Reshape  # noqa: E402
 from .conv import Conv, ConvParams  # noqa: E402
 from .pooling import AvgPool, MaxPool  # noqa: E402
+from .normalization import BatchNorm, LayerNorm  # noqa: E402
+from .dropout import Dropout  # noqa: E402
 
 try:
     __version__ = _version("cedf")
@@ -72,7 +74,7 @@ __all__ = [
     "DT", "learning_rate", "CompNodes", "Parameters",
     "Input", "Parameter", "CompNode", "AffineParams", "Affine", "Sigmoid", "Softmax",
     "CrossEntropyLoss", "BCELoss", "Tanh", "ReLU", "LeakyReLU", "SoftmaxCrossEntropyLoss", "BCEWithLogitsLoss",
-    "Add", "Flatten", "Reshape", "ConvParams", "Conv", "MaxPool", "AvgPool",
+    "Add", "Flatten", "Reshape", "ConvParams", "Conv", "MaxPool", "AvgPool", "BatchNorm", "LayerNorm", "Dropout",
     "Graph", "current_graph", "clear_compgraph", "Forward", "Backward", "UpdateParameters", "train", "eval",
     "set_backend", "get_backend", "set_blas", "get_blas", "set_num_threads", "get_num_threads", "save", "load",
     "gradcheck", "optim", "data", "metrics", "fit", "predict", "evaluate", "History",

@@ -274,3 +274,5 @@ def add_backward(const floating[::1] g, floating[::1] gx, floating[::1] gy):
             loops.accumulate(_in(g), _out(gy), True, g.shape[0])
 from cedf._conv import conv_backward, conv_forward
 from cedf._pooling import avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward
+from cedf._normalization import batch_norm_backward, batch_norm_forward, layer_norm_backward, layer_norm_forward
+from cedf._dropout import dropout_backward, dropout_forward

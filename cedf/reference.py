@@ -320,3 +320,130 @@ def avgpool_backward(g, gx, kh, kw, sh, sw):
     for i in range(kh):
         for j in range(kw):   # the (i, j)-th position of every window: a strided slice of gx
             gx[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += share
+# -- Normalisation: BatchNorm, LayerNorm (cedf/normalization.py) -----------------
+#
+# BatchNorm's x is viewed as (N, C, S): batch, channels, positions (S = 1 for
+# (N, F) features, L for (N, C, L), H * W for (N, C, H, W)); its statistics are
+# per channel, over N and S. LayerNorm's x is viewed as (R, F): rows, and the
+# last axis that each row is normalised over. Statistics are computed in double
+# and kept in double (`mean`, `invstd` = 1 / sqrt(var + eps)) for the backward.
+
+def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, mean, invstd, out):
+    """out = weight (x - mean) / sqrt(var + eps) + bias per channel c of x (N, C, S).
+
+    In training, mean and var are the batch's (var biased) and the running
+    statistics move towards them as PyTorch moves them: running = (1 - momentum)
+    running + momentum batch, with the unbiased variance for running_var (it
+    needs N S >= 2). In evaluation, the running statistics are used and left
+    alone. Writes the mean used and 1 / sqrt(var + eps) into `mean`, `invstd`.
+    """
+    x = _f64(x)
+    count = x.shape[0] * x.shape[2]
+    if training:
+        if count < 2:
+            raise ValueError(f"batch_norm_forward: training needs 2 or more values per channel, got {count}")
+        mu = x.mean(axis=(0, 2))
+        var = ((x - mu[None, :, None]) ** 2).mean(axis=(0, 2))
+        running_mean[...] = (1 - momentum) * _f64(running_mean) + momentum * mu
+        running_var[...] = (1 - momentum) * _f64(running_var) + momentum * var * count / (count - 1)
+    else:
+        mu, var = _f64(running_mean), _f64(running_var)
+    mean[...] = mu
+    invstd[...] = 1 / np.sqrt(var + eps)
+    per_channel = (slice(None), None)
+    out[...] = (x - mean[per_channel]) * invstd[per_channel] * _f64(weight)[per_channel] + _f64(bias)[per_channel]
+
+
+def batch_norm_backward(x, weight, g, mean, invstd, training, gx, gweight, gbias):
+    """gx, gweight, gbias += the gradients of batch_norm_forward, given g = dL/dout (None skips).
+
+    With xhat = (x - mean) invstd: gbias += sum g, gweight += sum g xhat (over N
+    and S), and gx += weight invstd (g - sum g / M - xhat sum g xhat / M) in
+    training (M = N S: the batch's statistics depend on x), weight invstd g in
+    evaluation (the running ones do not).
+    """
+    per_channel = (slice(None), None)
+    xhat = (_f64(x) - mean[per_channel]) * invstd[per_channel]
+    g = _f64(g)
+    db, dw = g.sum(axis=(0, 2)), (g * xhat).sum(axis=(0, 2))
+    if gweight is not None:
+        gweight += dw
+    if gbias is not None:
+        gbias += db
+    if gx is not None:
+        k = (_f64(weight) * invstd)[per_channel]
+        if training:
+            count = x.shape[0] * x.shape[2]
+            gx += k * (g - db[per_channel] / count - xhat * dw[per_channel] / count)
+        else:
+            gx += k * g
+
+
+def layer_norm_forward(x, weight, bias, eps, mean, invstd, out):
+    """out = weight (x - mean) / sqrt(var + eps) + bias, each row of x (R, F) by its own mean and
+    (biased) variance; writes them as `mean` and `invstd` = 1 / sqrt(var + eps), one per row."""
+    x = _f64(x)
+    if x.shape[1] == 0:
+        raise ValueError("layer_norm_forward: x has no features to normalise over")
+    mean[...] = x.mean(axis=1)
+    invstd[...] = 1 / np.sqrt(((x - mean[:, None]) ** 2).mean(axis=1) + eps)
+    out[...] = (x - mean[:, None]) * invstd[:, None] * _f64(weight) + _f64(bias)
+
+
+def layer_norm_backward(x, weight, g, mean, invstd, gx, gweight, gbias):
+    """gx, gweight, gbias += the gradients of layer_norm_forward, given g = dL/dout (None skips).
+
+    With xhat = (x - mean) invstd and h = g weight, per row: gx += invstd (h -
+    mean(h) - xhat mean(h xhat)); gweight += sum over rows of g xhat, gbias += of g.
+    """
+    xhat = (_f64(x) - mean[:, None]) * invstd[:, None]
+    g = _f64(g)
+    if gweight is not None:
+        gweight += (g * xhat).sum(axis=0)
+    if gbias is not None:
+        gbias += g.sum(axis=0)
+    if gx is not None:
+        features = x.shape[1]
+        h = g * _f64(weight)
+        gx += invstd[:, None] * (h - h.sum(axis=1, keepdims=True) / features
+                                 - xhat * (h * xhat).sum(axis=1, keepdims=True) / features)
+
+
+# -- Dropout (cedf/dropout.py) ----------------------------------------------------
+#
+# The mask is a function of (seed, step, element), the same in C and here: the
+# node's state is a uint64 array [seed, step]. The step's key is the step-th
+# output of splitmix64 seeded with `seed`, element i's 64 bits the i-th output
+# of splitmix64 seeded with that key; an element is kept when the top 53 of
+# them, as an integer u, are >= threshold = floor(p 2^53), so P(drop) is p up
+# to 2^-53. Arithmetic modulo 2^64, as C's uint64_t.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(z):
+    """splitmix64's output function (Steele, Lea, Flood 2014) of the states `z` (a uint64 array)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_bits(state, n):
+    """The 53-bit uniform integers of elements 0 .. n-1 at the state's step (uint64 array)."""
+    with np.errstate(over="ignore"):
+        key = _splitmix64(state[:1] + (state[1:2] + np.uint64(1)) * _GOLDEN)
+        return _splitmix64(key + np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN) >> np.uint64(11)
+
+
+def dropout_forward(x, state, threshold, scale, mask, out):
+    """One training step of inverted dropout on flat x: mask = bits >= threshold (uint8), out = x scale
+    where kept and 0 elsewhere (scale = 1 / (1 - p)); then the state's step advances by one."""
+    keep = dropout_bits(state, x.shape[0]) >= np.uint64(threshold)
+    mask[...] = keep
+    out[...] = np.where(keep, _f64(x) * scale, 0.0)
+    state[1] += np.uint64(1)
+
+
+def dropout_backward(g, mask, scale, gx):
+    """gx += g scale where the mask kept the element (the forward's scale: 1 in evaluation)."""
+    gx += np.where(mask != 0, _f64(g) * scale, 0.0)

@@ -1,0 +1,317 @@
+# cython: language_level=3
+"""Compiled kernels of `cedf.normalization`: BatchNorm and LayerNorm, forward and backward.
+
+The same functions as the normalisation section of `cedf/reference.py` (read
+it first: the (N, C, S) and (R, F) views, what each buffer holds), checked with
+the GIL held and run without it, and the plan's operations (`PLAN_OPS`), which
+run the same loops, so the planned path and the node-by-node path compute the
+same numbers.
+
+Statistics and gradient sums are accumulated in double whatever the dtype, and
+each output is rounded once: a float32 channel of a million values summed in
+float would lose the mean's low digits, and with them the variance's. Two
+passes (mean, then squared deviations) rather than one of sums and sums of
+squares, whose difference cancels catastrophically when the mean is large.
+BatchNorm's loops run channel by channel over the (N, C, S) layout: each
+channel's values are N runs of S contiguous numbers.
+"""
+from cython cimport floating
+from libc.math cimport sqrt
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+from cedf._args cimport _expect
+from cedf._plan_op cimport Op, arg, plan_op
+
+
+cdef inline void _put(floating* p, double v, bint acc) noexcept nogil:
+    """Write v, or add it (a later contribution to a gradient): in double, rounded once."""
+    p[0] = <floating>(p[0] + v) if acc else <floating>v
+
+
+cdef void _batch_norm_forward(const floating* x, const floating* w, const floating* b, floating* running_mean,
+                              floating* running_var, bint training, double momentum, double eps, double* mean,
+                              double* invstd, floating* out, Py_ssize_t N, Py_ssize_t C,
+                              Py_ssize_t S) noexcept nogil:
+    cdef Py_ssize_t n, c, s, count = N * S
+    cdef const floating* xs
+    cdef floating* os
+    cdef double mu, var, d
+    for c in range(C):
+        if training:
+            mu = 0.0
+            for n in range(N):
+                xs = x + (n * C + c) * S
+                for s in range(S):
+                    mu += xs[s]
+            mu /= count
+            var = 0.0
+            for n in range(N):
+                xs = x + (n * C + c) * S
+                for s in range(S):
+                    d = xs[s] - mu
+                    var += d * d
+            var /= count
+            running_mean[c] = <floating>((1 - momentum) * running_mean[c] + momentum * mu)
+            running_var[c] = <floating>((1 - momentum) * running_var[c] + momentum * var * count / (count - 1))
+        else:
+            mu, var = running_mean[c], running_var[c]
+        mean[c] = mu
+        invstd[c] = 1 / sqrt(var + eps)
+        for n in range(N):
+            xs, os = x + (n * C + c) * S, out + (n * C + c) * S
+            for s in range(S):
+                os[s] = <floating>((xs[s] - mu) * invstd[c] * w[c] + b[c])
+
+
+cdef void _batch_norm_backward(const floating* x, const floating* w, const floating* g, const double* mean,
+                               const double* invstd, bint training, floating* gx, bint acc_x, floating* gw,
+                               bint acc_w, floating* gb, bint acc_b, Py_ssize_t N, Py_ssize_t C,
+                               Py_ssize_t S) noexcept nogil:
+    cdef Py_ssize_t n, c, s, i, count = N * S
+    cdef double db, dw, k, xhat
+    for c in range(C):
+        db = dw = 0.0
+        for n in range(N):
+            for s in range(S):
+                i = (n * C + c) * S + s
+                db += g[i]
+                dw += g[i] * ((x[i] - mean[c]) * invstd[c])
+        if gw != NULL:
+            _put(gw + c, dw, acc_w)
+        if gb != NULL:
+            _put(gb + c, db, acc_b)
+        if gx == NULL:
+            continue
+        k = w[c] * invstd[c]
+        for n in range(N):
+            for s in range(S):
+                i = (n * C + c) * S + s
+                if training:
+                    xhat = (x[i] - mean[c]) * invstd[c]
+                    _put(gx + i, k * (g[i] - db / count - xhat * dw / count), acc_x)
+                else:
+                    _put(gx + i, k * g[i], acc_x)
+
+
+cdef void _layer_norm_forward(const floating* x, const floating* w, const floating* b, double eps,
+                              double* mean, double* invstd, floating* out, Py_ssize_t R,
+                              Py_ssize_t F) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef const floating* row
+    cdef double mu, var, d
+    for r in range(R):
+        row = x + r * F
+        mu = 0.0
+        for j in range(F):
+            mu += row[j]
+        mu /= F
+        var = 0.0
+        for j in range(F):
+            d = row[j] - mu
+            var += d * d
+        mean[r], invstd[r] = mu, 1 / sqrt(var / F + eps)
+        for j in range(F):
+            out[r * F + j] = <floating>((row[j] - mu) * invstd[r] * w[j] + b[j])
+
+
+cdef void _layer_norm_backward(const floating* x, const floating* w, const floating* g, const double* mean,
+                               const double* invstd, double* sums, floating* gx, bint acc_x, floating* gw,
+                               bint acc_w, floating* gb, bint acc_b, Py_ssize_t R,
+                               Py_ssize_t F) noexcept nogil:
+    """`sums` is scratch of 2 F doubles: the weight's and the bias's gradient, summed over the rows."""
+    cdef Py_ssize_t r, j, i
+    cdef double h_sum, hx_sum, h, xhat
+    for j in range(2 * F):
+        sums[j] = 0.0
+    for r in range(R):
+        h_sum = hx_sum = 0.0
+        for j in range(F):
+            i = r * F + j
+            xhat = (x[i] - mean[r]) * invstd[r]
+            h = g[i] * w[j]
+            h_sum += h
+            hx_sum += h * xhat
+            sums[j] += g[i] * xhat
+            sums[F + j] += g[i]
+        if gx == NULL:
+            continue
+        for j in range(F):
+            i = r * F + j
+            xhat = (x[i] - mean[r]) * invstd[r]
+            _put(gx + i, invstd[r] * (g[i] * w[j] - h_sum / F - xhat * hx_sum / F), acc_x)
+    for j in range(F):
+        if gw != NULL:
+            _put(gw + j, sums[j], acc_w)
+        if gb != NULL:
+            _put(gb + j, sums[F + j], acc_b)
+
+
+# -- Python-callable kernels (the nodes' node-by-node path, the tests) -------------------------
+
+cdef inline floating* _opt(floating[::1] a) noexcept nogil:
+    return &a[0] if a is not None and a.shape[0] else NULL
+
+
+def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight, const floating[::1] bias,
+                       floating[::1] running_mean, floating[::1] running_var, bint training, double momentum,
+                       double eps, double[::1] mean, double[::1] invstd, floating[:, :, ::1] out):
+    """out = weight (x - mean) / sqrt(var + eps) + bias per channel of x (N, C, S); see the reference."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    for name, a in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var), ("mean", mean), ("invstd", invstd)):
+        _expect("batch_norm_forward", name, (a.shape[0],), (C,))
+    _expect("batch_norm_forward", "out", (out.shape[0], out.shape[1], out.shape[2]), (N, C, S))
+    if training and N * S < 2:
+        raise ValueError(f"batch_norm_forward: training needs 2 or more values per channel, got {N * S}")
+    if not C:
+        return
+    with nogil:
+        _batch_norm_forward(&x[0, 0, 0] if N * S else NULL, &weight[0], &bias[0], &running_mean[0],
+                            &running_var[0], training, momentum, eps, &mean[0], &invstd[0],
+                            &out[0, 0, 0] if N * S else NULL, N, C, S)
+
+
+def batch_norm_backward(const floating[:, :, ::1] x, const floating[::1] weight, const floating[:, :, ::1] g,
+                        const double[::1] mean, const double[::1] invstd, bint training,
+                        floating[:, :, ::1] gx, floating[::1] gweight, floating[::1] gbias):
+    """gx, gweight, gbias += the gradients of batch_norm_forward (None skips); see the reference."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    for name, a in (("weight", weight), ("mean", mean), ("invstd", invstd)):
+        _expect("batch_norm_backward", name, (a.shape[0],), (C,))
+    _expect("batch_norm_backward", "g", (g.shape[0], g.shape[1], g.shape[2]), (N, C, S))
+    if gx is not None:
+        _expect("batch_norm_backward", "gx", (gx.shape[0], gx.shape[1], gx.shape[2]), (N, C, S))
+    for name, a in (("gweight", gweight), ("gbias", gbias)):
+        if a is not None:
+            _expect("batch_norm_backward", name, (a.shape[0],), (C,))
+    if not C:
+        return
+    cdef bint full = N * S != 0
+    cdef floating* gx_ = &gx[0, 0, 0] if gx is not None and full else NULL
+    with nogil:
+        _batch_norm_backward(&x[0, 0, 0] if full else NULL, &weight[0], &g[0, 0, 0] if full else NULL,
+                             &mean[0], &invstd[0], training, gx_, True, _opt(gweight), True, _opt(gbias), True,
+                             N, C, S)
+
+
+def layer_norm_forward(const floating[:, ::1] x, const floating[::1] weight, const floating[::1] bias, double eps,
+                       double[::1] mean, double[::1] invstd, floating[:, ::1] out):
+    """out = weight (x - mean) / sqrt(var + eps) + bias, each row of x (R, F) by its own statistics."""
+    cdef Py_ssize_t R = x.shape[0], F = x.shape[1]
+    if F == 0:
+        raise ValueError("layer_norm_forward: x has no features to normalise over")
+    for name, a in (("weight", weight), ("bias", bias)):
+        _expect("layer_norm_forward", name, (a.shape[0],), (F,))
+    for name, a in (("mean", mean), ("invstd", invstd)):
+        _expect("layer_norm_forward", name, (a.shape[0],), (R,))
+    _expect("layer_norm_forward", "out", (out.shape[0], out.shape[1]), (R, F))
+    if not R:
+        return
+    with nogil:
+        _layer_norm_forward(&x[0, 0], &weight[0], &bias[0], eps, &mean[0], &invstd[0], &out[0, 0], R, F)
+
+
+def layer_norm_backward(const floating[:, ::1] x, const floating[::1] weight, const floating[:, ::1] g,
+                        const double[::1] mean, const double[::1] invstd, floating[:, ::1] gx,
+                        floating[::1] gweight, floating[::1] gbias):
+    """gx, gweight, gbias += the gradients of layer_norm_forward (None skips); see the reference."""
+    cdef Py_ssize_t R = x.shape[0], F = x.shape[1]
+    if F == 0:
+        raise ValueError("layer_norm_backward: x has no features")
+    _expect("layer_norm_backward", "weight", (weight.shape[0],), (F,))
+    for name, a in (("mean", mean), ("invstd", invstd)):
+        _expect("layer_norm_backward", name, (a.shape[0],), (R,))
+    _expect("layer_norm_backward", "g", (g.shape[0], g.shape[1]), (R, F))
+    if gx is not None:
+        _expect("layer_norm_backward", "gx", (gx.shape[0], gx.shape[1]), (R, F))
+    for name, a in (("gweight", gweight), ("gbias", gbias)):
+        if a is not None:
+            _expect("layer_norm_backward", name, (a.shape[0],), (F,))
+    cdef double[::1] sums = np.empty(2 * F)
+    cdef floating* gx_ = &gx[0, 0] if gx is not None and R else NULL
+    with nogil:
+        _layer_norm_backward(&x[0, 0] if R else NULL, &weight[0], &g[0, 0] if R else NULL,
+                             &mean[0] if R else NULL, &invstd[0] if R else NULL, &sums[0], gx_, True,
+                             _opt(gweight), True, _opt(gbias), True, R, F)
+
+
+# -- The plan's operations (cedf/_plan_op.pxd) -------------------------------------------------
+#
+# BatchNorm's `stats` buffer holds 2 C + 1 doubles: the mean and 1 / sqrt(var + eps) the forward
+# used, then 1.0 if those were the batch's (training) and 0.0 if the running ones: the backward
+# differentiates what the forward computed, whatever the mode is by the time it runs.
+
+cdef void _bn_fwd(floating dtype, const Op* op, void** ptr) noexcept nogil:
+    cdef Py_ssize_t C = op.n
+    cdef double* stats = <double*>arg(op, ptr, 6)
+    cdef bint training = (<int64_t*>arg(op, ptr, 5))[0] != 0
+    _batch_norm_forward(<floating*>arg(op, ptr, 0), <floating*>arg(op, ptr, 1), <floating*>arg(op, ptr, 2),
+                        <floating*>arg(op, ptr, 3), <floating*>arg(op, ptr, 4), training, op.s[0], op.s[1],
+                        stats, stats + C, <floating*>arg(op, ptr, 7), op.m, C, op.k)
+    stats[2 * C] = 1.0 if training else 0.0
+
+
+cdef void batch_norm_fwd_op(const Op* op, void** ptr) noexcept nogil:
+    """x, weight, bias, running_mean, running_var, training (int64), stats, out; m, n, k = N, C, S;
+    s = momentum, eps."""
+    if op.f64:
+        _bn_fwd(<double>0, op, ptr)
+    else:
+        _bn_fwd(<float>0, op, ptr)
+
+
+cdef void _bn_bwd(floating dtype, const Op* op, void** ptr) noexcept nogil:
+    cdef Py_ssize_t C = op.n
+    cdef double* stats = <double*>arg(op, ptr, 3)
+    _batch_norm_backward(<floating*>arg(op, ptr, 0), <floating*>arg(op, ptr, 1), <floating*>arg(op, ptr, 2),
+                         stats, stats + C, stats[2 * C] != 0, <floating*>arg(op, ptr, 4), op.acc[0],
+                         <floating*>arg(op, ptr, 5), op.acc[1], <floating*>arg(op, ptr, 6), op.acc[2],
+                         op.m, C, op.k)
+
+
+cdef void batch_norm_bwd_op(const Op* op, void** ptr) noexcept nogil:
+    """x, weight, g, stats, gx, gweight, gbias (acc 0-2); m, n, k = N, C, S."""
+    if op.f64:
+        _bn_bwd(<double>0, op, ptr)
+    else:
+        _bn_bwd(<float>0, op, ptr)
+
+
+cdef void _ln_fwd(floating dtype, const Op* op, void** ptr) noexcept nogil:
+    cdef double* stats = <double*>arg(op, ptr, 3)
+    _layer_norm_forward(<floating*>arg(op, ptr, 0), <floating*>arg(op, ptr, 1), <floating*>arg(op, ptr, 2),
+                        op.s[0], stats, stats + op.m, <floating*>arg(op, ptr, 4), op.m, op.n)
+
+
+cdef void layer_norm_fwd_op(const Op* op, void** ptr) noexcept nogil:
+    """x, weight, bias, stats (mean, invstd: 2 R doubles), out; m, n = R, F; s = eps."""
+    if op.f64:
+        _ln_fwd(<double>0, op, ptr)
+    else:
+        _ln_fwd(<float>0, op, ptr)
+
+
+cdef void _ln_bwd(floating dtype, const Op* op, void** ptr) noexcept nogil:
+    cdef double* stats = <double*>arg(op, ptr, 3)
+    _layer_norm_backward(<floating*>arg(op, ptr, 0), <floating*>arg(op, ptr, 1), <floating*>arg(op, ptr, 2),
+                         stats, stats + op.m, <double*>arg(op, ptr, 4), <floating*>arg(op, ptr, 5), op.acc[0],
+                         <floating*>arg(op, ptr, 6), op.acc[1], <floating*>arg(op, ptr, 7), op.acc[2],
+                         op.m, op.n)
+
+
+cdef void layer_norm_bwd_op(const Op* op, void** ptr) noexcept nogil:
+    """x, weight, g, stats, scratch (2 F doubles), gx, gweight, gbias (acc 0-2); m, n = R, F."""
+    if op.f64:
+        _ln_bwd(<double>0, op, ptr)
+    else:
+        _ln_bwd(<float>0, op, ptr)
+
+
+PLAN_OPS = {
+    "BATCH_NORM_FWD": plan_op(batch_norm_fwd_op),
+    "BATCH_NORM_BWD": plan_op(batch_norm_bwd_op),
+    "LAYER_NORM_FWD": plan_op(layer_norm_fwd_op),
+    "LAYER_NORM_BWD": plan_op(layer_norm_bwd_op),
+}
