@@ -3,8 +3,13 @@
 Each parameter is stored under its name: ``Parameter(value, name=...)`` or
 ``AffineParams(..., name="hidden")`` (whose parameters are "hidden.A" and
 "hidden.b"); a parameter without a name is stored as ``p<i>``, its position in
-the graph. A name must be a str. An entry ``__cedf__`` records the format and
-the names in order. The file is an ordinary NumPy archive: ``np.load(path)``
+the graph. A name must be a str. Beside the parameters, the statistics that a
+node keeps and training changes without differentiating them (BatchNorm's
+``running_mean`` and ``running_var``) are stored as "<node name>.running_mean"
+and so on, or "n<j>.running_mean" for an unnamed node, j its position in the
+graph's CompNodes, and loaded with the same checks, into the node's own arrays
+(in place, so a compiled plan that reads them stays valid). An entry
+``__cedf__`` records the format and the names in order. The file is an ordinary NumPy archive: ``np.load(path)``
 reads it. A path is a str, bytes or os.PathLike, as for `open`.
 
 `save` writes a temporary file next to the target, flushes it to disk and
@@ -65,8 +70,26 @@ _writing_lock = threading.Lock()
 
 
 def parameter_names(graph=None):
-    """The names under which `save` stores the parameters of `graph` (default: the current one)."""
+    """The names under which `save` stores the parameters of `graph` (default: the current one), then
+    its nodes' statistics (see the module's docstring)."""
     return _parameter_names(current_graph() if graph is None else graph, "cedf.save")
+
+
+def _statistics(graph):
+    """(node, attribute, position of the node) of every statistic a node of `graph` keeps: the
+    attributes its class lists in ``_STATISTICS``."""
+    return [(node, attr, j) for j, node in enumerate(graph.CompNodes)
+            for attr in getattr(type(node), "_STATISTICS", ())]
+
+
+def _stored(graph):
+    """What a checkpoint of `graph` holds, in order: its parameters, then its nodes' statistics."""
+    return list(graph.Parameters) + _statistics(graph)
+
+
+def _current(entry):
+    """The array an entry of `_stored` holds now."""
+    return np.asarray(entry.value) if not isinstance(entry, tuple) else np.asarray(getattr(entry[0], entry[1]))
 
 
 def _parameter_names(graph, caller):
@@ -79,10 +102,18 @@ def _parameter_names(graph, caller):
             raise TypeError(f"{caller}: parameter {i} of the graph is named {name!r} ({type(name).__name__}); "
                             f"a parameter's name must be a str, or None to store it as 'p{i}'")
         names.append(name)
+    for node, attr, j in _statistics(graph):
+        name = getattr(node, "name", None)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{caller}: node {j} of the graph ({type(node).__name__}) is named {name!r} "
+                            f"({type(name).__name__}); a node's name must be a str, or None to store its "
+                            f"statistics as 'n{j}.{attr}'")
+        names.append(f"{f'n{j}' if name is None else name}.{attr}")
     seen = set()
     for name in names:
         if name in seen:
-            raise ValueError(f"{caller}: two parameters are named {name!r}; give them different names")
+            raise ValueError(f"{caller}: two parameters are named {name!r}; give them different names "
+                             f"(a BatchNorm named b stores b.running_mean and b.running_var beside them)")
         if name == _MANIFEST:
             raise ValueError(f"{caller}: {_MANIFEST!r} is reserved and cannot name a parameter")
         seen.add(name)
@@ -107,8 +138,8 @@ def save(path, graph=None):
     graph = current_graph() if graph is None else graph
     names = _parameter_names(graph, "cedf.save")
     arrays = {}
-    for name, p in zip(names, graph.Parameters):
-        value = np.asarray(p.value)
+    for name, entry in zip(names, _stored(graph)):
+        value = _current(entry)
         if value.dtype.kind not in "biuf":
             raise TypeError(f"cedf.save: parameter {name!r} holds dtype {value.dtype}, not numbers")
         arrays[name] = value
@@ -253,7 +284,8 @@ def load(path, graph=None):
     path = _path(path, "cedf.load")
     graph = current_graph() if graph is None else graph
     names = _parameter_names(graph, "cedf.load")
-    currents = [np.asarray(p.value) for p in graph.Parameters]
+    stored = _stored(graph)
+    currents = [_current(entry) for entry in stored]
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
@@ -267,8 +299,11 @@ def load(path, graph=None):
         headers = [_header(archive, entries[name], path, name, current) for name, current in zip(names, currents)]
         new_values = [_values(archive, entries[name], path, name, current, header)
                       for name, current, header in zip(names, currents, headers)]
-    for p, value in zip(graph.Parameters, new_values):
-        p.value = value
+    for entry, value in zip(stored, new_values):
+        if isinstance(entry, tuple):   # a statistic: into the node's array, which a plan may read
+            np.copyto(getattr(entry[0], entry[1]), value)
+        else:
+            entry.value = value
 
 
 def _entries(archive, path, names):

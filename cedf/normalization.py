@@ -118,6 +118,7 @@ class BatchNorm(_Normalization):
     """
 
     _FEATURE_AXIS, _NDIMS, _VIEW = 1, (2, 3, 4), "(N, F), (N, C, L) or (N, C, H, W)"
+    _STATISTICS = ("running_mean", "running_var")   # what cedf.save stores beside the parameters
 
     def __init__(self, x, num_features=None, momentum=0.1, eps=1e-5, name=None):
         super().__init__(x, num_features, eps, name)
