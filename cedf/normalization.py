@@ -46,12 +46,17 @@ class _Normalization(BuiltinNode):
             num_features = self._inferred_features(x)
         self.num_features = self._check_num_features(num_features)
         self.eps = self._check_eps(eps)
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"{_name(self)}: name must be a str or None, got {type(name).__name__}")
-        self.name = name
+        self.name = self._check_name(name)
         n = self.num_features
         self.weight = Parameter(np.ones(n), name=None if name is None else f"{name}.weight")
         self.bias = Parameter(np.zeros(n), name=None if name is None else f"{name}.bias")
+
+    _UNPLANNED = frozenset()   # its name names its statistics in checkpoints: checked when set, as the rest
+
+    def _check_name(self, name, graph=None):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{_name(self)}: name must be a str or None, got {type(name).__name__}")
+        return name
 
     def _inferred_features(self, x):
         value = getattr(x, "value", None)

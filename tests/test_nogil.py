@@ -197,6 +197,16 @@ KERNELS = {
     "maxpool_backward": lambda: (planes(half=True), argmax(), planes(0.0)),
     "avgpool_forward": lambda: (planes(), planes(half=True), 2, 2, 2, 2),
     "avgpool_backward": lambda: (planes(half=True), planes(0.0), 2, 2, 2, 2),
+    "batch_norm_forward": lambda: (full((ROWS, C, 1)), full(C, 1.0), full(C, 0.0), full(C, 0.0), full(C, 1.0), True,
+                                   0.1, 1e-5, full(C), full(C), full((ROWS, C, 1))),
+    "batch_norm_backward": lambda: (full((ROWS, C, 1)), full(C, 1.0), full((ROWS, C, 1)), full(C), full(C), True,
+                                    full((ROWS, C, 1), 0.0), full(C, 0.0), full(C, 0.0)),
+    "layer_norm_forward": lambda: (full((ROWS, C)), full(C, 1.0), full(C, 0.0), 1e-5, full(ROWS), full(ROWS),
+                                   full((ROWS, C))),
+    "layer_norm_backward": lambda: (full((ROWS, C)), full(C, 1.0), full((ROWS, C)), full(ROWS), full(ROWS),
+                                    full((ROWS, C), 0.0), full(C, 0.0), full(C, 0.0)),
+    "dropout_forward": lambda: (full(N), np.array([1, 0], np.uint64), 2**52, 2.0, np.empty(N, np.uint8), full(N)),
+    "dropout_backward": lambda: (full(N), np.ones(N, np.uint8), 2.0, full(N, 0.0)),
 }
 
 

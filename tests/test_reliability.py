@@ -465,8 +465,9 @@ def test_setting_any_public_attribute_of_any_node_drops_the_plan():
     added = edf.Add(hidden[0], edf.Flatten(edf.Reshape(hidden[2], (1, 3))))
     signals = edf.Reshape(hidden[3], (1, 3))
     [edf.MaxPool(signals, 2, stride=1), edf.AvgPool(signals, 2)]
+    normalised = edf.Dropout(edf.LayerNorm(edf.BatchNorm(added, num_features=3), num_features=3), p=0.2)
     [edf.CrossEntropyLoss(hidden[-1], y), edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(3, 1), a)), z),
-     edf.SoftmaxCrossEntropyLoss(edf.Add(hidden[1], added), y)]
+     edf.SoftmaxCrossEntropyLoss(edf.Add(hidden[1], normalised), y)]
     seq = edf.Conv(edf.ConvParams(1, 1, 3), edf.Reshape(a, (1, 3)), padding=1)
     edf.Conv(edf.ConvParams(1, 2, (1, 2)), edf.Reshape(seq, (1, 1, 3)), stride=(1, 2))
     g = edf.current_graph()
