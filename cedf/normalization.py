@@ -38,7 +38,7 @@ class _Normalization(BuiltinNode):
     (the ranks x may have) and `_VIEW` (what x's axes are, for messages).
     """
 
-    _stats = None
+    _stats = _scratch = None
 
     def __init__(self, x, num_features=None, eps=1e-5, name=None):
         self.x = _check_node(_name(self), "x", x)
@@ -101,7 +101,7 @@ class _Normalization(BuiltinNode):
 
     def _release(self):
         super()._release()
-        self._stats = None
+        self._stats = self._scratch = None
         self.__dict__.pop("_w", None)
 
     def _parameter_buffers(self, prog, dtype):
@@ -172,6 +172,7 @@ class BatchNorm(_Normalization):
         running_mean, running_var = self._running(w.dtype)
         self._x, self._w = x, w
         self._stats = stats = _reuse(self._stats, (2 * c + 1,), np.float64)
+        self._scratch = _reuse(self._scratch, (2 * c,), np.float64)   # the plan's backward sums here
         out = self._output(x.shape, w.dtype)
         backend.kernels.batch_norm_forward(x.reshape(n, c, positions), w, b, running_mean, running_var, training,
                                            self.momentum, self.eps, stats[:c], stats[c:2 * c],
@@ -209,7 +210,7 @@ class BatchNorm(_Normalization):
         (gx, ax), (gw, aw), (gb, ab) = target(self.x), target(self.weight), target(self.bias)
         prog.op(_normalization.PLAN_OPS["BATCH_NORM_BWD"], out.dtype, _channels_view(x),
                 [prog.value(self.x, x.shape, out.dtype, own_dtype=False), prog.value(self.weight, (c,), out.dtype),
-                 g, prog.fixed(self._stats), gx, gw, gb], (ax, aw, ab))
+                 g, prog.fixed(self._stats), gx, gw, gb, prog.fixed(self._scratch)], (ax, aw, ab))
 
 
 class LayerNorm(_Normalization):
@@ -219,8 +220,6 @@ class LayerNorm(_Normalization):
     is read from x's value when x has one; `name` names the parameters as BatchNorm's."""
 
     _FEATURE_AXIS, _NDIMS, _VIEW = -1, (2, 3, 4), "(N, F), (N, L, F) or (N, C, L, F), features last"
-
-    _scratch = None
 
     def __init__(self, x, num_features=None, eps=1e-5, name=None):
         super().__init__(x, num_features, eps, name)
