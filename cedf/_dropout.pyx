@@ -19,6 +19,7 @@ from cedf._plan_op cimport Op, arg, plan_op
 cdef extern from *:
     """
     #include <stdint.h>
+    #include <string.h>
     /* splitmix64 (Steele, Lea, Flood 2014): the state advances by the golden gamma, the output mixes it. */
     static inline uint64_t cedf_splitmix64(uint64_t state, uint64_t i) {
         uint64_t z = state + (i + 1) * 0x9E3779B97F4A7C15ULL;
@@ -26,8 +27,19 @@ cdef extern from *:
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
         return z ^ (z >> 31);
     }
+    /* v if keep (0 or 1), else +0.0, without a branch: the mask is random, and a branch on it was
+       mispredicted half the time (the forward of 50 000 float32 at p = 0.5 took 280 us with
+       `keep ? v : 0.0`, which gcc compiled to a jump, and 52 us at p = 0). */
+    static inline double cedf_kept(double v, int keep) {
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        bits &= (uint64_t)0 - (uint64_t)keep;
+        memcpy(&v, &bits, sizeof v);
+        return v;
+    }
     """
     uint64_t cedf_splitmix64(uint64_t state, uint64_t i) noexcept nogil
+    double cedf_kept(double v, int keep) noexcept nogil
 
 
 cdef void _dropout(const floating* x, uint64_t* state, uint64_t threshold, double scale, uint8_t* mask,
@@ -39,17 +51,19 @@ cdef void _dropout(const floating* x, uint64_t* state, uint64_t threshold, doubl
     for i in range(n):
         keep = (cedf_splitmix64(key, <uint64_t>i) >> 11) >= threshold
         mask[i] = keep
-        out[i] = <floating>(x[i] * scale) if keep else 0
+        out[i] = <floating>cedf_kept(x[i] * scale, keep)
     state[1] += 1
 
 
 cdef void _dropout_grad(const floating* g, const uint8_t* mask, double scale, floating* gx, bint acc,
                         Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double v
-    for i in range(n):
-        v = g[i] * scale if mask[i] else 0.0
-        gx[i] = <floating>(gx[i] + v) if acc else <floating>v
+    if acc:
+        for i in range(n):
+            gx[i] = <floating>(gx[i] + cedf_kept(g[i] * scale, mask[i] != 0))
+    else:
+        for i in range(n):
+            gx[i] = <floating>cedf_kept(g[i] * scale, mask[i] != 0)
 
 
 def dropout_forward(const floating[::1] x, uint64_t[::1] state, uint64_t threshold, double scale,

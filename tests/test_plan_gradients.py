@@ -192,12 +192,13 @@ def max_and_avg_pools():
 
 
 def batch_norm():
-    """BatchNorm in training mode, per feature of (N, F) and per channel of (N, C, L), and LayerNorm."""
+    """BatchNorm in training mode, per feature of (N, F) and per channel of (N, C, L) and (N, C, H, W)."""
     x, y = data("classes")
     h = edf.BatchNorm(edf.Tanh(layer(x, FEATURES, 6)), num_features=6, momentum=0.2)
     h.weight.value[...] = np.linspace(0.5, 1.5, 6)
     h.bias.value[...] = np.linspace(-0.3, 0.3, 6)
-    c = edf.BatchNorm(edf.Reshape(h, (2, 3)), num_features=2)
+    c = edf.BatchNorm(edf.Reshape(h, (3, 2)), num_features=3)
+    c = edf.BatchNorm(edf.Reshape(c, (2, 3, 1)), num_features=2)
     return ce_head(edf.Flatten(c), 6, y), []
 
 
@@ -236,7 +237,7 @@ CASES = {
     "AvgPool 1-D, positions no window covers": (lambda: pooled(edf.AvgPool, 2, 3, (2, 8)), {"AVGPOOL_FWD", "AVGPOOL_BWD"}),
     "AvgPool 2-D, overlapping": (lambda: pooled(edf.AvgPool, 2, 1, (1, 3, 4)), {"AVGPOOL_FWD", "AVGPOOL_BWD"}),
     "MaxPool and AvgPool of one input, added": (max_and_avg_pools, {"MAXPOOL_BWD +=", "AVGPOOL_BWD", "ADD"}),
-    "BatchNorm in training mode, (N, F) and (N, C, L)": (batch_norm, {"BATCH_NORM_FWD", "BATCH_NORM_BWD"}),
+    "BatchNorm in training mode, (N, F), (N, C, L), (N, C, H, W)": (batch_norm, {"BATCH_NORM_FWD", "BATCH_NORM_BWD"}),
     "LayerNorm, (N, F) and (N, L, F)": (layer_norm, {"LAYER_NORM_FWD", "LAYER_NORM_BWD"}),
     "one parameter read by two layers":
         (shared_parameters, {"AFFINE_BWD +=", "SIGMOID_BWD +=", "AFFINE_BWD without dX"}),
