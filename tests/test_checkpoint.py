@@ -670,3 +670,93 @@ def test_into_an_integer_parameter_only_integers_it_can_hold_are_loaded(tmp_path
     with pytest.raises(ValueError, match=r"^cedf\.load: parameter 'k' " + message):
         edf.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(p.value, [7, 7, 7])
+
+
+# -- BatchNorm's running statistics ------------------------------------------------------------
+
+def normalised(seed=0):
+    """x (N, C, L) -> BatchNorm "bn" -> ReLU -> Flatten -> Affine -> BatchNorm (unnamed) -> Dropout -> Affine ->
+    SoftmaxCrossEntropyLoss, float64, in a graph of its own."""
+    edf.DT = np.float64
+    np.random.seed(seed)
+    g = edf.Graph()
+    with g:
+        x, y = edf.Input(), edf.Input()
+        x.value, y.value = np.random.randn(6, 3, 4) * 2 + 1, np.arange(6) % 3
+        bn = edf.BatchNorm(x, num_features=3, name="bn")
+        h = edf.Affine(edf.AffineParams(12, 5), edf.Flatten(edf.ReLU(bn)))
+        bn2 = edf.BatchNorm(h, num_features=5)
+        loss = edf.SoftmaxCrossEntropyLoss(edf.Affine(edf.AffineParams(5, 3), edf.Dropout(bn2, p=0.3)), y)
+    return g, x, loss, bn, bn2
+
+
+def test_a_saved_and_loaded_model_predicts_the_same_in_evaluation_mode(tmp_path):
+    edf.set_backend("cython")
+    g, x, loss, bn, bn2 = normalised()
+    with g:
+        opt = edf.optim.Adam(g.Parameters, lr=0.05)
+        for step in range(4):
+            x.value = np.random.randn(6, 3, 4) * 2 + 1
+            g.Forward()
+            g.Backward(loss)
+            opt.step()
+        j = g.CompNodes.index(bn2)
+        names = edf.checkpoint.parameter_names()
+        assert names[-4:] == ["bn.running_mean", "bn.running_var", f"n{j}.running_mean", f"n{j}.running_var"]
+        edf.save(tmp_path / "m.npz")
+        X = np.random.randn(6, 3, 4)
+        expected = edf.predict(loss.x, x, X)
+        assert g.training
+    with np.load(tmp_path / "m.npz") as f:
+        np.testing.assert_array_equal(f["bn.running_var"], bn.running_var)
+    g2, x2, loss2, c1, c2 = normalised(seed=1)
+    with g2:
+        assert not np.array_equal(edf.predict(loss2.x, x2, X), expected)
+        for _ in range(2):   # a plan that reads the statistics, kept valid by a load in place
+            g2.Forward()
+        compiled = g2._plan
+        assert compiled is not None
+        edf.load(tmp_path / "m.npz")
+        assert g2._plan is compiled
+        np.testing.assert_array_equal(c1.running_mean, bn.running_mean)
+        np.testing.assert_array_equal(c2.running_var, bn2.running_var)
+        edf.eval()
+        x2.value = X
+        g2.Forward()   # the plan, in evaluation mode, reads the loaded statistics
+        assert g2._plan is compiled
+        np.testing.assert_array_equal(loss2.x.value, expected)
+        edf.train()
+        np.testing.assert_array_equal(edf.predict(loss2.x, x2, X), expected)
+
+
+def test_a_checkpoint_without_statistics_or_with_wrong_ones_is_refused_and_changes_nothing(tmp_path):
+    edf.DT = np.float64
+    x = edf.Input()
+    bn = edf.BatchNorm(x, num_features=3, name="bn")
+    bn.running_mean[...] = 7
+    manifest = json.dumps({"format": "cedf-checkpoint-1", "names": ["bn.weight", "bn.bias"]})
+    np.savez(tmp_path / "old.npz", __cedf__=np.array(manifest), **{"bn.weight": np.ones(3), "bn.bias": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"missing \['bn.running_mean', 'bn.running_var'\]"):
+        edf.load(tmp_path / "old.npz")
+    edf.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        stored = dict(f)
+    stored["bn.running_var"] = np.full(3, 1e300)
+    np.savez(tmp_path / "big.npz", **stored)
+    bn.running_var = np.ones(3, np.float32)   # statistics in float32: 1e300 does not fit them
+    with pytest.raises(ValueError, match="'bn.running_var' holds 1e.300 .* beyond the range of"):
+        edf.load(tmp_path / "big.npz")
+    stored["bn.running_var"] = np.ones(4)
+    np.savez(tmp_path / "shape.npz", **stored)
+    with pytest.raises(ValueError, match=r"'bn.running_var' has shape \(4,\)"):
+        edf.load(tmp_path / "shape.npz")
+    np.testing.assert_array_equal(bn.running_mean, 7)
+    np.testing.assert_array_equal(bn.running_var, 1)
+    assert bn.running_var.dtype == np.float32
+
+
+def test_a_statistic_named_like_a_parameter_is_refused():
+    edf.Parameter(np.zeros(3), name="bn.running_mean")
+    edf.BatchNorm(edf.Input(), num_features=3, name="bn")
+    with pytest.raises(ValueError, match="two parameters are named 'bn.running_mean'"):
+        edf.checkpoint.parameter_names()
