@@ -320,6 +320,8 @@ def avgpool_backward(g, gx, kh, kw, sh, sw):
     for i in range(kh):
         for j in range(kw):   # the (i, j)-th position of every window: a strided slice of gx
             gx[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += share
+
+
 # -- Normalisation: BatchNorm, LayerNorm (cedf/normalization.py) -----------------
 #
 # BatchNorm's x is viewed as (N, C, S): batch, channels, positions (S = 1 for
