@@ -126,6 +126,23 @@ def gradcheck(loss, eps=1e-6, tol=1e-5, floor=1e-4, inputs=(), graph=None, raise
     float64 (see the module's docstring), and the result's notes say so.
     """
     graph = graph_of(loss, graph, "gradcheck", "the loss ")
+    # A training BatchNorm updates its running statistics at every Forward: the check's
+    # hundreds of Forwards must not move them (what cedf.save stores beside the parameters).
+    # (A float64 check of a float32 graph gives the node float64 statistics: the arrays are put back too.)
+    statistics = [(c, name, getattr(c, name)) for c in graph.CompNodes for name in getattr(c, "_STATISTICS", ())]
+    kept = [array.copy() for _, _, array in statistics]
+    try:
+        return _in_float64(loss, eps, tol, floor, inputs, graph, raise_on_failure)
+    finally:
+        for (node, name, array), value in zip(statistics, kept):
+            array[...] = value
+            if getattr(node, name) is not array:
+                nodes.set_quietly(node, name, array)
+                graph.release_plan()   # a plan built meanwhile reads the array the node had then
+
+
+def _in_float64(loss, eps, tol, floor, inputs, graph, raise_on_failure):
+    """The check, of a float32 graph on float64 copies of its parameters (see the module's docstring)."""
     single = [p for p in graph.Parameters if getattr(p.value, "dtype", None) == np.float32]
     if not single:
         return _gradcheck(loss, eps, tol, floor, inputs, graph, raise_on_failure, [])

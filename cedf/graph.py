@@ -233,10 +233,11 @@ class Graph:
         The nodes are marked as cleared: building a node on one, or running one,
         raises an error instead of computing with buffers that are gone. A
         parameter keeps its ``.value``, so that a trained model can still be read
-        or saved; its gradient is freed.
+        or saved; its gradient is freed. The graph goes back to training mode.
         """
         with self.lock:
             self.release_plan()
+            self._training[0] = 1   # a new model starts in training mode
             for node in self.CompNodes + self.Parameters:
                 node._graph_ref = None   # first: what follows is no change of a live graph's node
                 node.grad = None

@@ -400,3 +400,49 @@ def test_the_nodes_on_the_reference_backend_agree_with_the_compiled_ones(dtype, 
     for i, (r, c) in enumerate(zip(ref, comp)):
         # float32: the layers' sums in the dtype (BLAS) differ by a few ulps, amplified through normalisation
         assert_close(c, r, 1e-4 if dtype == np.float32 else 1e-10, f"array {i}", scale=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradcheck_in_training_mode_leaves_the_running_statistics_as_they_were(dtype):
+    edf.DT = dtype
+    np.random.seed(0)
+    x, y = edf.Input(), edf.Input()
+    x.value = np.random.default_rng(0).standard_normal((8, 3, 5))
+    y.value = np.arange(8) % 2
+    bn = edf.BatchNorm(x)
+    L = edf.SoftmaxCrossEntropyLoss(edf.Affine(edf.AffineParams(15, 2), edf.Flatten(bn)), y)
+    edf.Forward()
+    mean, var = bn.running_mean.copy(), bn.running_var.copy()
+    result = edf.gradcheck(L)
+    assert result.passed, str(result)
+    np.testing.assert_array_equal(bn.running_mean, mean)   # hundreds of Forwards ran, none counts
+    np.testing.assert_array_equal(bn.running_var, var)
+
+
+def test_clearing_a_graph_puts_it_back_in_training_mode():
+    edf.eval()
+    assert not edf.current_graph().training
+    edf.clear_compgraph()
+    assert edf.current_graph().training
+
+
+def test_after_a_float64_check_of_a_float32_batchnorm_training_follows_its_statistics():
+    """The check gives the node float64 statistics for a while: the plan afterwards reads the node's own."""
+    edf.DT = np.float32
+    np.random.seed(0)
+    x, y = edf.Input(), edf.Input()
+    x.value = np.random.default_rng(0).standard_normal((8, 3, 5)).astype(np.float32)
+    y.value = np.arange(8) % 2
+    bn = edf.BatchNorm(x)
+    L = edf.SoftmaxCrossEntropyLoss(edf.Affine(edf.AffineParams(15, 2), edf.Flatten(bn)), y)
+    edf.Forward()
+    edf.gradcheck(L)
+    before = bn.running_mean.copy()
+    for _ in range(2):
+        edf.Forward()
+    batch_mean = x.value.mean(axis=(0, 2), dtype=np.float64)
+    expected = before
+    for _ in range(2):
+        expected = 0.9 * expected + 0.1 * batch_mean
+    np.testing.assert_allclose(bn.running_mean, expected, rtol=1e-5)
+    assert bn.running_mean.dtype == np.float32
