@@ -59,9 +59,16 @@ class Graph:
         # BatchNorm): an array, which the compiled plan reads at every run, so that a
         # change of mode needs no new plan.
         self._training = np.ones(1, np.int64)
-        #: The batch size of the last Backward (the gradients are means over that many
-        #: examples): how `cedf.distributed` weighs this process's gradients.
-        self.batch = None
+        self._batch = None          # the last node-by-node Backward's batch size (see `batch`)
+
+    @property
+    def batch(self):
+        """The batch size of the last Backward (its gradients are means over that many examples),
+        None before one: how `cedf.distributed` weighs this process's gradients."""
+        plan = self._plan
+        if plan is not None and plan.last_batch is not None:   # the last Backward ran the plan
+            return plan.last_batch
+        return self._batch
 
     @property
     def training(self):
@@ -186,8 +193,7 @@ class Graph:
         plan = self._plan
         if plan is not None and backend.kernels is backend._kernels:
             try:
-                plan.backward(loss)
-                self.batch = loss._value.shape[0] if loss._value.ndim else 1
+                plan.backward(loss)   # (it notes the loss's batch size: `batch`)
                 return
             except Replan:
                 pass
@@ -206,13 +212,13 @@ class Graph:
             loss.grad[...] = 1.0 / max(n, 1)
             for c in reversed(self.CompNodes):
                 c.backward()
-            self.batch = n
+            self._batch = n
 
     def UpdateParameters(self):
         """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
         plan = self._plan
         rate = cedf.learning_rate
-        if type(rate) is not float or rate - rate != 0:   # (inf - inf and nan - nan are nan)
+        if type(rate) is not float:
             rate = learning_rate()
         if plan is not None and backend.kernels is backend._kernels:
             try:

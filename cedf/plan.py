@@ -236,6 +236,7 @@ class GraphPlan:
         self._forward = self._build_forward()
         self._backward = {}
         self._last_loss = self._last_backward = None
+        self.last_batch = None   # the batch size of the loss of the last backward run (Graph.batch)
         self._update = self._build_update()
         # Forward and update are the programs' own run methods: no Python frame of ours per step.
         self.forward = self._forward.run
@@ -505,6 +506,7 @@ class GraphPlan:
                         raise Replan("loss")   # the node-by-node Backward says what is wrong
                     program = self._backward[id(loss)] = self._build_backward(loss)
             self._last_loss, self._last_backward = loss, program
+            self.last_batch = loss._value.shape[0] if loss._value.ndim else 1
         self._last_backward.run()
 
     # -- update ------------------------------------------------------------
