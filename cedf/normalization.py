@@ -31,6 +31,30 @@ def _not_compilable(why):
     return _NotCompilable(why)
 
 
+def _features_of(node, axis):
+    """The size of axis `axis` (1 or -1) of what `node` will compute, read from the layer that makes
+    it before anything ran: a Conv's output channels, an Affine's outputs, through the nodes that keep
+    that axis (activations, Dropout, pooling, the normalisations, Add); None when it cannot be told."""
+    from .conv import Conv
+    from .dropout import Dropout
+    from .nodes import Add, Affine, Sigmoid, Softmax, Tanh, LeakyReLU
+    from .pooling import AvgPool, MaxPool
+
+    keep = (Sigmoid, Softmax, Tanh, LeakyReLU, Dropout, _Normalization) + ((MaxPool, AvgPool) if axis == 1 else ())
+    for _ in range(1000):   # a chain of nodes, not a cycle (a graph has none): bounded anyway
+        if isinstance(node, Affine):
+            return int(np.shape(node.params.A.value)[1])
+        if isinstance(node, Conv) and axis == 1:
+            return int(np.shape(node.params.W.value)[0])
+        if isinstance(node, Add):
+            node = node.a
+        elif isinstance(node, keep):
+            node = node.x
+        else:
+            return None
+    return None
+
+
 class _Normalization(BuiltinNode):
     """What BatchNorm and LayerNorm share: their arguments, parameters, and how they read them.
 
@@ -61,6 +85,10 @@ class _Normalization(BuiltinNode):
     def _inferred_features(self, x):
         value = getattr(x, "value", None)
         shape = np.shape(value) if value is not None else None
+        if shape is None:
+            found = _features_of(x, self._FEATURE_AXIS)
+            if found is not None:
+                return found
         if shape is None or len(shape) not in self._NDIMS:
             got = "x has no value yet" if shape is None else f"x.value has shape {shape}"
             raise ValueError(f"{_name(self)}: give num_features (the size of x's axis {self._FEATURE_AXIS}, "

@@ -446,3 +446,19 @@ def test_after_a_float64_check_of_a_float32_batchnorm_training_follows_its_stati
         expected = 0.9 * expected + 0.1 * batch_mean
     np.testing.assert_allclose(bn.running_mean, expected, rtol=1e-5)
     assert bn.running_mean.dtype == np.float32
+
+
+def test_the_feature_count_is_read_from_the_layer_before_when_x_has_no_value_yet():
+    x = edf.Input()   # no value: the layers tell
+    conv = edf.Conv(edf.ConvParams(1, 7, 3), x)
+    bn = edf.BatchNorm(edf.MaxPool(edf.Dropout(edf.ReLU(conv)), 2))
+    assert bn.num_features == 7 and bn.weight.value.shape == (7,)
+    with pytest.raises(ValueError, match=r"LayerNorm: give num_features .* x has no value yet"):
+        edf.LayerNorm(conv)   # a Conv's last axis is its length, which its input decides
+    with edf.Graph():
+        h = edf.Affine(edf.AffineParams(5, 4), edf.Input())
+        assert edf.LayerNorm(edf.Add(edf.Tanh(h), h)).num_features == 4
+        assert edf.BatchNorm(h).num_features == 4
+    x.value = np.random.default_rng(0).standard_normal((4, 1, 12))
+    edf.Forward()
+    assert bn.value.shape == (4, 7, 5)
