@@ -38,6 +38,7 @@ import numpy as np
 
 from cedf._args cimport _blas_size, _expect
 from cedf._blas cimport gemm, use_numpy_blas
+from cedf._loops cimport long_sum
 from cedf._plan_op cimport Op, arg, plan_op
 
 
@@ -149,21 +150,6 @@ cdef void col2im(const floating* dcols, floating* gx, const Geometry* g) noexcep
                                  g.n, image, p, lo, hi, g.sw)
 
 
-cdef inline double _sum(const floating* a, Py_ssize_t n) noexcept nogil:
-    """The sum of a[:n] in double, in eight partial sums: one serial chain of additions cost
-    47 us for the 47,500 of MNIST-1D's first convolution here (each waits for the last)."""
-    cdef double s[8]
-    cdef Py_ssize_t i, j
-    for j in range(8):
-        s[j] = 0
-    for i in range(0, n - n % 8, 8):
-        for j in range(8):
-            s[j] += a[i + j]
-    for i in range(n - n % 8, n):
-        s[0] += a[i]
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
-
-
 cdef void conv_forward_loop(const floating* x, const floating* W, const floating* b, floating* out,
                             floating* cols, floating* work, const Geometry* g) noexcept nogil:
     """out = W @ im2col(x) + b, through work (O, N Ho Wo), transposed into out (N, O, Ho Wo)."""
@@ -196,7 +182,7 @@ cdef void conv_backward_loop(const floating* W, const floating* g_out, const flo
         cedf_batch_f64(g_out, work, g.n, g.o, p)
     if gb != NULL:
         for o in range(g.o):
-            s = _sum(work + o * cols_n, cols_n)
+            s = long_sum(work + o * cols_n, cols_n)
             gb[o] = <floating>(gb[o] + s if acc_b else s)
     if gW != NULL:
         if g.o > 0 and ck > 0 and cols_n > 0:

@@ -143,23 +143,29 @@ cdef inline void affine_forward(const floating* x, const floating* A, const floa
         fill(out, <floating>0, <Py_ssize_t>n * n_out)
 
 
+cdef inline double long_sum(const floating* a, Py_ssize_t n) noexcept nogil:
+    """The sum of a[:n] in double, in eight partial sums, so that the additions need not wait for
+    each other (and vectorise): one serial chain cost 47 us for the 47,500 numbers of MNIST-1D's
+    first convolution's bias gradient here."""
+    cdef double s[8]
+    cdef Py_ssize_t i, j
+    for j in range(8):
+        s[j] = 0
+    for i in range(0, n - n % 8, 8):
+        for j in range(8):
+            s[j] += a[i + j]
+    for i in range(n - n % 8, n):
+        s[0] += a[i]
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
 cdef inline void column_sums(const floating* g, floating* out, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
     """out (+)= the sums of the c columns of g (n x c): a bias gradient."""
     cdef Py_ssize_t i, j
-    cdef floating s[8]
     if not acc:
         fill(out, <floating>0, c)
     if c == 1:
-        # One long sum: eight partial sums, so that the additions need not wait
-        # for each other (and vectorise), instead of one serial chain.
-        for j in range(8):
-            s[j] = 0
-        for i in range(0, n - n % 8, 8):
-            for j in range(8):
-                s[j] += g[i + j]
-        for i in range(n - n % 8, n):
-            s[0] += g[i]
-        out[0] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+        out[0] += <floating>long_sum(g, n)
         return
     for i in range(n):
         for j in range(c):

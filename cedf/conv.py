@@ -15,7 +15,7 @@ the batch.
 import numpy as np
 
 from . import backend
-from .nodes import BuiltinNode, Parameter, _check_node, _reuse
+from .nodes import BuiltinNode, Parameter, ParameterHolder, _check_node, _reuse
 
 _INT = (int, np.integer)
 
@@ -37,7 +37,7 @@ def _ints(owner, name, value, least, ranks=(1, 2)):
     return tuple(int(v) for v in entries)
 
 
-class ConvParams:
+class ConvParams(ParameterHolder):
     """The parameters of a convolution: ``W`` (out, in, k) or (out, in, kh, kw), and ``b`` (out,).
 
     An int `kernel_size` makes a 1-D kernel, a pair (kh, kw) a 2-D one. ``W`` is
@@ -57,18 +57,6 @@ class ConvParams:
                            name=None if name is None else f"{name}.W")
         self.b = Parameter(np.zeros(int(out_channels)), name=None if name is None else f"{name}.b")
 
-    def __setattr__(self, name, value):
-        # As AffineParams: a parameter swapped after construction is checked as the Conv checks
-        # its parameters, and the graph's plan (which reads the old one) is dropped.
-        old = self.__dict__.get(name)
-        graph = old._graph if isinstance(old, Parameter) else None
-        if graph is None:
-            object.__setattr__(self, name, value)
-            return
-        _check_node("ConvParams", name, value, graph)
-        with graph.lock:
-            graph.release_plan()
-            object.__setattr__(self, name, value)
 
 
 def _plan_ops():
@@ -172,9 +160,7 @@ class Conv(BuiltinNode):
         backend.kernels.conv_backward(self._cols, W.reshape(W4), self._incoming().reshape(out4),
                                       None if gx is None else gx.reshape(x4), None if gW is None else gW.reshape(W4),
                                       gb, *self._pair_args)
-        for node, delta, pass_on in ((self.x, gx, pass_x), (self.params.W, gW, pass_W), (self.params.b, gb, pass_b)):
-            if pass_on:
-                node.addgrad(delta)
+        self._pass_on(((self.x, gx, pass_x), (self.params.W, gW, pass_W), (self.params.b, gb, pass_b)))
 
     def _release(self):
         super()._release()

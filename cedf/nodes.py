@@ -369,6 +369,14 @@ class BuiltinNode(CompNode, _Member):
             return node.grad, False
         return np.zeros(shape, dtype), True
 
+    @staticmethod
+    def _pass_on(sinks):
+        """Hand each scratch gradient of `sinks`, (node, buffer, pass_on) as `_grad_sink` gave them,
+        to its node's own ``addgrad``."""
+        for node, delta, pass_on in sinks:
+            if pass_on:
+                node.addgrad(delta)
+
 
 def _is_node(obj):
     if isinstance(obj, type):   # a node class kept as an attribute is not a node
@@ -406,7 +414,24 @@ def upstream(node):
     return order
 
 
-class AffineParams:
+class ParameterHolder:
+    """What holds a layer's parameters (AffineParams, ConvParams): a parameter swapped for another
+    after construction is checked as the layer checks its parameters, and the graph's plan (which
+    reads the old one) is dropped."""
+
+    def __setattr__(self, name, value):
+        old = self.__dict__.get(name)
+        graph = old._graph if isinstance(old, Parameter) else None
+        if graph is None:
+            object.__setattr__(self, name, value)
+            return
+        _check_node(type(self).__name__, name, value, graph)
+        with graph.lock:
+            graph.release_plan()
+            object.__setattr__(self, name, value)
+
+
+class AffineParams(ParameterHolder):
     """The parameters of an affine layer: ``A`` (nInputs, nOutputs) and ``b`` (nOutputs,).
 
     ``A`` is drawn uniformly from ±sqrt(3 / nInputs) with NumPy's global random
@@ -422,19 +447,6 @@ class AffineParams:
         self.A = Parameter(np.random.uniform(-bound, bound, (nInputs, nOutputs)),
                            name=None if name is None else f"{name}.A")
         self.b = Parameter(np.zeros(nOutputs), name=None if name is None else f"{name}.b")
-
-    def __setattr__(self, name, value):
-        # A parameter swapped for another after construction: checked as the Affine checks
-        # its parameters, and the graph's plan (which reads the old one) dropped.
-        old = self.__dict__.get(name)
-        graph = old._graph if isinstance(old, Parameter) else None
-        if graph is None:
-            object.__setattr__(self, name, value)
-            return
-        _check_node("AffineParams", name, value, graph)
-        with graph.lock:
-            graph.release_plan()
-            object.__setattr__(self, name, value)
 
 
 class Affine(BuiltinNode):
@@ -471,10 +483,7 @@ class Affine(BuiltinNode):
         gA, pass_A = self._grad_sink(self.params.A, A.shape, A.dtype)
         gb, pass_b = self._grad_sink(self.params.b, (A.shape[1],), A.dtype)
         backend.kernels.affine_backward(x, A, self._incoming(), gx, gA, gb)
-        for node, delta, pass_on in ((self.x, gx, pass_x), (self.params.A, gA, pass_A),
-                                     (self.params.b, gb, pass_b)):
-            if pass_on:
-                node.addgrad(delta)
+        self._pass_on(((self.x, gx, pass_x), (self.params.A, gA, pass_A), (self.params.b, gb, pass_b)))
 
 
 class _Elementwise(BuiltinNode):
@@ -573,9 +582,7 @@ class Add(BuiltinNode):
         ga, pass_a = self._grad_sink(self.a, shape, dtype)
         gb, pass_b = self._grad_sink(self.b, shape, dtype)
         backend.kernels.add_backward(self._incoming().reshape(-1), _flat(ga), _flat(gb))
-        for node, delta, pass_on in ((self.a, ga, pass_a), (self.b, gb, pass_b)):
-            if pass_on:
-                node.addgrad(delta)
+        self._pass_on(((self.a, ga, pass_a), (self.b, gb, pass_b)))
 
     def _plan_forward(self, plan, prog):
         value = self._value

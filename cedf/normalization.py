@@ -214,9 +214,7 @@ class BatchNorm(_Normalization):
         backend.kernels.batch_norm_backward(x.reshape(view), self._w, self._incoming().reshape(view),
                                             self._stats[:c], self._stats[c:2 * c], bool(self._stats[2 * c]),
                                             None if gx is None else gx.reshape(view), gw, gb)
-        for node, delta, pass_on in sinks:
-            if pass_on:
-                node.addgrad(delta)
+        self._pass_on(sinks)
 
     def _plan_forward(self, plan, prog):
         from . import _normalization
@@ -270,9 +268,7 @@ class LayerNorm(_Normalization):
         backend.kernels.layer_norm_backward(x.reshape(view), self._w, self._incoming().reshape(view),
                                             self._stats[:rows], self._stats[rows:],
                                             None if gx is None else gx.reshape(view), gw, gb)
-        for node, delta, pass_on in sinks:
-            if pass_on:
-                node.addgrad(delta)
+        self._pass_on(sinks)
 
     def _plan_forward(self, plan, prog):
         from . import _normalization
