@@ -29,6 +29,10 @@ cdef extern from "pointwise.h" nogil:
     void cedf_sigmoid_array_f64(const double* x, double* out, Py_ssize_t n)
     void cedf_bias_sigmoid_f32(const float* u, const float* b, float* s, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_bias_sigmoid_f64(const double* u, const double* b, double* s, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_sigmoid_bce_backward_f32(const float* p, const float* y, const float* g, float* gx, int acc,
+                                       float* gp, Py_ssize_t n)
+    void cedf_sigmoid_bce_backward_f64(const double* p, const double* y, const double* g, double* gx, int acc,
+                                       double* gp, Py_ssize_t n)
     void cedf_tanh_array_f32(const float* x, float* out, Py_ssize_t n)
     void cedf_tanh_array_f64(const double* x, double* out, Py_ssize_t n)
     void cedf_softmax_exp_f32(float* x, Py_ssize_t n)
@@ -326,13 +330,12 @@ cdef inline void sigmoid_bce_backward(const floating* p, const floating* y, cons
                                       floating* gx, bint acc, floating* gp, Py_ssize_t n) noexcept nogil:
     # Sigmoid followed by BCE, differentiated together: the lecture's local
     # gradients (p - y) / (p (1 - p)) and p (1 - p) multiply to p - y. The
-    # Sigmoid's own gradient gp, the first factor, is written too: g / -p or
-    # g / (1 - p), the denominator selected without a branch so that the loop
-    # vectorises.
-    cdef Py_ssize_t i
-    for i in range(n):
-        gx[i] = (gx[i] if acc else 0) + g[i] * (p[i] - y[i])
-        gp[i] = g[i] / (-p[i] if y[i] > <floating>0.5 else <floating>1 - p[i])
+    # Sigmoid's own gradient gp, the first factor, is written too (in C:
+    # csrc/pointwise.h).
+    if floating is float:
+        cedf_sigmoid_bce_backward_f32(p, y, g, gx, acc, gp, n)
+    else:
+        cedf_sigmoid_bce_backward_f64(p, y, g, gx, acc, gp, n)
 
 
 cdef inline void sgd(floating* value, const floating* grad, floating lr, Py_ssize_t n) noexcept nogil:
