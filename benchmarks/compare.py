@@ -383,32 +383,39 @@ def distributed_targets(judge, rounds):
         judge.skip(name, "float32", "int64", "mpi4py and mpiexec are not installed (pip install '.[mpi]')")
         return
     script = str(Path(__file__).resolve().parent / "distributed_steps.py")
-    configs = {"2 ranks, a batch each": ([mpiexec, "-n", "2"], "1", ["--per-rank"]),
-               "2 ranks, a batch shared": ([mpiexec, "-n", "2"], "1", []),
-               "1 process x 2 threads": ([], "2", []), "1 process x 1 thread": ([], "1", [])}
+    # (launcher, BLAS threads, options, CEDF_SHARED_MEMORY): the ranks sum their gradients through
+    # shared memory (cedf.distributed's default on one machine), or by MPI_Allreduce for comparison.
+    configs = {"2 ranks, a batch each": ([mpiexec, "-n", "2"], "1", ["--per-rank"], "1"),
+               "  same, by MPI_Allreduce": ([mpiexec, "-n", "2"], "1", ["--per-rank"], "0"),
+               "2 ranks, a batch shared": ([mpiexec, "-n", "2"], "1", [], "1"),
+               "1 process x 2 threads": ([], "2", [], "1"), "1 process x 1 thread": ([], "1", [], "1")}
     print("\n-- float32: data-parallel training over MPI, examples per second (global steps per second) --")
     for workload in ("mlp_digits", workloads.MLP_MNIST1D, "mlp_mnist"):
         found = {c: [] for c in configs}
-        allreduce, size = [], None
+        allreduce, size = {"1": [], "0": []}, None
         for _ in range(rounds):
-            for config, (launcher, threads, options) in configs.items():
-                env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+            for config, (launcher, threads, options, shared) in configs.items():
+                env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
+                           CEDF_SHARED_MEMORY=shared)
                 out = subprocess.run(launcher + [sys.executable, script, workload, *options], capture_output=True,
                                      text=True, env=env, timeout=600, check=True).stdout
                 result = json.loads(out.strip().splitlines()[-1])
                 found[config].append((result["examples_per_second"], result["steps_per_second"]))
                 if result["ranks"] > 1:
-                    allreduce.append(result["allreduce_seconds"])
+                    allreduce[shared].append(result["allreduce_seconds"])
                 size = result["gradient_bytes"]
         rate = {c: (statistics.median(e for e, _ in v), statistics.median(s for _, s in v)) for c, v in found.items()}
         one = rate["1 process x 1 thread"][0]
-        print(f"{workload}: allreduce of {size / 1e3:.1f} kB {fmt(statistics.median(allreduce)).strip()}")
+        print(f"{workload}: allreduce_gradients of {size / 1e3:.1f} kB: through shared memory "
+              f"{fmt(statistics.median(allreduce['1'])).strip()}, by MPI_Allreduce "
+              f"{fmt(statistics.median(allreduce['0'])).strip()}")
         for config, (examples, steps) in rate.items():
             print(f"  {config:<26}{examples:>12.0f} examples/s ({steps:>8.0f} steps/s)   {examples / one:5.2f}x")
         if workload == "mlp_digits":
             judge(name, "float32", "int64", rate["2 ranks, a batch each"][0] / one,
                   f"medians of {rounds} rounds", f"[examples/s; a batch shared: "
-                  f"{rate['2 ranks, a batch shared'][0] / one:.2f}x, 1 process x 2 threads: "
+                  f"{rate['2 ranks, a batch shared'][0] / one:.2f}x, by MPI_Allreduce: "
+                  f"{rate['  same, by MPI_Allreduce'][0] / one:.2f}x, 1 process x 2 threads: "
                   f"{rate['1 process x 2 threads'][0] / one:.2f}x]")
 
 

@@ -24,15 +24,23 @@ ranks with unequal shares (a global batch of 101 over 3 ranks) give the mean
 over all B examples, as one process on the global batch does, up to the order
 of the sums (float64: about 1e-15 relative per step).
 
-Efficient: one allreduce per step (per dtype of parameters), in place
-(``MPI_IN_PLACE``), over one flat buffer that holds every gradient (Horovod's
-tensor fusion), with the batch size in its last entry. The gradients live in
-that buffer from the first call on: each parameter's ``.grad`` becomes a view
-of it, which the compiled plan writes as it wrote the old array, so nothing is
-copied per step and no Python runs per parameter (a check, in C, that every
-``.grad`` is still its view; one that is not is copied in and made one again).
+Efficient: one allreduce per step (per dtype of parameters) over one flat
+buffer that holds every gradient (Horovod's tensor fusion), with the batch size
+in its last entry. The gradients live in that buffer from the first call on:
+each parameter's ``.grad`` becomes a view of it, which the compiled plan writes
+as it wrote the old array, so nothing is copied per step and no Python runs per
+parameter (a check, in C, that every ``.grad`` is still its view; one that is
+not is copied in and made one again).
+
+The allreduce: when every rank runs on one machine, through an MPI
+shared-memory window (``MPI_Win_allocate_shared``; see `cedf._allreduce`): each
+rank copies its buffer into its slot, waits for the others' and sums them all
+(0.5-1 us for mlp_digits' 9.6 kB between two ranks here, against 5.9 us for
+MPICH's ``MPI_Allreduce``). Across machines, or with ``CEDF_SHARED_MEMORY=0``,
+MPI's own ``MPI_Allreduce``, in place (``MPI_IN_PLACE``). `transport` says
+which a graph's gradients take.
 """
-import operator
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,7 +49,14 @@ from . import checkpoint
 from .graph import current_graph
 from .nodes import describe
 
-_state = SimpleNamespace(comm=None, MPI=None)
+try:
+    from . import _allreduce
+except ImportError as exc:   # a source folder without the built extensions (cedf warned at import)
+    raise ImportError(f"cedf.distributed needs cedf's compiled extension cedf._allreduce, which this cedf lacks "
+                      f"({exc}): install cedf (pip install cedf, or pip install . in its source folder) and run "
+                      f"Python from another folder") from None
+
+_state = SimpleNamespace(comm=None, MPI=None, node=None)
 _INSTALL = ("cedf.distributed needs mpi4py and an MPI library: pip install 'cedf[mpi]' (mpi4py with MPICH as "
             "wheels; a system MPI is used instead when mpi4py was built against one), then start the processes "
             "with `mpiexec -n 4 python train.py`")
@@ -64,7 +79,7 @@ def init(comm=None):
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm):
         raise TypeError(f"cedf.distributed.init: comm must be an mpi4py communicator, got {type(comm).__name__}")
-    _state.comm, _state.MPI = comm, MPI
+    _state.comm, _state.MPI, _state.node = comm, MPI, None
     return comm.Get_rank(), comm.Get_size()
 
 
@@ -122,11 +137,27 @@ def _check_same_graph(comm, graph, caller):
                          f"rank must build the same graph (same layers, sizes and cedf.DT)")
 
 
+def _shared_memory_wanted():
+    wanted = os.environ.get("CEDF_SHARED_MEMORY", "1")
+    if wanted not in ("0", "1"):
+        raise ValueError(f"cedf.distributed: CEDF_SHARED_MEMORY={wanted!r}: expected 1 (sum the gradients of ranks "
+                         f"on one machine through shared memory, the default) or 0 (always MPI_Allreduce)")
+    return wanted == "1"
+
+
+def _machine(comm):
+    """The ranks of `comm` on this machine, as a communicator of their own (once per `init`)."""
+    if _state.node is None:
+        _state.node = comm.Split_type(_state.MPI.COMM_TYPE_SHARED)
+    return _state.node
+
+
 class _Fusion:
     """The flat gradient buffers of one graph's parameters, one per dtype, each with a last entry
-    for the batch size; every ``.grad`` a view of its buffer."""
+    for the batch size; every ``.grad`` a view of its buffer. Made by every rank at once (its
+    shared window is made collectively)."""
 
-    def __init__(self, params):
+    def __init__(self, params, comm):
         self.params = tuple(params)
         self.groups = []
         for dtype in dict.fromkeys(np.asarray(p.value).dtype for p in self.params):
@@ -137,8 +168,34 @@ class _Fusion:
                 size = np.size(p.value)
                 views.append(flat[offset:offset + size].reshape(np.shape(p.value)))
                 offset += size
-            self.groups.append((members, tuple(views), flat))
+            self.groups.append((tuple(members), tuple(views), flat))
+        view_of = {id(p): view for members, views, _ in self.groups for p, view in zip(members, views)}
+        self.views = tuple(view_of[id(p)] for p in self.params)   # in the graph's order
         self.adopt()
+        self.windows, self.sums = [], [None] * len(self.groups)
+        if _shared_memory_wanted() and comm.Get_size() > 1 and _machine(comm).Get_size() == comm.Get_size():
+            self.sums = [self._shared_sum(_machine(comm), flat) for _, _, flat in self.groups]
+        self.transport = "MPI_Allreduce" if None in self.sums else "shared memory"
+
+    def _shared_sum(self, machine, flat):
+        """A shared window with two slots of `flat`'s size per rank (and the counter), and its sum."""
+        header, slot = 64, -(-flat.nbytes // 64) * 64    # the slots apart by whole cache lines
+        window = _state.MPI.Win.Allocate_shared(header + 2 * slot, 1, comm=machine)
+        self.windows.append(window)
+        parts = [np.frombuffer(window.Shared_query(r)[0], np.uint8) for r in range(machine.Get_size())]
+        slots = [part[header + parity * slot:][:flat.nbytes].view(flat.dtype) for parity in (0, 1) for part in parts]
+        counter = parts[0][:8].view(np.uint64)
+        if machine.Get_rank() == 0:
+            counter[0] = 0
+        machine.Barrier()   # the counter is zero before any rank arrives
+        return _allreduce.SharedSum(flat, slots, counter, machine.Get_rank())
+
+    def free(self):
+        """Free the shared windows (collective: every rank replaces its fusion at the same call)."""
+        if not _state.MPI.Is_finalized():
+            for window in self.windows:
+                window.Free()
+        self.windows, self.sums = [], [None] * len(self.groups)
 
     def adopt(self):
         """Make every ``.grad`` its view again, with the gradient it holds (zeros for none)."""
@@ -148,20 +205,33 @@ class _Fusion:
                     view[...] = 0 if p.grad is None else p.grad
                     p.grad = view
 
-    def adopted(self):
-        grad = operator.attrgetter("grad")
-        return all(all(map(operator.is_, map(grad, members), views)) for members, views, _ in self.groups)
 
 
-def _fusion(graph):
+def _fusion(graph, caller):
+    """The graph's fusion, made anew (on every rank: the callers are collective) when its parameters
+    changed, its buffers made every ``.grad`` again where one was replaced."""
     fusion = getattr(graph, "_fusion", None)
-    if fusion is None or fusion.params != tuple(graph.Parameters):
+    state = 1 if fusion is None else _allreduce.fusion_state(graph.Parameters, fusion.params, fusion.views)
+    if state == 2:
+        fusion.adopt()
+    elif state == 1:
         for p in graph.Parameters:
             if not isinstance(p.value, np.ndarray) or p.value.dtype.kind != "f":
                 raise TypeError(f"cedf.distributed: {describe(p)}: its value must be a float array to be "
                                 f"reduced, got {type(p.value).__name__}")
-        fusion = graph._fusion = _Fusion(graph.Parameters)
+        # Every rank's buffers must have the same sizes: a rank would read past another's slot.
+        _check_same_graph(_state.comm, graph, caller)
+        if fusion is not None:
+            fusion.free()
+        fusion = graph._fusion = _Fusion(graph.Parameters, _state.comm)
     return fusion
+
+
+def transport(graph=None):
+    """How `allreduce_gradients` sums the gradients of `graph` (default the current one): "shared
+    memory" when every rank runs on this machine, else (or with CEDF_SHARED_MEMORY=0) "MPI_Allreduce"."""
+    _comm("transport")
+    return _fusion(current_graph() if graph is None else graph, "transport").transport
 
 
 def broadcast_parameters(graph=None, root=0):
@@ -174,7 +244,7 @@ def broadcast_parameters(graph=None, root=0):
     comm = _comm("broadcast_parameters")
     graph = current_graph() if graph is None else graph
     _check_same_graph(comm, graph, "broadcast_parameters")
-    for members, _, _ in _fusion(graph).groups:
+    for members, _, _ in _fusion(graph, "broadcast_parameters").groups:
         values = np.concatenate([np.asarray(p.value).reshape(-1) for p in members])
         comm.Bcast(values, root=root)
         offset = 0
@@ -205,20 +275,27 @@ def allreduce_gradients(graph=None, batch=None, total=None):
         if batch is None:
             raise RuntimeError("cedf.distributed.allreduce_gradients: no Backward(L) ran on this graph yet; call it "
                                "first, or pass batch=0 on a rank that has no examples in this step")
-    fusion = _fusion(graph)
-    if not fusion.adopted():
-        fusion.adopt()
+    elif not (isinstance(batch, (int, float, np.number)) and batch >= 0):
+        raise ValueError(f"cedf.distributed.allreduce_gradients: batch must be the number of examples (0 or more) "
+                         f"this rank's gradients are the mean over, got {batch!r}")
+    fusion = _fusion(graph, "allreduce_gradients")
     MPI = _state.MPI
-    for _, _, flat in fusion.groups:
-        grads = flat[:-1]
-        grads *= batch if total is None else batch / total
-        flat[-1] = batch
-        comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
-        summed = flat[-1]
+    for (_, _, flat), shared in zip(fusion.groups, fusion.sums):
+        if shared is not None:
+            if MPI.Is_finalized():   # the window's memory is gone with MPI
+                raise RuntimeError("cedf.distributed.allreduce_gradients: MPI was finalized")
+            summed = shared.run(batch)
+        else:
+            grads = flat[:-1]
+            grads *= batch if total is None else batch / total
+            flat[-1] = batch
+            comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+            summed = flat[-1]
+            if total is None and summed > 0:
+                grads *= 1 / summed
         if total is None:
             if summed <= 0:
                 raise ValueError("cedf.distributed.allreduce_gradients: no rank had any example in this step")
-            grads *= 1 / summed
         elif summed != total:
             raise ValueError(f"cedf.distributed.allreduce_gradients: the ranks' batches sum to {summed:g}, "
                              f"not to the total {total} given")

@@ -3,7 +3,8 @@
     mpiexec -n N python mpi_program.py CASE OUT_DIR
 
 Every rank writes OUT_DIR/rank<r>.npz: the parameters after training (p0, p1, ...),
-and, for the fit case, the History (loss, accuracy); or OUT_DIR/rank<r>.txt with the
+how the gradients were summed (transport), and, for the fit case, the History
+(loss, accuracy); or OUT_DIR/rank<r>.txt with the
 error it raised. The test process computes what one process gives on the global
 batch itself, with cedf alone, and compares.
 """
@@ -101,7 +102,7 @@ def main():
         (out / f"rank{rank}.txt").write_text(f"{type(exc).__name__}: {exc}")
         return
     params = {f"p{i}": p.value for i, p in enumerate(edf.Parameters)}
-    np.savez(out / f"rank{rank}.npz", size=size, **params, **extra)
+    np.savez(out / f"rank{rank}.npz", size=size, transport=dist.transport(), **params, **extra)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,16 @@ def _mpiexec():
     return mpiexec
 
 
-def run(case, n, tmp_path):
+#: How the ranks sum their gradients: CEDF_SHARED_MEMORY=1 (through an MPI shared-memory window,
+#: the default on one machine) or 0 (MPI_Allreduce); each test of training runs both.
+TRANSPORTS = {"1": "shared memory", "0": "MPI_Allreduce"}
+
+
+def run(case, n, tmp_path, shared="1"):
     """Every rank's results: a dict of arrays, or the error message it raised."""
+    env = dict(os.environ, CEDF_SHARED_MEMORY=shared)
     done = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, str(PROGRAM), case, str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, f"mpiexec -n {n} {case}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     results = []
     for rank in range(n):
@@ -76,15 +82,17 @@ def assert_parameters(result, expected, rtol):
         assert np.max(np.abs(g - e)) <= rtol * scale, f"parameter {i}: off by {np.max(np.abs(g - e)) / scale:.2e}"
 
 
+@pytest.mark.parametrize("shared", TRANSPORTS)
 @pytest.mark.parametrize("kind", ["sgd", "adam"])
 @pytest.mark.parametrize("n", [2, 3])
-def test_ranks_train_as_one_process_on_the_global_batch(kind, n, tmp_path):
+def test_ranks_train_as_one_process_on_the_global_batch(kind, n, shared, tmp_path):
     """20 steps, global batch 101 (3 ranks: 34, 34, 33 examples), parameters drawn differently per rank."""
-    results = run(kind, n, tmp_path)
+    results = run(kind, n, tmp_path, shared)
     expected = single_process(kind)
     for rank, result in enumerate(results):
         assert isinstance(result, dict), f"rank {rank}: {result}"
         assert int(result["size"]) == n
+        assert str(result["transport"]) == TRANSPORTS[shared]
         assert_parameters(result, expected, 1e-10)
     # And the ranks agree with each other exactly: the same sums, the same updates.
     for result in results[1:]:
@@ -92,11 +100,12 @@ def test_ranks_train_as_one_process_on_the_global_batch(kind, n, tmp_path):
             np.testing.assert_array_equal(result[f"p{i}"], results[0][f"p{i}"])
 
 
+@pytest.mark.parametrize("shared", TRANSPORTS)
 @pytest.mark.parametrize("n, batch_size", [(2, 101), (3, 101), (3, 2)])
-def test_distributed_fit_gives_the_single_process_history(n, batch_size, tmp_path):
+def test_distributed_fit_gives_the_single_process_history(n, batch_size, shared, tmp_path):
     """fit(..., distributed=True): the same History as one process's fit; with batches of 2 over 3 ranks,
     one rank has no example in each step and must count for nothing."""
-    results = run(f"fit{batch_size}", n, tmp_path)
+    results = run(f"fit{batch_size}", n, tmp_path, shared)
     X, Y = program.data()
     x, y, L = program.build(seed=0)
     history = edf.fit(L, x, y, X, Y, epochs=3, batch_size=batch_size, optimizer=program.make_optimizer("adam"),
@@ -104,6 +113,7 @@ def test_distributed_fit_gives_the_single_process_history(n, batch_size, tmp_pat
     expected = [p.value.copy() for p in edf.Parameters]
     for rank, result in enumerate(results):
         assert isinstance(result, dict), f"rank {rank}: {result}"
+        assert str(result["transport"]) == TRANSPORTS[shared]
         np.testing.assert_allclose(result["loss"], history.loss, rtol=1e-6)
         np.testing.assert_allclose(result["accuracy"], history.accuracy, rtol=1e-6)
         assert_parameters(result, expected, 1e-8)
@@ -160,5 +170,6 @@ def test_one_process_is_a_world_of_one_and_a_wrong_total_is_refused():
     for p, g in zip(edf.Parameters, grads):
         np.testing.assert_allclose(p.grad, g, rtol=1e-15)
     assert all(p.grad.base is edf.current_graph()._fusion.groups[0][2] for p in edf.Parameters)
+    assert dist.transport() == "MPI_Allreduce"   # one rank: nothing to share
     with pytest.raises(ValueError, match=r"the ranks' batches sum to 10, not to the total 12 given"):
         dist.allreduce_gradients(total=12)
