@@ -416,8 +416,8 @@ def distributed_targets(judge, rounds):
             # the other targets are on pairs: the host's speed drifts from round to round.
             paired = statistics.median(a[0] / b[0] for a, b in zip(found["2 ranks, a batch each"],
                                                                    found["1 process x 1 thread"]))
-            judge(name, "float32", "int64", paired,
-                  f"median of {rounds} rounds' ratios", f"[examples/s; ratio of the medians {rate['2 ranks, a batch each'][0] / one:.2f}x; a batch shared: "
+            judge(name, "float32", "int64", paired, f"median of {rounds} rounds' ratios",
+                  f"[examples/s; ratio of the medians {rate['2 ranks, a batch each'][0] / one:.2f}x; a batch shared: "
                   f"{rate['2 ranks, a batch shared'][0] / one:.2f}x, by MPI_Allreduce: "
                   f"{rate['  same, by MPI_Allreduce'][0] / one:.2f}x, 1 process x 2 threads: "
                   f"{rate['1 process x 2 threads'][0] / one:.2f}x]")

@@ -64,11 +64,11 @@ def main():
             dist.allreduce_gradients(graph)
         graph.UpdateParameters()
 
-    def block(fn):
+    def block(fn, steps):
         if size > 1:
             dist._comm("benchmark").Barrier()
         start = time.perf_counter()
-        for _ in range(args.steps):
+        for _ in range(steps):
             fn()
         if size > 1:
             dist._comm("benchmark").Barrier()
@@ -76,23 +76,22 @@ def main():
 
     # Warm up for about half a second and time blocks of at least 20 ms: shorter ones moved
     # by a fifth from block to block here. Rank 0 decides how many steps, for every rank.
-    steps = args.steps
-    args.steps = 20
-    first = block(step) / 20
-    per_block = max(steps, int(0.02 / first) + 1)
+    first = block(step, 20) / 20
+    per_block = max(args.steps, int(0.02 / first) + 1)
     plan = per_block, max(1, int(0.5 / (per_block * first)))   # steps per block, blocks to warm up
     if size > 1:
         plan = dist._comm("benchmark").bcast(plan, root=0)   # the ranks must take the same steps
-    args.steps, warm = plan
+    steps, warm = plan
     for _ in range(warm):
-        block(step)
-    times = [block(step) for _ in range(args.repeat)]
-    allreduce = [block(lambda: dist.allreduce_gradients(graph)) for _ in range(3)] if size > 1 else [0.0]
+        block(step, steps)
+    times = [block(step, steps) for _ in range(args.repeat)]
+    allreduce = ([block(lambda: dist.allreduce_gradients(graph), steps) for _ in range(3)] if size > 1
+                 else [0.0])
     if rank == 0:
-        rate = args.steps / statistics.median(times)
+        rate = steps / statistics.median(times)
         print(json.dumps({"workload": args.workload, "ranks": size, "steps_per_second": rate,
                           "examples_per_second": rate * examples, "per_rank": args.per_rank,
-                          "allreduce_seconds": min(allreduce) / args.steps,
+                          "allreduce_seconds": min(allreduce) / steps,
                           "transport": dist.transport(graph) if size > 1 else None,
                           "gradient_bytes": int(sum(p.value.nbytes for p in graph.Parameters))}))
 

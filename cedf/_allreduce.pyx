@@ -20,8 +20,8 @@ after it finished reading the slots of step t - 2.
 
 Why not MPI_Allreduce: between two ranks on this 2-core machine, MPICH's took
 5.9 us for the 9.6 kB of mlp_digits' gradients and MPI_Barrier alone 3.4 us,
-against a 25 us step; this sum takes a fraction of a microsecond once both
-ranks have arrived (benchmarks/distributed_steps.py).
+against a 25 us step; `SharedSum.run` between two ranks took 0.3 us for 2
+numbers and 1.2 us for those 2,411, the wait included.
 """
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
@@ -42,7 +42,7 @@ def fusion_state(parameters, tuple params, tuple views):
     """0 when `parameters` (a graph's list) holds exactly `params` and each ``.grad`` is its entry
     of `views`; 1 when the list changed (a new fusion is needed); 2 when only some ``.grad`` is
     another array (to be adopted again). One pass in C: in Python the same checks took 0.5-0.8 us
-    for four parameters, a fifth of an allreduce between two ranks."""
+    for four parameters, against 2.0-3.9 us for the whole of `allreduce_gradients` of two ranks."""
     cdef Py_ssize_t i, n = len(params)
     if len(parameters) != n or len(views) != n:
         return 1
