@@ -37,6 +37,8 @@ cdef extern from "pointwise.h" nogil:
     void cedf_tanh_array_f64(const double* x, double* out, Py_ssize_t n)
     void cedf_softmax_exp_f32(float* x, Py_ssize_t n)
     void cedf_softmax_exp_f64(double* x, Py_ssize_t n)
+    void cedf_logits_exp_f32(float* x, Py_ssize_t n)
+    void cedf_logits_exp_f64(double* x, Py_ssize_t n)
     double cedf_bce(double p, double y)
     double cedf_bce_grad(double p, double y, double g)
     void cedf_leaky_relu_array_f32(const float* x, float* out, Py_ssize_t n, double slope)
@@ -426,23 +428,41 @@ cdef inline void leaky_relu_backward(const floating* x, const floating* g, float
 
 cdef inline void cross_entropy_logits_forward(const floating* z, const int64_t* labels, floating* p,
                                               floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
-    # Per row: the max, the sum of exp(z - max) (libm's exp: the shifted logits are
-    # unbounded below, beyond cedf_exp's range), then p and logsumexp(z) - z_y.
+    # As softmax_forward, three passes: the max-shifted logits into p, their exp for
+    # the whole batch in one vectorised call (csrc/pointwise.h: for any x <= 0, as
+    # the shifted logits are unbounded below), then per row the sum (in double),
+    # p = e / sum and logsumexp(z) - z_y = log(sum) - (z_y - max).
     cdef Py_ssize_t i, j
-    cdef double top, total, log_total
+    cdef floating top
+    cdef double total, scale
     cdef const floating* row
+    cdef floating* o
+    if c == 0:
+        return
     for i in range(n):
         row = z + i * c
+        o = p + i * c
         top = row[0]
         for j in range(1, c):
-            top = row[j] if row[j] > top else top
+            top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
+        for j in range(c):
+            o[j] = row[j] - top
+        # z_y - max, kept in out: the loss, log(sum) - this, is at least as large, so rounding
+        # it here costs the loss at most half an ulp.
+        out[i] = <floating>(<double>row[labels[i]] - top)
+    if floating is float:
+        cedf_logits_exp_f32(p, n * c)
+    else:
+        cedf_logits_exp_f64(p, n * c)
+    for i in range(n):
+        o = p + i * c
         total = 0
         for j in range(c):
-            total += exp(row[j] - top)
-        log_total = log(total)
+            total += o[j]
+        scale = 1 / total
         for j in range(c):
-            p[i * c + j] = <floating>exp(row[j] - top - log_total)
-        out[i] = <floating>(log_total - (row[labels[i]] - top))
+            o[j] = <floating>(o[j] * scale)
+        out[i] = <floating>(log(total) - out[i])
 
 
 cdef inline void cross_entropy_logits_backward(const floating* p, const int64_t* labels, const floating* g,

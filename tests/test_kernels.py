@@ -195,6 +195,50 @@ def test_tanh_gradient_near_saturation_keeps_its_digits(dtype):
     assert float(np.max(rel)) <= bound * np.finfo(dtype).eps
 
 
+def ulps(y, exact, dtype):
+    """|y - exact| in ulps of `exact` in `dtype` (a subnormal's ulp is the least subnormal)."""
+    wide = exact.dtype.type
+    _, e = np.frexp(exact)
+    f = np.finfo(dtype)
+    return np.abs(y.astype(wide) - exact) / np.ldexp(wide(1), np.maximum(e - 1, f.minexp) - f.nmant)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_logits_over_the_whole_range_of_exp(dtype):
+    # Rows (0, s): the shifted logit s sweeps down past where exp(s) leaves the normal
+    # numbers (-87 in float32, -708 in float64) and rounds to 0 (-104, -745), where
+    # the kernel's own exp (csrc/pointwise.h) has to keep rounding as libm's does.
+    # Against the exact softmax and loss of a long double (double elsewhere).
+    wide = np.longdouble if EXTENDED else np.float64
+    bottom = -110 if dtype == np.float32 else -760
+    s = np.concatenate([np.linspace(bottom, 0, 200_001), [-0.0, -np.inf]]).astype(dtype)
+    z = np.stack([np.zeros_like(s), s], axis=1)
+    p, out = np.empty_like(z), np.empty(len(s), dtype)
+    _kernels.cross_entropy_logits_forward(z, np.ones(len(s), np.int64), p, out)
+    e = np.exp(s.astype(wide))
+    bound = 2 if dtype == np.float32 else 3 if EXTENDED else 4   # measured 1.44 (float32) and 2.14 ulp
+    for got, exact, what in ((p[:, 1], e / (1 + e), "p of the lower logit"), (p[:, 0], 1 / (1 + e), "p of the max"),
+                             (out[:-1], np.log1p(e[:-1]) - s[:-1].astype(wide), "loss")):
+        worst = ulps(got, exact, dtype)
+        assert float(np.max(worst)) <= bound, f"{what}: {float(np.max(worst)):.2f} ulp at s = {s[np.argmax(worst)]}"
+    underflow = e < wide(float(np.finfo(dtype).smallest_subnormal)) / 2
+    assert underflow.sum() > 1000 and np.all(p[underflow, 1] == 0), "exp rounds to 0 where it underflows"
+    assert np.isinf(out[-1]) and out[-1] > 0, "a label whose logit is -inf costs +inf"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_logits_special_values(dtype):
+    z = np.array([[0, -np.inf, 1], [np.nan, 0, 1], [1, np.nan, 0], [np.inf, 0, 1], [-np.inf, -np.inf, 0],
+                  [1e30, -1e30, 0]], dtype)
+    labels = np.array([0, 1, 2, 1, 2, 0])
+    with np.errstate(all="ignore"):
+        (p_ref, out_ref), (p, out) = both("cross_entropy_logits_forward", z, labels, np.empty_like(z),
+                                          np.empty(len(z), dtype), outputs=[2, 3])
+    assert np.array_equal(np.isnan(p), np.isnan(p_ref)) and np.array_equal(np.isnan(out), np.isnan(out_ref))
+    assert_close(p, p_ref, rtol_for(dtype), "p")
+    assert_close(out, out_ref, rtol_for(dtype), "loss")
+
+
 @given(n=st.integers(0, 300), dtype=DTYPES, slope=st.sampled_from([0.0, 0.01, 0.2, -0.5]), seed=st.integers(0, 1000))
 def test_leaky_relu(n, dtype, slope, seed):
     x = data(seed, n, dtype)
