@@ -159,9 +159,17 @@ MAX_DIMS = 8
 
 
 cdef class Binding:
-    """An array that a program reads from ``getattr(owner, attr)`` at every run."""
+    """An array that a program reads from ``getattr(owner, attr)`` at every run.
 
-    cdef object owner, attr, convert
+    Or, made by `following`, the array another program's binding read at its last
+    run: a backward program differentiates the forward that ran, on the arrays that
+    forward read, as each node's own backward does with what its forward saved,
+    whatever the user has assigned since.
+    """
+
+    cdef readonly object owner, attr
+    cdef object convert
+    cdef Binding leader          # following: read leader.array instead of the attribute
     cdef int ndim, n_types
     cdef Py_ssize_t dims[8]
     cdef int typenums[4]
@@ -209,7 +217,22 @@ cdef class Binding:
                 return True
         return False
 
+    def following(self):
+        """A binding of the same array as this one's last run read (see the class)."""
+        follower = Binding(self.owner, self.attr, tuple(self.dims[i] for i in range(self.ndim)),
+                           [cnp.PyArray_DescrFromType(self.typenums[i]) for i in range(self.n_types)],
+                           self.convert, self.writable, self.column)
+        follower.leader = self
+        return follower
+
     cdef int refresh(self) except -1:
+        if self.leader is not None:
+            # What the leader read was checked then, and is held by it until its next run.
+            obj = self.leader.array
+            if obj is None or not self.fits(obj):
+                raise Replan(self.attr)
+            self.array = obj
+            return 0
         obj = getattr(self.owner, self.attr)
         if obj is self.array and self.fits(obj):
             return 0

@@ -102,6 +102,8 @@ class Conv(BuiltinNode):
         """(stride, padding) as the 2-D kernels take them: pairs, (1, s) and (0, p) in 1-D."""
         pairs = []
         for name, value in (("stride", self.stride), ("padding", self.padding)):
+            if not _is_int(value) and len(value) == 1:
+                value = value[0]   # (s,) is s, as the pools read it
             if _is_int(value):
                 value = (value, value) if two_d else (1 if name == "stride" else 0, value)
             elif not two_d:

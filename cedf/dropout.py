@@ -41,6 +41,18 @@ class Dropout(BuiltinNode):
                              f"(p = 1 would zero everything and scale by 1 / 0)")
         return float(p)
 
+    def _saved_state(self, rewind=False):
+        """A function that puts this node's step back as it is now (`Graph._run_nodes`); with
+        `rewind`, the step is first set to the one the last Forward drew its mask at, so that
+        a Forward run again draws the same mask (`Graph._replay_forward`)."""
+        saved = self._state.copy()
+        if rewind and self._used[0] != 1.0:   # that Forward drew a mask (in evaluation mode, none)
+            self._state[1] -= np.uint64(1)
+
+        def put_back():
+            self._state[...] = saved
+        return put_back
+
     def _threshold_and_scale(self):
         return int(self.p * 2**_BITS), 1 / (1 - self.p)
 

@@ -27,6 +27,7 @@ nodes before it, which computed from the refused inputs, raise too when their
 the last good step's values.
 """
 import contextlib
+import math
 import threading
 
 import numpy as np
@@ -55,6 +56,10 @@ class Graph:
         self.lock = backend._engine.StepLock() if backend._engine is not None else threading.RLock()
         self._nodes, self._parameters = [], []
         self._plan = None           # the compiled plan, once built
+        # A plan dropped after its forward ran (release_plan): its last run's inputs, for a
+        # Backward that must then run node by node (`_replay_forward`). None once a Forward
+        # runs node by node.
+        self._replay = None
         # The mode, as the nodes that train and evaluate differently read it (Dropout,
         # BatchNorm): an array, which the compiled plan reads at every run, so that a
         # change of mode needs no new plan.
@@ -166,24 +171,54 @@ class Graph:
                     c.value
             plan.retire()
             self._plan = None
+            self._replay = plan
 
     def _forward_node_by_node(self):
         with self.lock:
             self.release_plan()
-            nodes, done, before = self.CompNodes, 0, None
-            try:
-                for c in nodes:
-                    before = c.__dict__.get("_value")
-                    c.forward()
-                    done += 1
-            except BaseException as exc:
-                # The nodes that ran hold values of the refused inputs; the one that raised
-                # had checked them first, unless it took a new buffer already.
-                ran = nodes[:done + (nodes[done].__dict__.get("_value") is not before)]
-                refuse_values(ran, exc)
-                raise
+            self._replay = None
+            self._run_nodes(self.CompNodes)
             if backend.kernels is backend._kernels:   # the compiled backend: compile the graph
                 self._plan = plan.build(self)
+
+    @staticmethod
+    def _run_nodes(nodes):
+        """Every node's forward, in order; a Forward that raises leaves no state changed (running
+        statistics, a Dropout's step: the nodes' `_saved_state`) and no value readable."""
+        restore = [c._saved_state() for c in nodes if hasattr(c, "_saved_state")]
+        done, before = 0, None
+        try:
+            for c in nodes:
+                before = c.__dict__.get("_value")
+                c.forward()
+                done += 1
+        except BaseException as exc:
+            for put_back in restore:
+                put_back()
+            # The nodes that ran hold values of the refused inputs; the one that raised
+            # had checked them first, unless it took a new buffer already.
+            ran = nodes[:done + (nodes[done].__dict__.get("_value") is not before)]
+            refuse_values(ran, exc)
+            raise
+
+    def _replay_forward(self, last):
+        """Run the forward of plan `last`'s last run again, node by node, so that the nodes hold
+        what their own backward needs: on the arrays that run read (whatever the Inputs and
+        Parameters hold now), with every node's state (running statistics, a Dropout's step)
+        as it was then and put back afterwards. Only the nodes that plan ran: a node made
+        since has no value, and Backward says so, as node by node."""
+        read = [(b.owner, b.attr, b.array) for b in last.forward_bindings() if b.array is not None]
+        now = [(owner, attr, owner.__dict__.get(attr)) for owner, attr, _ in read]
+        restore = [c._saved_state(rewind=True) for c in last.nodes_run if hasattr(c, "_saved_state")]
+        try:
+            for owner, attr, array in read:
+                owner.__dict__[attr] = array   # (no __setattr__: nothing to check, no plan to drop)
+            self._run_nodes(list(last.nodes_run))
+        finally:
+            for owner, attr, array in now:
+                owner.__dict__[attr] = array
+            for put_back in restore:
+                put_back()
 
     def Backward(self, loss):
         """Backpropagate the mean of `loss` over the batch into every ``.grad``.
@@ -200,9 +235,13 @@ class Graph:
             except Replan:
                 pass
         with self.lock:
-            if self._planned:
-                # The nodes' own backward needs what their own forward saw.
-                self._forward_node_by_node()
+            last = self._plan if self._planned else self._replay
+            if last is not None and last.forward_ran:
+                # The last Forward ran a plan, so the nodes hold nothing of it: the nodes' own
+                # backward needs what their own forward saw.
+                self.release_plan()
+                self._replay = None
+                self._replay_forward(last)
             if not any(c is loss for c in self.CompNodes):
                 if not hasattr(loss, "addgrad"):
                     raise TypeError(f"Backward takes the loss node, not a value: call Backward(L) with the "
@@ -220,8 +259,8 @@ class Graph:
         """One gradient-descent step, ``value -= cedf.learning_rate * grad``, for every parameter."""
         plan = self._plan
         rate = cedf.learning_rate
-        if type(rate) is not float:
-            rate = learning_rate()
+        if type(rate) is not float or not math.isfinite(rate):
+            rate = learning_rate()   # which says what is wrong
         if plan is not None and backend.kernels is backend._kernels:
             try:
                 plan.update(rate)

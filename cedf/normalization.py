@@ -190,6 +190,20 @@ class BatchNorm(_Normalization):
                 set_quietly(self, name, np.array(self._check_statistic(name, stat), dtype=dtype))
         return self.running_mean, self.running_var
 
+    def _saved_state(self, rewind=False):
+        """A function that puts the running statistics back as they are now (`Graph._run_nodes`).
+        A Forward run again (`rewind`, `Graph._replay_forward`) needs them as they are: in
+        training they are not read, in evaluation not changed."""
+        saved = [(name, getattr(self, name), np.array(getattr(self, name), copy=True)) for name in self._STATISTICS]
+
+        def put_back():
+            for name, array, values in saved:
+                if getattr(self, name) is array and isinstance(array, np.ndarray) and array.flags.writeable:
+                    array[...] = values
+                else:
+                    set_quietly(self, name, values)
+        return put_back
+
     def forward(self):
         w, b, x = self._operands()
         n, c, positions = _channels_view(x)

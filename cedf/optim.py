@@ -35,24 +35,34 @@ def _parameters(params, owner):
 
 
 def _check_rate(owner, name, value, low=0.0, high=None, closed=True):
-    ok = value >= low if closed else value > low
-    if high is not None:
-        ok = ok and value < high
-    if not (isinstance(value, (int, float, np.floating)) and ok):
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    ok = number and np.isfinite(value) and (value >= low if closed else value > low)
+    if ok and high is not None:
+        ok = value < high
+    if not ok:
         bound = f"in [{low}, {high})" if high is not None else (f">= {low}" if closed else f"> {low}")
-        raise ValueError(f"{owner}: {name} must be {bound}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be {bound}, a finite number, got {value!r}")
     return float(value)
 
 
 def _flat(p, owner):
-    """The parameter's value and gradient as flat, writable views (the kernels run on 1-D buffers)."""
+    """The parameter's value and gradient as flat, writable views (the kernels run on 1-D buffers).
+
+    A value that is no C-contiguous float32 or float64 array of this machine's byte
+    order (a list, a Fortran or big-endian array, integers) is replaced by one; a
+    read-only one is refused: the step updates values in place.
+    """
     value, grad = p.value, p.grad
     if grad is None:
         raise RuntimeError(f"{owner}: {describe(p)} has no gradient; call Backward(L) before step()")
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        raise ValueError(f"{owner}: {describe(p)} has a read-only .value; step() updates it in place "
+                         f"(give it a writable array, e.g. p.value = p.value.copy())")
     if not (isinstance(value, np.ndarray) and value.dtype in (np.float32, np.float64)
-            and value.flags.c_contiguous and value.flags.writeable):
-        p.value = value = np.ascontiguousarray(value, dtype=value.dtype if np.asarray(value).dtype.kind == "f"
-                                               else np.float64)
+            and value.dtype.isnative and value.flags.c_contiguous):
+        arr = np.asarray(value)
+        dtype = arr.dtype.newbyteorder("=") if arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8) else np.float64
+        p.value = value = np.ascontiguousarray(arr, dtype=dtype)
     grad = np.asarray(grad, dtype=value.dtype, order="C")
     if grad.shape != value.shape:
         raise ValueError(f"{owner}: a parameter's grad has shape {grad.shape}, its value {value.shape}")
@@ -76,6 +86,7 @@ class _Optimizer:
 
     _NAME = ""
     _CODE = None    # the update's operation in cedf._engine
+    _CHECKS = {}    # hyperparameter -> what _check_rate checks it against, as the constructor does
 
     def __init__(self, params):
         self.params = _parameters(params, self._NAME)
@@ -88,6 +99,9 @@ class _Optimizer:
             self._lock = _engine.StepLock() if _engine is not None else threading.RLock()
 
     def __setattr__(self, name, value):
+        if name in self._CHECKS:
+            label, low, high, closed = self._CHECKS[name]
+            value = _check_rate(self._NAME, label, value, low, high, closed)
         object.__setattr__(self, name, value)
         if name[0] != "_" and name != "lr":
             object.__setattr__(self, "_program", None)
@@ -104,8 +118,9 @@ class _Optimizer:
                     pass
         with self._lock:
             self._program = None
-            for p in self.params:
-                value, grad = _flat(p, self._NAME)
+            # Every parameter checked (and converted) before any is updated: a refused step updates none.
+            flat = [_flat(p, self._NAME) for p in self.params]
+            for p, (value, grad) in zip(self.params, flat):
                 self._update(value, grad, self._state_of(p, value))
 
     def _state_of(self, p, value):
@@ -131,6 +146,7 @@ class _Optimizer:
         self._program = update_program(self.params, self._CODE, lambda p: self._state[id(p)], self._constants())
         if self._program is not None:
             self._program.serialise(self._lock)
+            self._program.guard([], self.params)   # opt.params changed in place: compile again
         return self._program
 
 
@@ -139,12 +155,12 @@ class SGD(_Optimizer):
 
     _NAME = "SGD"
     _CODE = _engine.SGD_STEP if _engine is not None else None
+    _CHECKS = {"lr": ("lr", 0.0, None, False), "momentum": ("momentum", 0.0, None, True),
+               "weight_decay": ("weight_decay", 0.0, None, True)}
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params)
-        self.lr = _check_rate("SGD", "lr", lr, closed=False)
-        self.momentum = _check_rate("SGD", "momentum", momentum)
-        self.weight_decay = _check_rate("SGD", "weight_decay", weight_decay)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay   # checked by __setattr__
         if nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov needs a momentum above 0")
         self.nesterov = bool(nesterov)
@@ -170,14 +186,14 @@ class Adam(_Optimizer):
 
     _NAME = "Adam"
     _CODE = _engine.ADAM_STEP if _engine is not None else None
+    _CHECKS = {"lr": ("lr", 0.0, None, False), "beta1": ("betas[0]", 0.0, 1.0, True),
+               "beta2": ("betas[1]", 0.0, 1.0, True), "eps": ("eps", 0.0, None, True),
+               "weight_decay": ("weight_decay", 0.0, None, True)}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params)
-        self.lr = _check_rate("Adam", "lr", lr, closed=False)
-        self.beta1 = _check_rate("Adam", "betas[0]", betas[0], 0.0, 1.0)
-        self.beta2 = _check_rate("Adam", "betas[1]", betas[1], 0.0, 1.0)
-        self.eps = _check_rate("Adam", "eps", eps)
-        self.weight_decay = _check_rate("Adam", "weight_decay", weight_decay)
+        self.lr, self.beta1, self.beta2 = lr, betas[0], betas[1]   # each checked by __setattr__
+        self.eps, self.weight_decay = eps, weight_decay
 
     def _new_state(self, value):
         return [np.zeros_like(value), np.zeros_like(value)]   # the moments m and v

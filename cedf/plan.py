@@ -157,12 +157,17 @@ def _binary_converter(n, dtype):
 
 
 class _Builder:
-    """The buffer table and operations of one program under construction."""
+    """The buffer table and operations of one program under construction.
 
-    def __init__(self):
+    `forward`: the builder of the forward program, for a backward one: the arrays
+    it binds are read as that program's last run read them (`Binding.following`).
+    """
+
+    def __init__(self, forward=None):
         self.buffers, self.ops, self.messages = [], [], []
         self.stage = {}   # op index -> 0 or 1: run first (see `op`)
         self._index = {}
+        self._forward = forward
 
     def _add(self, key, buffer):
         if key not in self._index:
@@ -177,6 +182,8 @@ class _Builder:
         if len(shape) > _engine.MAX_DIMS:
             raise _NotCompilable(f"{len(shape)} dimensions")
         key = (id(owner), attr, shape, dtypes, writable, kind, column)
+        if key not in self._index and self._forward is not None and key in self._forward._index:
+            return self._add(key, self._forward.buffers[self._forward._index[key]].following())
         return self._add(key, Binding(owner, attr, shape, dtypes, convert, writable, column))
 
     def value(self, node, shape, dtype, own_dtype=True):
@@ -233,6 +240,7 @@ class GraphPlan:
         # its own, so that the program holding it holds nothing that holds the program.
         self.state = {"forward_ran": False}
         self._retired = False
+        self.nodes_run = tuple(graph.CompNodes)   # what the forward program runs (Graph._replay_forward)
         self._forward = self._build_forward()
         self._backward = {}
         self._last_loss = self._last_backward = None
@@ -246,6 +254,7 @@ class GraphPlan:
 
     def _build_forward(self):
         b, lazy = _Builder(), []
+        self._forward_builder = b   # what the backward programs read through (`_Builder`)
         for node in self.nodes:
             dtype = node._value.dtype
             if hasattr(node, "_plan_forward"):
@@ -302,6 +311,10 @@ class GraphPlan:
     @property
     def forward_ran(self):
         return self.state["forward_ran"]
+
+    def forward_bindings(self):
+        """The forward program's bound arrays (Inputs', Parameters' values), as Bindings."""
+        return [buf for buf in self._forward_builder.buffers if isinstance(buf, Binding)]
 
     def retire(self):
         """Make every program of this plan refuse to run (Replan): the graph changed."""
@@ -375,13 +388,15 @@ class GraphPlan:
     # -- backward ----------------------------------------------------------
 
     def _build_backward(self, loss):
-        b = _Builder()
+        b = _Builder(forward=self._forward_builder)
         written = set()
         grads = {}   # id(node) -> (buffer index, value it is shaped like)
 
         def grad_of(node):
             if id(node) not in grads:
                 value = node.value if isinstance(node, Parameter) else node._value
+                if type(value) is not np.ndarray:
+                    raise Replan("parameter")   # (a list): converted node by node, as the forward converted it
                 if not writable_buffer(node.grad, value.shape, value.dtype):
                     set_quietly(node, "grad", np.zeros_like(value, order="C"))
                 if isinstance(node, Parameter):
@@ -504,6 +519,8 @@ class GraphPlan:
                         raise Replan("graph")
                     if not any(c is loss for c in self.nodes):
                         raise Replan("loss")   # the node-by-node Backward says what is wrong
+                    if tuple(self.nodes) != self.nodes_run:   # compared by identity: nodes have no __eq__
+                        raise Replan("graph")   # a node made since the forward ran has no value to differentiate
                     program = self._backward[id(loss)] = self._build_backward(loss)
             self._last_loss, self._last_backward = loss, program
             self.last_batch = loss._value.shape[0] if loss._value.ndim else 1

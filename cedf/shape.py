@@ -5,6 +5,8 @@ data under another shape and the gradient is the incoming one under the
 input's shape. The value is a copy, in a buffer of the node's own, as every
 node's is (a view would change when the input's buffer does).
 """
+import math
+
 import numpy as np
 
 from . import backend
@@ -73,10 +75,11 @@ class Reshape(_Reshaping):
         return entries
 
     def _shape(self, x_shape):
-        n, per = x_shape[0], int(np.prod(x_shape[1:], dtype=np.int64))
-        known = int(np.prod([d for d in self.shape if d != -1], dtype=np.int64))
-        shape = tuple(per // known if d == -1 else d for d in self.shape)
-        if int(np.prod(shape, dtype=np.int64)) != per:
+        # Python's integers, which do not overflow: a product of huge sizes must not wrap to 0.
+        n, per = x_shape[0], math.prod(x_shape[1:])
+        known = math.prod(d for d in self.shape if d != -1)
+        shape = tuple(per // known if d == -1 and known else d for d in self.shape)
+        if known == 0 or math.prod(shape) != per:
             raise ValueError(f"Reshape: each example of x has shape {x_shape[1:]} ({per} values), which "
                              f"cannot be reshaped to {self.shape}")
         return (n,) + shape

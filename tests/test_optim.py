@@ -348,3 +348,123 @@ def test_success_means_the_gradient_got_below_tol():
     for method in ("L-BFGS-B", "gd"):
         result = edf.optim.minimize(L, method=method, tol=1e-10, max_iter=300)
         assert result.success == (result.grad_norm <= 1e-10)
+
+
+# -- what a user may change between steps (each case differed between the backends, or was
+# -- accepted unchecked, before) ---------------------------------------------------------------
+
+def _two_layer_steps(backend, make, meddle, steps=4):
+    """Parameters after `steps` Adam/SGD steps on a small net, `meddle(opt, params)` before the second."""
+    edf.set_backend(backend)
+    try:
+        edf.DT = np.float64
+        np.random.seed(0)
+        rng = np.random.default_rng(3)
+        with edf.Graph() as g:
+            x, y = edf.Input(), edf.Input()
+            x.value, y.value = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+            first, second = edf.AffineParams(3, 4), edf.AffineParams(4, 2)
+            L = edf.SoftmaxCrossEntropyLoss(edf.Affine(second, edf.Tanh(edf.Affine(first, x))), y)
+            opt = make([first.A, first.b])
+            for step in range(steps):
+                if step == 1:
+                    meddle(opt, (second.A, second.b))
+                g.Forward()
+                g.Backward(L)
+                opt.step()
+            return [p.value.copy() for p in g.Parameters]
+    finally:
+        edf.set_backend("cython")
+
+
+@pytest.mark.parametrize("meddle", [
+    lambda opt, more: opt.params.append(more[0]),
+    lambda opt, more: opt.params.__setitem__(0, more[0]),
+    lambda opt, more: opt.params.__delitem__(1),
+], ids=["append", "replace", "delete"])
+@pytest.mark.parametrize("make", [lambda ps: edf.optim.Adam(ps, lr=0.05), lambda ps: edf.optim.SGD(ps, lr=0.1)],
+                         ids=["Adam", "SGD"])
+def test_the_compiled_step_follows_opt_params_changed_in_place(make, meddle):
+    ref, got = (_two_layer_steps(backend, make, meddle) for backend in ("numpy", "cython"))
+    moved = _two_layer_steps("numpy", make, lambda opt, more: None)
+    assert any(not np.allclose(a, b) for a, b in zip(ref, moved)), "the change made no difference to test"
+    for r, c in zip(ref, got):
+        assert_close(c, r, 1e-12)
+
+
+@pytest.mark.parametrize("make, name, value, message", [
+    (lambda ps: edf.optim.Adam(ps), "beta1", 1.0, r"Adam: betas\[0\] must be in \[0.0, 1.0\)"),
+    (lambda ps: edf.optim.Adam(ps), "lr", float("nan"), r"Adam: lr must be > 0.0, a finite number, got nan"),
+    (lambda ps: edf.optim.Adam(ps), "eps", -1e-8, r"Adam: eps must be >= 0.0"),
+    (lambda ps: edf.optim.SGD(ps, lr=0.1), "lr", float("inf"), r"SGD: lr must be > 0.0, a finite number"),
+    (lambda ps: edf.optim.SGD(ps, lr=0.1), "momentum", "0.9", r"SGD: momentum must be >= 0.0"),
+])
+def test_a_hyperparameter_set_between_steps_is_checked_as_by_the_constructor(make, name, value, message):
+    opt = make([edf.Parameter(np.zeros(3))])
+    with pytest.raises(ValueError, match=message):
+        setattr(opt, name, value)
+
+
+def test_a_numpy_scalar_learning_rate_is_a_float_on_both_backends():
+    # A float32 rate would make the NumPy backend compute the step in float32 (NumPy 2's promotion).
+    def set_rate(opt, more):
+        opt.lr = np.float32(0.01)
+        assert type(opt.lr) is float
+    make = lambda ps: edf.optim.Adam(ps, lr=0.05)   # noqa: E731
+    ref, got = (_two_layer_steps(backend, make, set_rate) for backend in ("numpy", "cython"))
+    for r, c in zip(ref, got):
+        assert_close(c, r, 1e-12)
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), -float("inf")])
+def test_a_learning_rate_that_is_not_finite_is_refused(rate):
+    p = edf.Parameter(np.ones(3))
+    p.grad = np.ones(3)
+    before, edf.learning_rate = edf.learning_rate, rate
+    try:
+        with pytest.raises(TypeError, match="edf.learning_rate must be a finite number"):
+            edf.UpdateParameters()
+    finally:
+        edf.learning_rate = before
+    np.testing.assert_array_equal(p.value, 1.0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@pytest.mark.parametrize("kind", ["list", "big-endian"])
+def test_a_step_takes_a_list_or_a_big_endian_value_as_the_kernels_do(backend, kind):
+    edf.set_backend(backend)
+    try:
+        value = np.array([1.0, -2.0, 3.0])
+        p = edf.Parameter(value)
+        p.value = value.tolist() if kind == "list" else value.astype(">f8")
+        p.grad = np.array([0.5, 0.5, -1.0])
+        edf.optim.SGD([p], lr=0.1).step()
+        np.testing.assert_array_equal(p.value, value - 0.1 * p.grad)
+        assert p.value.dtype == np.float64 and p.value.dtype.isnative
+    finally:
+        edf.set_backend("cython")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@pytest.mark.parametrize("make", [lambda ps: edf.optim.Adam(ps), lambda ps: edf.optim.SGD(ps, lr=0.1)],
+                         ids=["Adam", "SGD"])
+def test_a_step_refused_for_a_read_only_value_updates_nothing(backend, make):
+    edf.set_backend(backend)
+    try:
+        p, q = edf.Parameter(np.ones(3), name="p"), edf.Parameter(np.ones(2), name="q")
+        p.grad, q.grad = np.ones(3), np.ones(2)
+        q.value.flags.writeable = False
+        opt = make([p, q])
+        with pytest.raises(ValueError, match="Parameter 'q' has a read-only .value"):
+            opt.step()
+        np.testing.assert_array_equal(p.value, 1.0)
+        q.value = np.ones(2, q.value.dtype)
+        opt.step()   # the refused step left no state behind: this one is a first step
+        fresh = make([edf.Parameter(np.ones(3)), edf.Parameter(np.ones(2))])
+        for r in fresh.params:
+            r.grad = np.ones(r.value.shape)
+        fresh.step()
+        for a, b in zip(opt.params, fresh.params):
+            np.testing.assert_array_equal(a.value, b.value)
+    finally:
+        edf.set_backend("cython")

@@ -1,0 +1,160 @@
+"""Backward differentiates the Forward that ran, on both backends, whatever happens in between.
+
+The NumPy backend's nodes keep what their forward saw; the compiled plan's
+backward program reads what its forward program read (`Binding.following`), and
+when it cannot run (the plan was dropped, the graph grew), the graph runs that
+Forward again node by node on those same arrays, with the nodes' state (running
+statistics, a Dropout's step) as it was (`Graph._replay_forward`). Each case
+here ran on the compiled backend differently before: the gradient of another
+batch, running statistics updated twice, a new Dropout mask, a bare
+AttributeError.
+"""
+import numpy as np
+import pytest
+
+import cedf as edf
+from helpers import assert_close
+
+LAYERS = {
+    "Affine": lambda x: edf.Affine(edf.AffineParams(3, 3), x),
+    "BatchNorm": lambda x: edf.BatchNorm(x, num_features=3),
+    "LayerNorm": lambda x: edf.LayerNorm(x, num_features=3),
+}
+
+
+def on_both(run):
+    """run(), on the NumPy backend and on the compiled one, from the same seeds."""
+    results = []
+    for name in ("numpy", "cython"):
+        edf.set_backend(name)
+        edf.DT = np.float64
+        np.random.seed(0)
+        try:
+            results.append(run())
+        finally:
+            edf.set_backend("cython")
+    return results
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_a_batch_fed_between_forward_and_backward_is_not_the_one_differentiated(layer):
+    def run():
+        rng = np.random.default_rng(0)
+        with edf.Graph() as g:
+            x = edf.Input()
+            t = edf.Tanh(LAYERS[layer](x))
+            for _ in range(2):   # node by node, then the plan
+                x.value = rng.standard_normal((4, 3))
+                g.Forward()
+                g.Backward(t)
+            x.value = rng.standard_normal((4, 3))
+            g.Forward()
+            x.value = rng.standard_normal((4, 3))   # the next batch, set before Backward
+            g.Backward(t)
+            return [p.grad.copy() for p in g.Parameters]
+    ref, got = on_both(run)
+    for r, c in zip(ref, got):
+        assert_close(c, r, 1e-12, layer)
+
+
+@pytest.mark.parametrize("meddle", ["slope set again", "another batch size"])
+def test_a_plan_dropped_between_forward_and_backward_leaves_the_gradient_of_that_forward(meddle):
+    def run():
+        rng = np.random.default_rng(1)
+        with edf.Graph() as g:
+            x, y = edf.Input(), edf.Input()
+            p = edf.AffineParams(3, 2)
+            r = edf.LeakyReLU(edf.Affine(p, x), 0.1)
+            L = edf.SoftmaxCrossEntropyLoss(r, y)
+            x.value, y.value = rng.standard_normal((8, 3)), rng.integers(0, 2, 8)
+            g.Forward()
+            g.Backward(L)   # node by node: the plan is built
+            x.value, y.value = rng.standard_normal((8, 3)), rng.integers(0, 2, 8)
+            g.Forward()     # the plan, on the second batch
+            if meddle == "slope set again":
+                r.slope = 0.1   # the same slope: it only drops the plan
+            else:
+                x.value, y.value = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+            g.Backward(L)
+            return p.A.grad.copy(), p.b.grad.copy(), L.value.copy()
+    ref, got = on_both(run)
+    for r, c in zip(ref, got):
+        assert_close(c, r, 1e-12, meddle)
+
+
+def stateful(g):
+    x = edf.Input()
+    x.value = np.random.default_rng(0).standard_normal((4, 3))
+    bn = edf.BatchNorm(x, num_features=3)
+    d = edf.Dropout(bn, 0.5)
+    return x, bn, d, edf.Tanh(d)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_a_node_made_before_backward_is_named_and_nothing_ran_again(backend):
+    edf.set_backend(backend)
+    try:
+        edf.DT = np.float64
+        np.random.seed(0)
+        with edf.Graph() as g:
+            x, bn, d, t = stateful(g)
+            for _ in range(3):
+                g.Forward()
+                g.Backward(t)
+            g.Forward()
+            seen, running, steps = t.value.copy(), bn.running_mean.copy(), int(d._state[1])
+            edf.Tanh(t)   # made after the Forward: it has no value
+            with pytest.raises(RuntimeError, match="Tanh: it has no value yet; call Forward"):
+                g.Backward(t)
+            np.testing.assert_array_equal(t.value, seen)
+            np.testing.assert_array_equal(bn.running_mean, running)
+            assert int(d._state[1]) == steps == 4
+    finally:
+        edf.set_backend("cython")
+
+
+def test_a_replayed_forward_draws_the_same_mask_and_leaves_the_statistics_alone():
+    # The plan dropped between Forward and Backward:
+    # Backward runs that Forward again node by node, with the Dropout's step and the
+    # running statistics as they were, and puts them back.
+    def run():
+        with edf.Graph() as g:
+            x, bn, d, t = stateful(g)
+            for _ in range(3):
+                g.Forward()
+                g.Backward(t)
+            g.Forward()
+            running, steps = bn.running_mean.copy(), int(d._state[1])
+            g.release_plan()
+            g.Backward(t)
+            np.testing.assert_array_equal(bn.running_mean, running)
+            assert int(d._state[1]) == steps
+            return [p.grad.copy() for p in g.Parameters] + [bn.running_var.copy(), t.value.copy()]
+    ref, got = on_both(run)
+    for r, c in zip(ref, got):
+        assert_close(c, r, 1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_a_refused_forward_changes_no_state(backend):
+    edf.set_backend(backend)
+    try:
+        edf.DT = np.float64
+        np.random.seed(0)
+        with edf.Graph() as g:
+            x, y = edf.Input(), edf.Input()
+            x.value, y.value = np.random.default_rng(2).standard_normal((4, 3)), np.array([0, 1, 1, 0])
+            bn = edf.BatchNorm(x, num_features=3)
+            d = edf.Dropout(bn, 0.5)
+            L = edf.SoftmaxCrossEntropyLoss(edf.Affine(edf.AffineParams(3, 2), d), y)
+            g.Forward()
+            running, variance, steps = bn.running_mean.copy(), bn.running_var.copy(), int(d._state[1])
+            g.release_plan()   # the next Forward runs node by node, the loss last
+            y.value = np.array([0, 5, 1, 0])
+            with pytest.raises(ValueError, match="label 5 is outside"):
+                g.Forward()
+            np.testing.assert_array_equal(bn.running_mean, running)
+            np.testing.assert_array_equal(bn.running_var, variance)
+            assert int(d._state[1]) == steps
+    finally:
+        edf.set_backend("cython")
