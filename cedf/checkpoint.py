@@ -42,6 +42,7 @@ import zlib
 import numpy as np
 
 from .graph import current_graph
+from .nodes import set_quietly
 
 try:
     import fcntl
@@ -299,11 +300,19 @@ def load(path, graph=None):
         headers = [_header(archive, entries[name], path, name, current) for name, current in zip(names, currents)]
         new_values = [_values(archive, entries[name], path, name, current, header)
                       for name, current, header in zip(names, currents, headers)]
+    # Nothing below can fail, so that a refused load changes nothing: a statistic goes into the
+    # node's array, which a plan may read, unless that array cannot take it (read-only), and
+    # is then replaced, as the node itself replaces it in a Forward.
     for entry, value in zip(stored, new_values):
-        if isinstance(entry, tuple):   # a statistic: into the node's array, which a plan may read
-            np.copyto(getattr(entry[0], entry[1]), value)
-        else:
+        if not isinstance(entry, tuple):
             entry.value = value
+            continue
+        node, attr = entry[0], entry[1]
+        target = getattr(node, attr)
+        if isinstance(target, np.ndarray) and target.flags.writeable and target.shape == value.shape:
+            np.copyto(target, value)
+        else:
+            set_quietly(node, attr, np.array(value))
 
 
 def _entries(archive, path, names):

@@ -36,7 +36,7 @@ import cedf
 
 from . import backend
 from .backend import Replan
-from .nodes import refuse_values, zero_grad
+from .nodes import Parameter, inputs_of, refuse_values, zero_grad
 
 if backend._engine is not None:
     from . import plan
@@ -247,7 +247,12 @@ class Graph:
                     raise TypeError(f"Backward takes the loss node, not a value: call Backward(L) with the "
                                     f"node L = edf.CrossEntropyLoss(...) itself, got a {type(loss).__name__}")
                 raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of this graph")
-            for c in self.CompNodes + self.Parameters:
+            # Every gradient this Backward writes is this Backward's, as the plan's are: a
+            # Parameter that a node reads but the graph does not list (a frozen layer) too.
+            listed = {id(p) for p in self.Parameters}
+            unlisted = {id(p): p for c in self.CompNodes for p in inputs_of(c)
+                        if isinstance(p, Parameter) and id(p) not in listed}
+            for c in self.CompNodes + self.Parameters + list(unlisted.values()):
                 zero_grad(c)
             n = len(loss.value) if loss.value.ndim else 1
             loss.grad[...] = 1.0 / max(n, 1)

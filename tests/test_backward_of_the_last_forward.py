@@ -158,3 +158,27 @@ def test_a_refused_forward_changes_no_state(backend):
             assert int(d._state[1]) == steps
     finally:
         edf.set_backend("cython")
+
+
+def test_a_parameter_the_graph_does_not_list_gets_this_backwards_gradient_on_both_backends():
+    # A layer frozen by taking its parameters out of graph.Parameters: the plan wrote each
+    # Backward's gradient into its .grad, node by node they piled up (or failed on None).
+    def run():
+        rng = np.random.default_rng(1)
+        with edf.Graph() as g:
+            x, y = edf.Input(), edf.Input()
+            x.value, y.value = rng.standard_normal((8, 3)), rng.integers(0, 3, 8)
+            p = edf.AffineParams(3, 3)
+            L = edf.SoftmaxCrossEntropyLoss(edf.Affine(p, x), y)
+            g.Parameters = [q for q in g.Parameters if q is not p.b]   # before any Backward: .grad is None
+            grads = []
+            for _ in range(4):
+                g.Forward()
+                g.Backward(L)
+                grads.append(p.b.grad.copy())
+                g.UpdateParameters()
+            return grads
+    ref, got = on_both(run)
+    for r, c in zip(ref, got):
+        assert_close(c, r, 1e-12)
+    assert not np.allclose(ref[0], ref[3]), "the steps moved the weights: each gradient is its own"

@@ -250,3 +250,13 @@ def test_empty_batch_gives_empty_results(loss):
     assert out[0].shape == (0,)
     for g in out[1:]:
         assert not g.any()
+
+
+@pytest.mark.parametrize("shape", [(2**62, 2**62, -1), (2**40, 2**40), (-1, 2**63)])
+def test_a_reshape_to_sizes_whose_product_overflows_int64_is_refused_clearly(shape):
+    # The product was taken in int64, wrapped to 0, and divided by: a ZeroDivisionError.
+    x = edf.Input()
+    x.value = np.zeros((2, 12))
+    edf.Reshape(x, shape)
+    with pytest.raises(ValueError, match=r"Reshape: each example of x has shape \(12,\) \(12 values\), which cannot"):
+        edf.Forward()

@@ -760,3 +760,24 @@ def test_a_statistic_named_like_a_parameter_is_refused():
     edf.BatchNorm(edf.Input(), num_features=3, name="bn")
     with pytest.raises(ValueError, match="two parameters are named 'bn.running_mean'"):
         edf.checkpoint.parameter_names()
+
+
+def test_a_statistic_held_in_a_read_only_array_is_loaded_into_a_new_one(tmp_path):
+    # load wrote the parameters first and then failed on the statistic (NumPy's bare "assignment
+    # destination is read-only"): a model half loaded. Now nothing of load fails after its checks.
+    edf.DT = np.float64
+    np.random.seed(0)
+    with edf.Graph() as src:
+        x = edf.Input()
+        bn = edf.BatchNorm(edf.Conv(edf.ConvParams(2, 3, 3, name="c"), x), name="bn")
+        bn.running_mean[...] = [1.0, 2.0, 3.0]
+    edf.save(tmp_path / "m.npz", graph=src)
+    np.random.seed(1)
+    with edf.Graph() as dst:
+        x = edf.Input()
+        mine = edf.BatchNorm(edf.Conv(edf.ConvParams(2, 3, 3, name="c"), x), name="bn")
+        mine.running_mean.flags.writeable = False
+        edf.load(tmp_path / "m.npz", graph=dst)
+    np.testing.assert_array_equal(mine.running_mean, [1.0, 2.0, 3.0])
+    for p, q in zip(src.Parameters, dst.Parameters):
+        np.testing.assert_array_equal(q.value, p.value)

@@ -473,3 +473,21 @@ def test_bad_input_on_the_plan_path_raises_the_nodes_error_then_recovers():
         edf.Forward()
         edf.Backward(loss)
     assert graph._planned
+
+
+@pytest.mark.parametrize("kernel", [3, (3, 3)], ids=["1-D", "2-D"])
+def test_a_one_tuple_stride_or_padding_is_its_integer(kernel):
+    # (2,) is 2, as the pools read it (a 2-D kernel took it for a pair and failed in Forward).
+    edf.DT = np.float64
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2, 2, 7) if kernel == 3 else (2, 2, 7, 7))
+    values = []
+    for stride, padding in ((2, 1), ((2,), (1,))):
+        np.random.seed(0)
+        with edf.Graph() as g:
+            x = edf.Input()
+            x.value = X
+            c = edf.Conv(edf.ConvParams(2, 3, kernel), x, stride=stride, padding=padding)
+            g.Forward()
+            values.append(c.value.copy())
+    np.testing.assert_array_equal(values[1], values[0])
