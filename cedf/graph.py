@@ -215,8 +215,9 @@ class Graph:
                 owner.__dict__[attr] = array   # (no __setattr__: nothing to check, no plan to drop)
             self._run_nodes(list(last.nodes_run))
         finally:
-            for owner, attr, array in now:
-                owner.__dict__[attr] = array
+            for (owner, attr, array), (_, _, put) in zip(now, read):
+                if owner.__dict__.get(attr) is put:   # not if another thread assigned meanwhile
+                    owner.__dict__[attr] = array
             for put_back in restore:
                 put_back()
 
@@ -235,6 +236,11 @@ class Graph:
             except Replan:
                 pass
         with self.lock:
+            if not any(c is loss for c in self.CompNodes):
+                if not hasattr(loss, "addgrad"):
+                    raise TypeError(f"Backward takes the loss node, not a value: call Backward(L) with the "
+                                    f"node L = edf.CrossEntropyLoss(...) itself, got a {type(loss).__name__}")
+                raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of this graph")
             last = self._plan if self._planned else self._replay
             if last is not None and last.forward_ran:
                 # The last Forward ran a plan, so the nodes hold nothing of it: the nodes' own
@@ -242,11 +248,6 @@ class Graph:
                 self.release_plan()
                 self._replay = None
                 self._replay_forward(last)
-            if not any(c is loss for c in self.CompNodes):
-                if not hasattr(loss, "addgrad"):
-                    raise TypeError(f"Backward takes the loss node, not a value: call Backward(L) with the "
-                                    f"node L = edf.CrossEntropyLoss(...) itself, got a {type(loss).__name__}")
-                raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of this graph")
             # Every gradient this Backward writes is this Backward's, as the plan's are: a
             # Parameter that a node reads but the graph does not list (a frozen layer) too.
             listed = {id(p) for p in self.Parameters}
@@ -289,6 +290,7 @@ class Graph:
         """
         with self.lock:
             self.release_plan()
+            self._replay = None     # nothing of the cleared nodes runs again
             self._training[0] = 1   # a new model starts in training mode
             for node in self.CompNodes + self.Parameters:
                 node._graph_ref = None   # first: what follows is no change of a live graph's node
