@@ -235,22 +235,26 @@ cdef inline void sigmoid_backward(const floating* s, const floating* g, floating
             gb[j] += v
 
 
+cdef inline floating _shift_by_max(const floating* row, floating* o, Py_ssize_t c) noexcept nogil:
+    """o = row - max(row) for a row of c >= 1 numbers; returns the max."""
+    cdef Py_ssize_t j
+    cdef floating top = row[0]
+    for j in range(1, c):
+        top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
+    for j in range(c):
+        o[j] = row[j] - top
+    return top
+
+
 cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
     # Three passes: shift each row by its max, exponentiate the whole buffer in
     # one vectorised call, normalise each row.
     cdef Py_ssize_t i, j
-    cdef floating top, scale
+    cdef floating scale
     cdef double total
-    cdef const floating* row
     cdef floating* o
     for i in range(n):
-        row = x + i * c
-        o = out + i * c
-        top = row[0]
-        for j in range(1, c):
-            top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
-        for j in range(c):
-            o[j] = row[j] - top
+        _shift_by_max(x + i * c, out + i * c, c)
     if floating is float:
         cedf_softmax_exp_f32(out, n * c)
     else:
@@ -441,12 +445,7 @@ cdef inline void cross_entropy_logits_forward(const floating* z, const int64_t* 
         return
     for i in range(n):
         row = z + i * c
-        o = p + i * c
-        top = row[0]
-        for j in range(1, c):
-            top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
-        for j in range(c):
-            o[j] = row[j] - top
+        top = _shift_by_max(row, p + i * c, c)
         # z_y - max, kept in out: the loss, log(sum) - this, is at least as large, so rounding
         # it here costs the loss at most half an ulp.
         out[i] = <floating>(<double>row[labels[i]] - top)

@@ -9,6 +9,8 @@ here ran on the compiled backend differently before: the gradient of another
 batch, running statistics updated twice, a new Dropout mask, a bare
 AttributeError.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -22,17 +24,24 @@ LAYERS = {
 }
 
 
+@contextlib.contextmanager
+def on_backend(name):
+    """Backend `name`, float64, NumPy's global seed 0 (the nodes' initial values, Dropout's seed)."""
+    edf.set_backend(name)
+    edf.DT = np.float64
+    np.random.seed(0)
+    try:
+        yield
+    finally:
+        edf.set_backend("cython")
+
+
 def on_both(run):
     """run(), on the NumPy backend and on the compiled one, from the same seeds."""
     results = []
     for name in ("numpy", "cython"):
-        edf.set_backend(name)
-        edf.DT = np.float64
-        np.random.seed(0)
-        try:
+        with on_backend(name):
             results.append(run())
-        finally:
-            edf.set_backend("cython")
     return results
 
 
@@ -92,25 +101,19 @@ def stateful(g):
 
 @pytest.mark.parametrize("backend", ["numpy", "cython"])
 def test_a_node_made_before_backward_is_named_and_nothing_ran_again(backend):
-    edf.set_backend(backend)
-    try:
-        edf.DT = np.float64
-        np.random.seed(0)
-        with edf.Graph() as g:
-            x, bn, d, t = stateful(g)
-            for _ in range(3):
-                g.Forward()
-                g.Backward(t)
+    with on_backend(backend), edf.Graph() as g:
+        x, bn, d, t = stateful(g)
+        for _ in range(3):
             g.Forward()
-            seen, running, steps = t.value.copy(), bn.running_mean.copy(), int(d._state[1])
-            edf.Tanh(t)   # made after the Forward: it has no value
-            with pytest.raises(RuntimeError, match="Tanh: it has no value yet; call Forward"):
-                g.Backward(t)
-            np.testing.assert_array_equal(t.value, seen)
-            np.testing.assert_array_equal(bn.running_mean, running)
-            assert int(d._state[1]) == steps == 4
-    finally:
-        edf.set_backend("cython")
+            g.Backward(t)
+        g.Forward()
+        seen, running, steps = t.value.copy(), bn.running_mean.copy(), int(d._state[1])
+        edf.Tanh(t)   # made after the Forward: it has no value
+        with pytest.raises(RuntimeError, match="Tanh: it has no value yet; call Forward"):
+            g.Backward(t)
+        np.testing.assert_array_equal(t.value, seen)
+        np.testing.assert_array_equal(bn.running_mean, running)
+        assert int(d._state[1]) == steps == 4
 
 
 def test_a_replayed_forward_draws_the_same_mask_and_leaves_the_statistics_alone():
@@ -137,27 +140,21 @@ def test_a_replayed_forward_draws_the_same_mask_and_leaves_the_statistics_alone(
 
 @pytest.mark.parametrize("backend", ["numpy", "cython"])
 def test_a_refused_forward_changes_no_state(backend):
-    edf.set_backend(backend)
-    try:
-        edf.DT = np.float64
-        np.random.seed(0)
-        with edf.Graph() as g:
-            x, y = edf.Input(), edf.Input()
-            x.value, y.value = np.random.default_rng(2).standard_normal((4, 3)), np.array([0, 1, 1, 0])
-            bn = edf.BatchNorm(x, num_features=3)
-            d = edf.Dropout(bn, 0.5)
-            L = edf.SoftmaxCrossEntropyLoss(edf.Affine(edf.AffineParams(3, 2), d), y)
+    with on_backend(backend), edf.Graph() as g:
+        x, y = edf.Input(), edf.Input()
+        x.value, y.value = np.random.default_rng(2).standard_normal((4, 3)), np.array([0, 1, 1, 0])
+        bn = edf.BatchNorm(x, num_features=3)
+        d = edf.Dropout(bn, 0.5)
+        L = edf.SoftmaxCrossEntropyLoss(edf.Affine(edf.AffineParams(3, 2), d), y)
+        g.Forward()
+        running, variance, steps = bn.running_mean.copy(), bn.running_var.copy(), int(d._state[1])
+        g.release_plan()   # the next Forward runs node by node, the loss last
+        y.value = np.array([0, 5, 1, 0])
+        with pytest.raises(ValueError, match="label 5 is outside"):
             g.Forward()
-            running, variance, steps = bn.running_mean.copy(), bn.running_var.copy(), int(d._state[1])
-            g.release_plan()   # the next Forward runs node by node, the loss last
-            y.value = np.array([0, 5, 1, 0])
-            with pytest.raises(ValueError, match="label 5 is outside"):
-                g.Forward()
-            np.testing.assert_array_equal(bn.running_mean, running)
-            np.testing.assert_array_equal(bn.running_var, variance)
-            assert int(d._state[1]) == steps
-    finally:
-        edf.set_backend("cython")
+        np.testing.assert_array_equal(bn.running_mean, running)
+        np.testing.assert_array_equal(bn.running_var, variance)
+        assert int(d._state[1]) == steps
 
 
 def test_a_parameter_the_graph_does_not_list_gets_this_backwards_gradient_on_both_backends():
