@@ -176,6 +176,8 @@ cdef class Binding:
     cdef bint writable
     cdef bint column           # an (n, 1) array fits a binding of (n,) too: the same layout
     cdef readonly object array   # what the last run read: held, so that it stays alive
+    cdef object previous         # what the run before read, while `changed`: a refused run
+    cdef bint changed            # puts it back (Program._run), so followers never see its arrays
 
     def __init__(self, owner, attr, shape, dtypes, convert, writable=False, column=False):
         self.owner, self.attr, self.convert = owner, attr, convert
@@ -235,13 +237,19 @@ cdef class Binding:
             return 0
         obj = getattr(self.owner, self.attr)
         if obj is self.array and self.fits(obj):
+            self.changed = False
             return 0
         if not self.fits(obj):
             obj = self.convert(obj)
             if not self.fits(obj):
                 raise Replan(self.attr)
-        self.array = obj
+        self.previous, self.array, self.changed = self.array, obj, True
         return 0
+
+    cdef void revert(self) noexcept:
+        """Hold again what the run before read (the run that just refreshed this one was refused)."""
+        if self.changed:
+            self.array, self.previous, self.changed = self.previous, None, False
 
 
 cdef class Program:
@@ -367,7 +375,8 @@ cdef class Program:
 
     cdef _run(self, double lr):
         cdef int i = 0, failed = -1
-        cdef bint ok
+        cdef bint ok, done = False
+        cdef Py_ssize_t refreshed = 0
         cdef Binding b
         if self.running:
             raise RuntimeError("cedf: a compiled program was started while it ran (again from the thread running "
@@ -378,10 +387,11 @@ cdef class Program:
             raise Replan("graph")
         self.running = True
         try:
-            # Nothing read after a run reads the bound arrays (the labels the losses read
-            # are the plan's own copies), so a run refused here need undo nothing.
+            # A refused run puts back the arrays its bindings held (`Binding.revert`): a backward
+            # program follows what the last good forward read, not what a refused one found.
             for i in range(len(self.bindings)):
                 b = <Binding>self.bindings[i]
+                refreshed = i + 1
                 b.refresh()
                 self._set(self.binding_index[i], b.array)
             with nogil:
@@ -400,7 +410,11 @@ cdef class Program:
             for state, key, value in self.after:
                 # Into the dict itself: no Python __setattr__ (a node's, cedf.nodes) runs per step.
                 (<dict>state)[key] = value
+            done = True
         finally:
+            if not done:
+                for i in range(refreshed):
+                    (<Binding>self.bindings[i]).revert()
             self.running = False
 
     cdef object _bad_label(self, Op* op):

@@ -60,6 +60,7 @@ class Graph:
         # Backward that must then run node by node (`_replay_forward`). None once a Forward
         # runs node by node.
         self._replay = None
+        self._predicted = False     # predict() ran since the last Forward: no Backward (see there)
         # The mode, as the nodes that train and evaluate differently read it (Dropout,
         # BatchNorm): an array, which the compiled plan reads at every run, so that a
         # change of mode needs no new plan.
@@ -177,6 +178,7 @@ class Graph:
         with self.lock:
             self.release_plan()
             self._replay = None
+            self._predicted = False
             self._run_nodes(self.CompNodes)
             if backend.kernels is backend._kernels:   # the compiled backend: compile the graph
                 self._plan = plan.build(self)
@@ -232,6 +234,18 @@ class Graph:
         if plan is not None and backend.kernels is backend._kernels:
             try:
                 plan.backward(loss)   # (it notes the loss's batch size: `batch`)
+                return
+            except Replan:
+                pass
+        if self._predicted:
+            raise RuntimeError("Backward: predict() ran since the last Forward(), and the nodes hold its values: "
+                               "call Forward() on the training batch again before Backward()")
+        last = self._replay
+        if last is not None and last.forward_ran and backend.kernels is backend._kernels:
+            # The plan was dropped after its forward ran: its backward still differentiates that forward.
+            try:
+                last.backward(loss)
+                self._batch = last.last_batch
                 return
             except Replan:
                 pass

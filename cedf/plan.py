@@ -317,9 +317,14 @@ class GraphPlan:
         return [buf for buf in self._forward_builder.buffers if isinstance(buf, Binding)]
 
     def retire(self):
-        """Make every program of this plan refuse to run (Replan): the graph changed."""
-        self._retired = True   # and no backward program is built for it any more
-        for program in (self._forward, self._update, *self._backward.values()):
+        """Make the forward and update programs refuse to run (Replan): the graph changed.
+
+        The backward programs still differentiate the forward that ran, on what it read
+        and left (`Graph.Backward` runs them for a plan dropped between Forward and
+        Backward), as long as the graph holds the nodes that forward ran.
+        """
+        self._retired = True
+        for program in (self._forward, self._update):
             if program is not None:
                 program.retire()
 
@@ -392,11 +397,19 @@ class GraphPlan:
         written = set()
         grads = {}   # id(node) -> (buffer index, value it is shaped like)
 
+        read = {id(buf.owner): buf.array for buf in self._forward_builder.buffers
+                if isinstance(buf, Binding) and buf.attr == "value" and buf.array is not None}
+
         def grad_of(node):
             if id(node) not in grads:
                 value = node.value if isinstance(node, Parameter) else node._value
                 if type(value) is not np.ndarray:
                     raise Replan("parameter")   # (a list): converted node by node, as the forward converted it
+                seen = read.get(id(node))
+                if seen is not None and (seen.shape != value.shape or seen.dtype != value.dtype):
+                    # A value replaced since the forward read it: its gradient, shaped as that
+                    # forward's, does not fit; node by node says so.
+                    raise Replan("parameter")
                 if not writable_buffer(node.grad, value.shape, value.dtype):
                     set_quietly(node, "grad", np.zeros_like(value, order="C"))
                 if isinstance(node, Parameter):
@@ -511,12 +524,12 @@ class GraphPlan:
         when its forward program has not run (it reads what that run left)."""
         if not self.state["forward_ran"]:   # once True, True for this plan: no lock needed
             raise Replan("forward")
+        if self._retired and tuple(self.nodes) != self.nodes_run:
+            raise Replan("graph")
         if loss is not self._last_loss:
             program = self._backward.get(id(loss))
             if program is None:
                 with self._lock:   # built from the nodes as they are: not while another thread changes them
-                    if self._retired:
-                        raise Replan("graph")
                     if not any(c is loss for c in self.nodes):
                         raise Replan("loss")   # the node-by-node Backward says what is wrong
                     if tuple(self.nodes) != self.nodes_run:   # compared by identity: nodes have no __eq__

@@ -310,6 +310,7 @@ def predict(output, x, X, batch_size=None, graph=None):
     chunks = [X] if batch_size is None else [X[i:i + batch_size] for i in range(0, len(X), batch_size)]
     with graph.lock, graph.evaluating():   # a step of another thread's waits
         graph.release_plan()   # the nodes run one by one here, into buffers the plan would not know
+        graph._predicted = True   # ... and their values are no training Forward's (Graph.Backward)
         results, before = [], x.value
         try:
             for chunk in chunks:

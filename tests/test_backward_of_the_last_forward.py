@@ -179,3 +179,110 @@ def test_a_parameter_the_graph_does_not_list_gets_this_backwards_gradient_on_bot
     for r, c in zip(ref, got):
         assert_close(c, r, 1e-12)
     assert not np.allclose(ref[0], ref[3]), "the steps moved the weights: each gradient is its own"
+
+
+def dropout_net(rng):
+    x, y = edf.Input(), edf.Input()
+    x.value, y.value = rng.standard_normal((8, 3)), rng.integers(0, 2, 8)
+    bn = edf.BatchNorm(edf.Affine(edf.AffineParams(3, 4), x), num_features=4)
+    d = edf.Dropout(edf.LeakyReLU(bn, 0.1), 0.5)
+    L = edf.SoftmaxCrossEntropyLoss(edf.Affine(edf.AffineParams(4, 2), d), y)
+    return x, y, bn, d, L
+
+
+MEDDLING = {   # what may happen between a Forward (of the plan) and Backward; each drops the plan
+    "evaluation mode, plan dropped": lambda g, y, bn, d: (g.eval(), g.release_plan()),
+    "Dropout's p": lambda g, y, bn, d: setattr(d, "p", 0.25),
+    "BatchNorm's eps": lambda g, y, bn, d: setattr(bn, "eps", 1e-3),
+    "labels changed in place, plan dropped": lambda g, y, bn, d: (y.value.__setitem__(slice(None), 1 - y.value),
+                                                                   g.release_plan()),
+}
+
+
+@pytest.mark.parametrize("meddle", sorted(MEDDLING))
+def test_a_plan_dropped_after_its_forward_still_differentiates_that_forward(meddle):
+    def run():
+        rng = np.random.default_rng(5)
+        with edf.Graph() as g:
+            x, y, bn, d, L = dropout_net(rng)
+            for _ in range(3):
+                g.Forward()
+                g.Backward(L)
+            g.Forward()
+            values = [c.value.copy() for c in g.CompNodes]
+            MEDDLING[meddle](g, y, bn, d)
+            g.Backward(L)
+            for c, v in zip(g.CompNodes, values):
+                np.testing.assert_array_equal(c.value, v, err_msg="Backward changed a value")
+            return [p.grad.copy() for p in g.Parameters] + [bn.running_mean.copy(), d._state.copy()]
+    ref, got = on_both(run)
+    scale = max(float(np.max(np.abs(r))) for r in ref[:-2])   # normwise: the first bias's gradient is 0
+    for r, c in zip(ref, got):
+        assert_close(c.astype(np.float64), r.astype(np.float64), 1e-12, meddle, scale=scale)
+
+
+def replaced_parameter(change):
+    x, y = edf.Input(), edf.Input()
+    x.value, y.value = np.ones((50, 20)), np.zeros(50, np.int64)
+    p = edf.AffineParams(20, 30)
+    L = edf.SoftmaxCrossEntropyLoss(edf.Affine(p, x), y)
+    edf.Forward()
+    edf.Forward()   # the plan's, on the compiled backend; its backward program is built at the first Backward
+    p.A.value = np.zeros((2, 2)) if change == "shape" else p.A.value.astype(np.float32)
+    return p, L
+
+
+def test_a_parameter_of_another_shape_between_forward_and_backward_is_refused_clearly():
+    # The backward program was sized by the forward and the gradient by the new value:
+    # 20 x 30 numbers written into a 2 x 2 gradient, then a crash.
+    for backend in ("numpy", "cython"):
+        with on_backend(backend), edf.Graph():
+            p, L = replaced_parameter("shape")
+            with pytest.raises(ValueError, match="shape"):
+                edf.Backward(L)
+
+
+def test_a_parameter_of_another_dtype_between_forward_and_backward_gets_the_same_gradient():
+    def run():
+        with edf.Graph():
+            p, L = replaced_parameter("dtype")
+            edf.Backward(L)
+            return p.A.grad.copy()
+    ref, got = on_both(run)
+    assert got.dtype == ref.dtype
+    assert_close(got, ref, 1e-6)
+
+
+def test_after_a_refused_forward_backward_differentiates_the_last_good_one():
+    def grads(refuse):
+        with on_backend("cython"), edf.Graph() as g:
+            rng = np.random.default_rng(7)
+            x, y, bn, d, L = dropout_net(rng)
+            for _ in range(2):
+                g.Forward()
+                g.Backward(L)
+            g.Forward()
+            if refuse:
+                good = y.value
+                x.value, y.value = rng.standard_normal((8, 3)), np.full(8, 7)
+                with pytest.raises(ValueError, match="label 7 is outside"):
+                    g.Forward()
+                y.value = good
+            g.Backward(L)
+            return [p.grad.copy() for p in g.Parameters]
+    for r, c in zip(grads(False), grads(True)):
+        np.testing.assert_array_equal(c, r)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_backward_after_predict_asks_for_a_forward(backend):
+    with on_backend(backend), edf.Graph() as g:
+        x, y, bn, d, L = dropout_net(np.random.default_rng(8))
+        g.Forward()
+        g.Backward(L)
+        g.Forward()
+        edf.predict(L.x, x, np.ones((5, 3)), graph=g)
+        with pytest.raises(RuntimeError, match=r"predict\(\) ran since the last Forward\(\)"):
+            g.Backward(L)
+        g.Forward()
+        g.Backward(L)
