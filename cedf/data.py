@@ -9,7 +9,7 @@ go into ``x.value`` and ``y.value`` of the lecture's ``Input`` nodes.
 - `digits` splits scikit-learn's bundled 8x8 digits (an optional dependency).
 - `load_mnist` reads MNIST from its original IDX files, with `read_idx`.
 """
-import gzip
+import math
 import os
 import zlib
 
@@ -56,6 +56,15 @@ def batches(X, y, batch_size, shuffle=True, seed=None, drop_last=False, reuse=Fa
     n = len(X)
     if order is None and shuffle:
         order = np.random.default_rng(seed).permutation(n)
+    elif order is not None:
+        order = np.asarray(order)
+        # A permutation, checked in one counting pass: "clip" below would turn any other index
+        # into some example silently.
+        if not (order.ndim == 1 and len(order) == n and order.dtype.kind in "iu"
+                and (n == 0 or (order.min() >= 0 and order.max() < n
+                                and np.all(np.bincount(order, minlength=n) == 1)))):
+            raise ValueError(f"batches: order must be a permutation of the {n} examples' indices "
+                             f"(each of 0 .. {n - 1} once), got {order!r}")
     stop = n - n % batch_size if drop_last else n
     # With reuse: about 4 MB of examples per chunk, whole batches, at least one.
     chunk = max(1, (4 << 20) // max(X[:1].nbytes * batch_size, 1)) * batch_size if reuse else batch_size
@@ -197,21 +206,38 @@ _IDX_DTYPES = {
 }
 
 
-def _read_bytes(path):
-    """The file's content, decompressed when it starts with gzip's signature (whatever its name)."""
+def _gunzip(path, raw, limit):
+    """At most limit + 1 bytes of gzip data `raw` (every member), so that a small file that
+    inflates to gigabytes (a gzip bomb) costs no more than what its header says it holds."""
+    out = bytearray()
+    while raw and len(out) <= limit:
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflate.decompress(raw, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+        if not inflate.eof:
+            if inflate.unconsumed_tail:   # stopped at the limit: there is more than that
+                break
+            raise ValueError(f"{path}: corrupt gzip data (the stream ends early)")
+        raw = inflate.unused_data
+    return bytes(out)
+
+
+def _reader(path):
+    """A function giving the file's first n bytes (at most n + 1, to tell that more follow),
+    decompressed when the file starts with gzip's signature (whatever its name)."""
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+        return lambda n: raw[:n + 1]
+    return lambda n: _gunzip(path, raw, n)
 
 
 def _read_idx(path):
     """The array stored in the IDX file at `path`, and the file's magic number."""
-    raw = _read_bytes(path)
+    read = _reader(path)
+    raw = read(4)
     if len(raw) < 4:
         raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, not even a magic number")
     magic = int.from_bytes(raw[:4], "big")
@@ -221,18 +247,23 @@ def _read_idx(path):
             f"{path}: not an IDX file: magic number 0x{magic:08X} should be 0x0000TTDD with "
             f"type TT one of {', '.join(f'{c:02X}' for c in _IDX_DTYPES)} and DD >= 1 dimensions")
     header = 4 + 4 * ndim
+    raw = read(header)
     if len(raw) < header:
         raise ValueError(f"{path}: truncated IDX file: header needs {header} bytes, file has {len(raw)}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize   # Python's integers: no overflow
+    raw = read(expected)
     if len(raw) != expected:
         problem = "truncated IDX file" if len(raw) < expected else "IDX file with trailing bytes"
         raise ValueError(f"{path}: {problem}: shape {shape} of {dtype.itemsize}-byte items needs "
-                         f"{expected} bytes, file has {len(raw)}")
+                         f"{expected} bytes, file has {'more' if len(raw) > expected else len(raw)}")
     # astype copies into native byte order, and the copy is writable (frombuffer of bytes is not).
     data = np.frombuffer(raw, dtype=dtype, offset=header).astype(dtype.newbyteorder("="))
-    return data.reshape(shape), magic
+    try:
+        return data.reshape(shape), magic
+    except ValueError as exc:   # more dimensions than NumPy has
+        raise ValueError(f"{path}: an IDX array of {ndim} dimensions, which NumPy cannot hold ({exc})") from None
 
 
 def read_idx(path):

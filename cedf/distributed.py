@@ -277,9 +277,14 @@ def allreduce_gradients(graph=None, batch=None, total=None):
         if batch is None:
             raise RuntimeError("cedf.distributed.allreduce_gradients: no Backward(L) ran on this graph yet; call it "
                                "first, or pass batch=0 on a rank that has no examples in this step")
-    elif not (isinstance(batch, (int, float, np.number)) and batch >= 0):
-        raise ValueError(f"cedf.distributed.allreduce_gradients: batch must be the number of examples (0 or more) "
-                         f"this rank's gradients are the mean over, got {batch!r}")
+    refused = None
+    if not (isinstance(batch, (int, float, np.integer, np.floating)) and not isinstance(batch, (bool, np.bool_))
+            and np.isfinite(batch) and batch >= 0 and float(batch).is_integer()):
+        refused = ValueError(f"cedf.distributed.allreduce_gradients: batch must be the number of examples (a whole "
+                             f"number, 0 or more) this rank's gradients are the mean over, got {batch!r}")
+        # Refused after the sum, not before: the other ranks wait in it, and a NaN batch makes
+        # every rank's sum refuse this step with them.
+        batch = float("nan")
     fusion = _fusion(graph, "allreduce_gradients")
     MPI = _state.MPI
     for (_, _, flat), shared in zip(fusion.groups, fusion.sums):
@@ -295,6 +300,11 @@ def allreduce_gradients(graph=None, batch=None, total=None):
             summed = flat[-1]
             if total is None and summed > 0:
                 grads *= 1 / summed
+        if refused is not None:
+            raise refused
+        if not np.isfinite(summed):
+            raise ValueError("cedf.distributed.allreduce_gradients: another rank's batch was no number of examples "
+                             "(its own error says which); this step's gradients are lost: run Backward again")
         if total is None:
             if summed <= 0:
                 raise ValueError("cedf.distributed.allreduce_gradients: no rank had any example in this step")

@@ -73,6 +73,18 @@ def mismatched(rank):
     return {}
 
 
+def bad_batch(rank):
+    """Rank 1 passes a batch that is no number of examples: every rank must refuse the step, none wait."""
+    X, Y = data()
+    x, y, L = build(seed=0)
+    dist.broadcast_parameters()
+    x.value, y.value = X[:10], Y[:10]
+    edf.Forward()
+    edf.Backward(L)
+    dist.allreduce_gradients(batch=float("nan") if rank == 1 else None)
+    return {}
+
+
 def checkpoint(out, rank):
     """Train, save by rank 0, scramble every rank's parameters, load: rank 0's values everywhere."""
     steps("sgd", rank, dist.size())
@@ -94,6 +106,8 @@ def main():
             extra = fit(int(case[3:]), rank)
         elif case == "mismatched":
             extra = mismatched(rank)
+        elif case == "bad_batch":
+            extra = bad_batch(rank)
         elif case == "checkpoint":
             extra = checkpoint(out, rank)
         else:

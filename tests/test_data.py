@@ -430,3 +430,36 @@ def test_reused_batches_are_the_batches_and_views_of_one_buffer(width, batch_siz
         bases.add(id(xb.base))
     assert len(bases) == 1
     assert len(plain[-1][0]) == 50 % batch_size
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
+    # 64 kB of gzip (64 MB inflated) whose header declares one byte: gzip.decompress inflated all
+    # of it before the size was compared; now no more than the header's size plus one byte.
+    import tracemalloc
+    path = tmp_path / "bomb.gz"
+    header = struct.pack(">I", 0x0801) + struct.pack(">I", 1)
+    path.write_bytes(gzip.compress(header + b"\0" * (1 << 26), compresslevel=9))
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="IDX file with trailing bytes: shape \\(1,\\) of 1-byte items needs 9 bytes"):
+        data.read_idx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * path.stat().st_size, f"{peak} bytes allocated for a {path.stat().st_size}-byte file"
+
+
+@pytest.mark.parametrize("shape", [(2**31, 2**31, 4), (2**32 - 1,) * 3])
+def test_declared_sizes_whose_product_overflows_int64_are_read_as_such(tmp_path, shape):
+    path = tmp_path / "huge.idx"
+    path.write_bytes(struct.pack(">I", 0x0800 + len(shape)) + b"".join(struct.pack(">I", d) for d in shape))
+    needs = 4 + 4 * len(shape) + int(np.prod(np.array(shape, dtype=object)))
+    with pytest.raises(ValueError, match=f"truncated IDX file: shape .* needs {needs} bytes, file has"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], list(range(9)) + [12], list(range(9)) + [-1], [0] * 10,
+                                   np.arange(10.0)], ids=["short", "beyond", "negative", "repeated", "floats"])
+@pytest.mark.parametrize("reuse", [False, True])
+def test_an_order_that_is_no_permutation_is_refused(order, reuse):
+    X, y = np.arange(20.0).reshape(10, 2), np.arange(10)
+    with pytest.raises(ValueError, match="batches: order must be a permutation of the 10 examples' indices"):
+        data.batches(X, y, 4, order=order, reuse=reuse)

@@ -127,6 +127,16 @@ def test_a_rank_with_another_graph_fails_on_every_rank_with_the_difference(tmp_p
                                  "rank 0's: parameter 0 has shape (5, 8) and dtype float64, on rank 0 shape (5, 7)")
 
 
+@pytest.mark.parametrize("shared", ["1", "0"], ids=["shared memory", "MPI_Allreduce"])
+def test_a_bad_batch_on_one_rank_is_refused_on_every_rank_without_a_hang(tmp_path, shared):
+    # The check ran on that rank alone, before the sum the others were waiting in.
+    results = run("bad_batch", 2, tmp_path, shared)
+    assert results[1].startswith("ValueError: cedf.distributed.allreduce_gradients: batch must be the number of "
+                                 "examples (a whole number, 0 or more)"), results[1]
+    assert results[0].startswith("ValueError: cedf.distributed.allreduce_gradients: another rank's batch was no "
+                                 "number of examples"), results[0]
+
+
 def test_checkpoints_are_written_by_rank_zero_and_loaded_everywhere(tmp_path):
     results = run("checkpoint", 2, tmp_path)
     for rank, result in enumerate(results):
