@@ -206,17 +206,20 @@ class Graph:
     def _replay_forward(self, last):
         """Run the forward of plan `last`'s last run again, node by node, so that the nodes hold
         what their own backward needs: on the arrays that run read (whatever the Inputs and
-        Parameters hold now), with every node's state (running statistics, a Dropout's step)
-        as it was then and put back afterwards. Only the nodes that plan ran: a node made
+        Parameters hold now), in its training or evaluation mode, with every node's state
+        (running statistics, a Dropout's step) as it was then and put back afterwards. Only the nodes that plan ran: a node made
         since has no value, and Backward says so, as node by node."""
         read = [(b.owner, b.attr, b.array) for b in last.forward_bindings() if b.array is not None]
         now = [(owner, attr, owner.__dict__.get(attr)) for owner, attr, _ in read]
         restore = [c._saved_state(rewind=True) for c in last.nodes_run if hasattr(c, "_saved_state")]
+        mode = int(self._training[0])
         try:
             for owner, attr, array in read:
                 owner.__dict__[attr] = array   # (no __setattr__: nothing to check, no plan to drop)
+            self._training[0] = last.mode_ran[0]   # in the mode that forward ran in
             self._run_nodes(list(last.nodes_run))
         finally:
+            self._training[0] = mode
             for (owner, attr, array), (_, _, put) in zip(now, read):
                 if owner.__dict__.get(attr) is put:   # not if another thread assigned meanwhile
                     owner.__dict__[attr] = array

@@ -223,6 +223,7 @@ class GraphPlan:
         #: The graph's mode (int64, 1 in training, 0 in evaluation), read by the operations of
         #: the nodes that train and evaluate differently (Dropout, BatchNorm) at every run.
         self.training = graph._training
+        self.mode_ran = np.ones(1, np.int64)   # the mode of the forward program's last run (Graph._replay_forward)
         self.consumers = {id(c): [] for c in graph.CompNodes}
         for c in graph.CompNodes:
             for source in inputs_of(c):
@@ -296,6 +297,7 @@ class GraphPlan:
                 lazy.extend((node, self._loss_values(node, labels)) for labels in self._loss_forward(b, node, dtype))
         # Labels are checked before anything is computed, and committed (copied where
         # the losses read them) only when all passed: see the module's docstring.
+        b.op(_engine.COPY, np.float64, (self.training.nbytes,), [b.fixed(self.training), b.fixed(self.mode_ran)])
         order = sorted(range(len(b.ops)), key=lambda i: b.stage.get(i, 2))
         b.ops, b.messages = [b.ops[i] for i in order], [b.messages[i] for i in order]
         program = self._program(b)

@@ -286,3 +286,30 @@ def test_backward_after_predict_asks_for_a_forward(backend):
             g.Backward(L)
         g.Forward()
         g.Backward(L)
+
+
+def test_a_replayed_forward_runs_in_the_mode_it_ran_in():
+    # The backend switched between a (planned, training) Forward and Backward: the nodes hold
+    # nothing of that Forward, so it is replayed node by node, in training mode, though the
+    # graph is in evaluation mode by then.
+    def run(switch):
+        rng = np.random.default_rng(9)
+        with edf.Graph() as g:
+            x, y, bn, d, L = dropout_net(rng)
+            for _ in range(3):
+                g.Forward()
+                g.Backward(L)
+            g.Forward()
+            g.eval()
+            if switch:
+                edf.set_backend("numpy")
+            g.Backward(L)
+            g.train()
+            return [p.grad.copy() for p in g.Parameters] + [bn.running_mean.copy(), d._state.copy()]
+    with on_backend("numpy"):
+        ref = run(False)
+    with on_backend("cython"):
+        got = run(True)
+    scale = max(float(np.max(np.abs(r))) for r in ref[:-2])
+    for r, c in zip(ref, got):
+        assert_close(c.astype(np.float64), r.astype(np.float64), 1e-12, scale=scale)
