@@ -190,6 +190,23 @@ def dropout_net(rng):
     return x, y, bn, d, L
 
 
+def after_a_forward(g, seed):
+    """dropout_net in graph g, three steps (the plan built and its backward too), then a Forward."""
+    x, y, bn, d, L = dropout_net(np.random.default_rng(seed))
+    for _ in range(3):
+        g.Forward()
+        g.Backward(L)
+    g.Forward()
+    return y, bn, d, L
+
+
+def agree(ref, got, what=""):
+    """Normwise over the gradients (the first bias's is 0 exactly), the statistics and steps after."""
+    scale = max(float(np.max(np.abs(r))) for r in ref[:-2])
+    for r, c in zip(ref, got):
+        assert_close(c.astype(np.float64), r.astype(np.float64), 1e-12, what, scale=scale)
+
+
 MEDDLING = {   # what may happen between a Forward (of the plan) and Backward; each drops the plan
     "evaluation mode, plan dropped": lambda g, y, bn, d: (g.eval(), g.release_plan()),
     "Dropout's p": lambda g, y, bn, d: setattr(d, "p", 0.25),
@@ -202,23 +219,15 @@ MEDDLING = {   # what may happen between a Forward (of the plan) and Backward; e
 @pytest.mark.parametrize("meddle", sorted(MEDDLING))
 def test_a_plan_dropped_after_its_forward_still_differentiates_that_forward(meddle):
     def run():
-        rng = np.random.default_rng(5)
         with edf.Graph() as g:
-            x, y, bn, d, L = dropout_net(rng)
-            for _ in range(3):
-                g.Forward()
-                g.Backward(L)
-            g.Forward()
+            y, bn, d, L = after_a_forward(g, 5)
             values = [c.value.copy() for c in g.CompNodes]
             MEDDLING[meddle](g, y, bn, d)
             g.Backward(L)
             for c, v in zip(g.CompNodes, values):
                 np.testing.assert_array_equal(c.value, v, err_msg="Backward changed a value")
             return [p.grad.copy() for p in g.Parameters] + [bn.running_mean.copy(), d._state.copy()]
-    ref, got = on_both(run)
-    scale = max(float(np.max(np.abs(r))) for r in ref[:-2])   # normwise: the first bias's gradient is 0
-    for r, c in zip(ref, got):
-        assert_close(c.astype(np.float64), r.astype(np.float64), 1e-12, meddle, scale=scale)
+    agree(*on_both(run), meddle)
 
 
 def replaced_parameter(change):
@@ -293,13 +302,8 @@ def test_a_replayed_forward_runs_in_the_mode_it_ran_in():
     # nothing of that Forward, so it is replayed node by node, in training mode, though the
     # graph is in evaluation mode by then.
     def run(switch):
-        rng = np.random.default_rng(9)
         with edf.Graph() as g:
-            x, y, bn, d, L = dropout_net(rng)
-            for _ in range(3):
-                g.Forward()
-                g.Backward(L)
-            g.Forward()
+            y, bn, d, L = after_a_forward(g, 9)
             g.eval()
             if switch:
                 edf.set_backend("numpy")
@@ -310,6 +314,4 @@ def test_a_replayed_forward_runs_in_the_mode_it_ran_in():
         ref = run(False)
     with on_backend("cython"):
         got = run(True)
-    scale = max(float(np.max(np.abs(r))) for r in ref[:-2])
-    for r, c in zip(ref, got):
-        assert_close(c.astype(np.float64), r.astype(np.float64), 1e-12, scale=scale)
+    agree(ref, got)
