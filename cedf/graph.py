@@ -207,8 +207,9 @@ class Graph:
         """Run the forward of plan `last`'s last run again, node by node, so that the nodes hold
         what their own backward needs: on the arrays that run read (whatever the Inputs and
         Parameters hold now), in its training or evaluation mode, with every node's state
-        (running statistics, a Dropout's step) as it was then and put back afterwards. Only the nodes that plan ran: a node made
-        since has no value, and Backward says so, as node by node."""
+        (running statistics, a Dropout's step) as it was then and put back afterwards. Only
+        the nodes that plan ran: a node made since has no value, and Backward says so, as
+        node by node."""
         read = [(b.owner, b.attr, b.array) for b in last.forward_bindings() if b.array is not None]
         now = [(owner, attr, owner.__dict__.get(attr)) for owner, attr, _ in read]
         restore = [c._saved_state(rewind=True) for c in last.nodes_run if hasattr(c, "_saved_state")]
@@ -234,21 +235,16 @@ class Graph:
         creation order, each adding into its inputs' gradients.
         """
         plan = self._plan
+        if plan is None:
+            if self._predicted:
+                raise RuntimeError("Backward: predict() ran since the last Forward(), and the nodes hold its values: "
+                                   "call Forward() on the training batch again before Backward()")
+            plan = self._replay   # dropped after its forward ran: its backward still differentiates that forward
         if plan is not None and backend.kernels is backend._kernels:
             try:
                 plan.backward(loss)   # (it notes the loss's batch size: `batch`)
-                return
-            except Replan:
-                pass
-        if self._predicted:
-            raise RuntimeError("Backward: predict() ran since the last Forward(), and the nodes hold its values: "
-                               "call Forward() on the training batch again before Backward()")
-        last = self._replay
-        if last is not None and last.forward_ran and backend.kernels is backend._kernels:
-            # The plan was dropped after its forward ran: its backward still differentiates that forward.
-            try:
-                last.backward(loss)
-                self._batch = last.last_batch
+                if plan is not self._plan:
+                    self._batch = plan.last_batch
                 return
             except Replan:
                 pass
@@ -258,7 +254,7 @@ class Graph:
                     raise TypeError(f"Backward takes the loss node, not a value: call Backward(L) with the "
                                     f"node L = edf.CrossEntropyLoss(...) itself, got a {type(loss).__name__}")
                 raise ValueError(f"Backward: the loss {type(loss).__name__} is not a node of this graph")
-            last = self._plan if self._planned else self._replay
+            last = self._plan if self._plan is not None else self._replay
             if last is not None and last.forward_ran:
                 # The last Forward ran a plan, so the nodes hold nothing of it: the nodes' own
                 # backward needs what their own forward saw.

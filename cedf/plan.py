@@ -399,8 +399,8 @@ class GraphPlan:
         written = set()
         grads = {}   # id(node) -> (buffer index, value it is shaped like)
 
-        read = {id(buf.owner): buf.array for buf in self._forward_builder.buffers
-                if isinstance(buf, Binding) and buf.attr == "value" and buf.array is not None}
+        read = {id(buf.owner): buf.array for buf in self.forward_bindings()
+                if buf.attr == "value" and buf.array is not None}
 
         def grad_of(node):
             if id(node) not in grads:
@@ -526,16 +526,16 @@ class GraphPlan:
         when its forward program has not run (it reads what that run left)."""
         if not self.state["forward_ran"]:   # once True, True for this plan: no lock needed
             raise Replan("forward")
-        if self._retired and tuple(self.nodes) != self.nodes_run:
-            raise Replan("graph")
         if loss is not self._last_loss:
             program = self._backward.get(id(loss))
             if program is None:
                 with self._lock:   # built from the nodes as they are: not while another thread changes them
                     if not any(c is loss for c in self.nodes):
                         raise Replan("loss")   # the node-by-node Backward says what is wrong
+                    # A node made since the forward ran has no value to differentiate (a program
+                    # built now is guarded against later changes, as every program is).
                     if tuple(self.nodes) != self.nodes_run:   # compared by identity: nodes have no __eq__
-                        raise Replan("graph")   # a node made since the forward ran has no value to differentiate
+                        raise Replan("graph")
                     program = self._backward[id(loss)] = self._build_backward(loss)
             self._last_loss, self._last_backward = loss, program
             self.last_batch = loss._value.shape[0] if loss._value.ndim else 1

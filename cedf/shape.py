@@ -78,8 +78,8 @@ class Reshape(_Reshaping):
         # Python's integers, which do not overflow: a product of huge sizes must not wrap to 0.
         n, per = x_shape[0], math.prod(x_shape[1:])
         known = math.prod(d for d in self.shape if d != -1)
-        shape = tuple(per // known if d == -1 and known else d for d in self.shape)
-        if known == 0 or math.prod(shape) != per:
+        shape = tuple(per // known if d == -1 else d for d in self.shape)   # (no entry is 0)
+        if math.prod(shape) != per:
             raise ValueError(f"Reshape: each example of x has shape {x_shape[1:]} ({per} values), which "
                              f"cannot be reshaped to {self.shape}")
         return (n,) + shape
