@@ -221,7 +221,7 @@ def _gunzip(path, raw, limit):
                 break
             raise ValueError(f"{path}: corrupt gzip data (the stream ends early)")
         raw = inflate.unused_data
-    return bytes(out)
+    return memoryview(out)
 
 
 def _reader(path):
@@ -230,7 +230,8 @@ def _reader(path):
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] != b"\x1f\x8b":
-        return lambda n: raw[:n + 1]
+        whole = memoryview(raw)   # slices of it copy nothing
+        return lambda n: whole[:n + 1]
     return lambda n: _gunzip(path, raw, n)
 
 
