@@ -216,6 +216,8 @@ extensions = [
     # BatchNorm, LayerNorm; Dropout (their kernels and plan operations).
     Extension("cedf._normalization", ["cedf/_normalization.pyx"], **common),
     Extension("cedf._dropout", ["cedf/_dropout.pyx"], **common),
+    # The steps of an epoch of cedf.fit (cedf/training.py has the same loop in Python).
+    Extension("cedf._fit", ["cedf/_fit.pyx"], **common),
     # cedf.distributed's per-step work: its allreduce among the ranks of one machine.
     Extension("cedf._allreduce", ["cedf/_allreduce.pyx"], **common),
 ]

@@ -127,6 +127,8 @@ class _Progress:
 
     def step(self, losses, done):
         """One batch more; `losses[:done]` are this epoch's losses so far."""
+        if self.bar is None:
+            return
         self.steps += 1
         now = time.perf_counter()
         if now - self.shown >= self.INTERVAL:
@@ -151,6 +153,83 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.steps - self.bar.n)
             self.bar.close()
+
+
+def _correct(score, threshold, labels):
+    """How many of a batch's examples the graph classified right: (score, threshold) as `_scorer`
+    gives them, `labels` the batch's class indices."""
+    predicted = np.argmax(score, axis=1) if threshold is None else np.asarray(score) >= threshold
+    return int(np.count_nonzero(predicted == labels))
+
+
+def _epoch_steps(X, Y, order, start, stop, batch, xb, yb, x, y, forward, backward, loss, update, scores_of,
+                 losses, labels):
+    """The training steps over the examples at positions [start, stop) of `order`, `batch` at a
+    time (the last batch may be shorter); returns how many of them the graph classified right.
+
+    Each batch, ``X[order[...]]`` and ``Y[order[...]]``, is gathered into `xb` and `yb` (or the
+    first rows of them) and fed to Inputs `x` and `y`; then ``forward()``, the loss's values
+    into `losses` at the batch's positions, ``scores_of()`` counted against `labels`,
+    ``backward(loss)``, ``update()``. The reference of `cedf._fit.epoch_steps`, which runs
+    the same in C (`_steps_for`).
+    """
+    right = 0
+    for first in range(start, stop, batch):
+        index = order[first:min(first + batch, stop)]
+        m = len(index)
+        Xb, Yb = (xb, yb) if m == batch else (xb[:m], yb[:m])
+        np.take(X, index, axis=0, out=Xb)
+        np.take(Y, index, axis=0, out=Yb)
+        x.value, y.value = Xb, Yb
+        forward()
+        losses[first:first + m] = loss.value
+        score, threshold = scores_of()
+        right += _correct(score, threshold, labels[index])
+        backward(loss)
+        update()
+    return right
+
+
+def _steps_for(X, Y):
+    """The epoch's steps for data (X, Y): `cedf._fit.epoch_steps` where it is built and can
+    copy the examples as bytes (C-contiguous arrays of numbers), else `_epoch_steps`; and
+    (X, Y) as they read them (the labels made contiguous, a copy of little size)."""
+    Y = np.ascontiguousarray(Y)
+    try:
+        from . import _fit
+    except ImportError:
+        return _epoch_steps, X, Y
+    if X.flags.c_contiguous and not X.dtype.hasobject and not Y.dtype.hasobject:
+        return _fit.epoch_steps, X, Y
+    return _epoch_steps, X, Y
+
+
+def _distributed_epoch(comm, graph, x, y, X, Y, order, batch_size, loss, scores_of, update, losses, labels, bar):
+    """One epoch of `fit(..., distributed=True)`: each global batch shared out over the ranks;
+    returns the loss summed over every rank's examples and how many of them were right."""
+    from . import distributed as dist
+
+    rank, size, n = comm.Get_rank(), comm.Get_size(), len(X)
+    losses[...] = 0   # only this rank's positions are written below
+    right = 0
+    for first in range(0, n, batch_size):
+        whole = min(batch_size, n - first)   # the global batch, shared out over the ranks
+        lo, hi = dist.share(whole, rank, size)
+        if lo == hi:   # no example of this batch here: this rank's gradients count for nothing
+            dist.allreduce_gradients(graph, batch=0, total=whole)
+            update()
+            continue
+        index = order[first + lo:first + hi]
+        x.value, y.value = X[index], Y[index]
+        graph.Forward()
+        losses[first + lo:first + hi] = loss.value
+        score, threshold = scores_of()
+        right += _correct(score, threshold, labels[index])
+        graph.Backward(loss)
+        dist.allreduce_gradients(graph, total=whole)
+        update()
+        bar.step(losses, first + whole)
+    return dist.reduce_sum(np.sum(losses), right)
 
 
 def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
@@ -215,59 +294,32 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
 
         comm = dist._comm("fit")
         dist.broadcast_parameters(graph)
-        rank, size = comm.Get_rank(), comm.Get_size()
-        if rank != 0:
+        if comm.Get_rank() != 0:
             progress = False
-        # This rank's examples among an epoch's positions (the same every epoch).
-        mine = np.zeros(n, bool)
-        for first in range(0, n, batch_size):
-            lo, hi = dist.share(min(batch_size, n - first), rank, size)
-            mine[first + lo:first + hi] = True
-    # Per epoch, not per step: each step's losses and scores (what the classes follow
-    # from) land in these, and the epoch's loss and accuracy are taken from them once.
-    losses, scores = np.empty(n), None
+    # Per epoch, not per step: each step's losses land in this, and the epoch's loss is their sum.
+    losses = np.zeros(n)
     forward, backward, scores_of = graph.Forward, graph.Backward, _scorer(loss)   # once: the loop is the hot path
     bar = _Progress(progress, epochs, -(-n // batch_size))
-    shown = bar.step if bar.bar is not None else None
+    if not distributed:
+        steps, X, Y = _steps_for(X, Y)
+        # Each batch is gathered into these and fed: the same arrays at every step (the last one
+        # of an epoch may be shorter: a view of them).
+        xb, yb = np.empty((batch_size,) + X.shape[1:], X.dtype), np.empty((batch_size,) + Y.shape[1:], Y.dtype)
+        # With a bar, a call per batch, so that it moves; else one call per epoch.
+        chunk = batch_size if bar.bar is not None else n
     for epoch in range(epochs):
-        order = rng.permutation(n) if shuffle else None
-        start = 0
-        for Xb, Yb in data.batches(X, Y, batch_size, order=order, reuse=True):
-            if distributed:
-                whole = len(Xb)   # the global batch, shared out over the ranks
-                lo, hi = dist.share(whole, rank, size)
-                start, after = start + lo, start + whole
-                Xb, Yb = Xb[lo:hi], Yb[lo:hi]
-                if lo == hi:   # no example of this batch here: this rank's gradients count for nothing
-                    dist.allreduce_gradients(graph, batch=0, total=whole)
-                    update()
-                    start = after
-                    continue
-            x.value, y.value = Xb, Yb
-            forward()
-            stop = start + len(Xb)
-            losses[start:stop] = loss.value
-            score, threshold = scores_of()
-            if scores is None:
-                scores = np.empty((n,) + score.shape[1:], score.dtype)
-            scores[start:stop] = score
-            backward(loss)
-            if distributed:
-                dist.allreduce_gradients(graph, total=whole)
-                stop = after
-            update()
-            start = stop
-            if shown is not None:
-                shown(losses, stop)
-        if scores is None:   # a rank that had no example in any batch (fewer examples than ranks)
-            right = np.zeros(n, bool)
-        else:
-            predicted = np.argmax(scores, axis=1) if threshold is None else scores >= threshold
-            right = predicted == (labels if order is None else labels[order])
+        order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64, copy=False)
         if distributed:
-            total, correct = dist.reduce_sum(np.sum(losses[mine]), np.count_nonzero(right[mine]))
+            total, correct = _distributed_epoch(comm, graph, x, y, X, Y, order, batch_size, loss, scores_of, update,
+                                                losses, labels, bar)
         else:
-            total, correct = np.sum(losses), np.count_nonzero(right)
+            correct = 0
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                correct += steps(X, Y, order, start, stop, batch_size, xb, yb, x, y, forward, backward, loss,
+                                 update, scores_of, losses, labels)
+                bar.step(losses, stop)
+            total = np.sum(losses)
         history.loss.append(float(total) / n)
         history.accuracy.append(float(correct) / n)
         bar.end_epoch(history.loss[-1])
