@@ -8,7 +8,7 @@
  * loops (one rough timing each, on a busy machine; benchmarks/compare.py's
  * paired ratio, on a quiet one: 1.03-1.05).
  *
- * Compiled twice where GCC allows (x86-64 baseline and x86-64-v3, AVX2 and FMA;
+ * Compiled thrice where GCC allows (x86-64 baseline, x86-64-v3 and x86-64-v4;
  * CEDF_MULTIVERSION, see pointwise.h); the square root vectorises because
  * setup.py compiles with -fno-math-errno (cedf never reads errno).
  */
