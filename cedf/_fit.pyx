@@ -46,7 +46,7 @@ cdef Py_ssize_t _row_bytes(cnp.ndarray src, cnp.ndarray buf, Py_ssize_t rows, st
 cdef int _gather(cnp.ndarray src, cnp.ndarray buf, const int64_t[::1] order, Py_ssize_t first, Py_ssize_t m,
                  str what) except -1:
     """buf[i] = src[order[first + i]] for i < m."""
-    cdef Py_ssize_t i, rows = cnp.PyArray_DIMS(src)[0]
+    cdef Py_ssize_t i, w, words, rows = cnp.PyArray_DIMS(src)[0]
     cdef Py_ssize_t size = _row_bytes(src, buf, rows, what)
     cdef char* to = <char*>cnp.PyArray_DATA(buf)
     cdef const char* frm = <const char*>cnp.PyArray_DATA(src)
@@ -55,7 +55,8 @@ cdef int _gather(cnp.ndarray src, cnp.ndarray buf, const int64_t[::1] order, Py_
     for i in range(first, first + m):
         if not 0 <= order[i] < rows:
             raise IndexError(f"fit: example {order[i]} of {rows}")
-    if size == 8:   # one label of int64 or float64: memcpy's call would cost more than the copy
+    if size == 8 and <size_t>to % 8 == 0 and <size_t>frm % 8 == 0:
+        # One label of int64 or float64: a call of memcpy would cost more than the copy.
         for i in range(m):
             (<int64_t*>to)[i] = (<const int64_t*>frm)[order[first + i]]
     else:
@@ -68,16 +69,24 @@ cdef Py_ssize_t _argmax_right(const floating* score, Py_ssize_t rows, Py_ssize_t
                               const int64_t* index) noexcept:
     """How many rows' argmax is label[index[row]]; NaN counts as the largest, the first one
     winning, as np.argmax has it. (Pointers, not memoryviews: taking a memoryview of the
-    scores cost more than the loop.)"""
+    scores cost more than the loop.) The scan has no branch that depends on the data (the
+    compiler makes selects of the two updates): with one, 3.3 of fit's 82 us a step went
+    to mispredicted branches here. A row holding NaN, rare, is scanned again for it."""
     cdef Py_ssize_t i, j, best, right = 0
-    cdef floating top
+    cdef floating top, v
+    cdef const floating* row
+    cdef bint nan
     for i in range(rows):
-        best, top = 0, score[i * cols]
-        if not isnan(top):
-            for j in range(1, cols):
-                if score[i * cols + j] > top:
-                    best, top = j, score[i * cols + j]
-                elif isnan(score[i * cols + j]):
+        row = score + i * cols
+        best, top, nan = 0, row[0], row[0] != row[0]
+        for j in range(1, cols):
+            v = row[j]
+            nan |= v != v
+            best = j if v > top else best
+            top = v if v > top else top
+        if nan:
+            for j in range(cols):
+                if row[j] != row[j]:
                     best = j
                     break
         right += best == labels[index[i]]

@@ -120,9 +120,11 @@ def _signature(graph):
     return [(tuple(np.shape(p.value)), str(np.asarray(p.value).dtype)) for p in graph.Parameters]
 
 
-def _check_same_graph(comm, graph, caller):
-    """Raise on every rank, with the same message, unless every rank's parameters match rank 0's."""
-    signatures = comm.allgather(_signature(graph))
+def _check_same_graph(comm, graph, caller, rebuild=False):
+    """Raise on every rank, with the same message, unless every rank's parameters match rank 0's;
+    else whether any rank passed `rebuild` (then every rank makes its fusion anew, together)."""
+    gathered = comm.allgather((_signature(graph), rebuild))
+    signatures = [signature for signature, _ in gathered]
     ours = signatures[0]
     for r, theirs in enumerate(signatures):
         if theirs == ours:
@@ -135,6 +137,7 @@ def _check_same_graph(comm, graph, caller):
                     f"on rank 0 shape {ours[i][0]} and dtype {ours[i][1]}")
         raise ValueError(f"cedf.distributed.{caller}: rank {r}'s graph differs from rank 0's: {what}; every "
                          f"rank must build the same graph (same layers, sizes and cedf.DT)")
+    return any(wanted for _, wanted in gathered)
 
 
 def _shared_memory_wanted():
@@ -219,8 +222,10 @@ def _fusion(graph, caller, check=False):
                 raise TypeError(f"cedf.distributed: {describe(p)}: its value must be a float array to be "
                                 f"reduced, got {type(p.value).__name__}")
     if check or state == 1:
-        # Every rank's buffers must have the same sizes: a rank would read past another's slot.
-        _check_same_graph(_state.comm, graph, caller)
+        # Every rank's buffers must have the same sizes: a rank would read past another's slot. And
+        # a new fusion is made by all ranks or none (its window is made together).
+        if _check_same_graph(_state.comm, graph, caller, rebuild=state == 1):
+            state = 1
     if state == 2:
         fusion.adopt()
     elif state == 1:
@@ -232,9 +237,10 @@ def _fusion(graph, caller, check=False):
 
 def transport(graph=None):
     """How `allreduce_gradients` sums the gradients of `graph` (default the current one): "shared
-    memory" when every rank runs on this machine, else (or with CEDF_SHARED_MEMORY=0) "MPI_Allreduce"."""
+    memory" when every rank runs on this machine, else (or with CEDF_SHARED_MEMORY=0) "MPI_Allreduce".
+    Collective: every rank calls it."""
     _comm("transport")
-    return _fusion(current_graph() if graph is None else graph, "transport").transport
+    return _fusion(current_graph() if graph is None else graph, "transport", check=True).transport
 
 
 def broadcast_parameters(graph=None, root=0):
@@ -285,32 +291,64 @@ def allreduce_gradients(graph=None, batch=None, total=None):
         # Refused after the sum, not before: the other ranks wait in it, and a NaN batch makes
         # every rank's sum refuse this step with them.
         batch = float("nan")
-    fusion = _fusion(graph, "allreduce_gradients")
+    fusion = getattr(graph, "_fusion", None)
+    changed = False
+    if fusion is None:   # the first: made by every rank at once, as every call here is
+        fusion = _fusion(graph, "allreduce_gradients")
+    else:
+        state = _allreduce.fusion_state(graph.Parameters, fusion.params, fusion.views)
+        if state == 2:
+            fusion.adopt()
+        # The parameter list changed since the fusion was made: a new one is made by every rank
+        # at once, or by none. This rank says so in the batch it sends (the other ranks may wait
+        # in the sum already, through the old fusion), and every rank decides alike from the sum.
+        changed = state == 1
+    sent = batch if refused is not None or not changed else -_CHANGED
     MPI = _state.MPI
     for (_, _, flat), shared in zip(fusion.groups, fusion.sums):
         if shared is not None:
             if MPI.Is_finalized():   # the window's memory is gone with MPI
                 raise RuntimeError("cedf.distributed.allreduce_gradients: MPI was finalized")
-            summed = shared.run(batch)
+            summed = shared.run(sent)   # (sums nothing unless every batch is a number of examples)
         else:
-            grads = flat[:-1]
-            grads *= batch if total is None else batch / total
-            flat[-1] = batch
-            comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
-            summed = flat[-1]
-            if total is None and summed > 0:
-                grads *= 1 / summed
+            # The batches first, on their own: a sum of gradients that another rank then refuses
+            # could not be undone, and the gradients of this step would be lost.
+            agreed = np.array([sent], np.float64)
+            comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.SUM)
+            summed = agreed[0]
+            if np.isfinite(summed) and summed > -_CHANGED / 2:
+                grads = flat[:-1]
+                grads *= batch if total is None else batch / total
+                comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
+                if total is None and summed > 0:
+                    grads *= 1 / summed
+                flat[-1] = summed
         if refused is not None:
             raise refused
         if not np.isfinite(summed):
             raise ValueError("cedf.distributed.allreduce_gradients: another rank's batch was no number of examples "
                              "(its own error says which); this step's gradients are lost: run Backward again")
+        if summed <= -_CHANGED / 2:
+            wanting = round(-summed / _CHANGED)
+            if wanting == comm.Get_size():   # every rank changed its graph: they make the new fusion together
+                _fusion(graph, "allreduce_gradients")
+                return allreduce_gradients(graph, batch, total)
+            raise ValueError(f"cedf.distributed.allreduce_gradients: the parameters of {wanting} of the "
+                             f"{comm.Get_size()} ranks' graphs changed since their last allreduce"
+                             f"{' (this one among them)' if changed else ' (not this one)'}; every rank must "
+                             f"change its graph alike before the same step: build the same graph on every rank, "
+                             f"then call broadcast_parameters() on every rank")
         if total is None:
             if summed <= 0:
                 raise ValueError("cedf.distributed.allreduce_gradients: no rank had any example in this step")
         elif summed != total:
             raise ValueError(f"cedf.distributed.allreduce_gradients: the ranks' batches sum to {summed:g}, "
                              f"not to the total {total} given")
+
+
+#: What a rank whose parameters changed sends for its batch: far below any sum of real batches
+#: (exact in float32 too), so that the sum says how many ranks sent it.
+_CHANGED = float(2 ** 40)
 
 
 def reduce_sum(*numbers):

@@ -85,6 +85,24 @@ def bad_batch(rank):
     return {}
 
 
+def regraph(rank, size, who):
+    """A step, then the graph built anew (new parameters, another hidden width) by rank 1 alone
+    (`who` "one") or by every rank ("all"), then another step: the ranks must all refuse it, or
+    all make their fused buffers anew and sum; none may wait for the others forever."""
+    X, Y = data()
+    lo, hi = dist.share(GLOBAL_BATCH, rank, size)
+    for step, hidden in enumerate((HIDDEN, HIDDEN + 1)):
+        if step == 0 or who == "all" or rank == 1:
+            x, y, L = build(seed=0, hidden=hidden)
+        if step == 0:
+            dist.broadcast_parameters()
+        x.value, y.value = X[:GLOBAL_BATCH][lo:hi], Y[:GLOBAL_BATCH][lo:hi]
+        edf.Forward()
+        edf.Backward(L)
+        dist.allreduce_gradients()
+    return {f"g{i}": p.grad for i, p in enumerate(edf.Parameters)}
+
+
 def checkpoint(out, rank):
     """Train, save by rank 0, scramble every rank's parameters, load: rank 0's values everywhere."""
     steps("sgd", rank, dist.size())
@@ -108,6 +126,8 @@ def main():
             extra = mismatched(rank)
         elif case == "bad_batch":
             extra = bad_batch(rank)
+        elif case.startswith("regraph_"):
+            extra = regraph(rank, size, case[len("regraph_"):])
         elif case == "checkpoint":
             extra = checkpoint(out, rank)
         else:

@@ -137,6 +137,35 @@ def test_a_bad_batch_on_one_rank_is_refused_on_every_rank_without_a_hang(tmp_pat
                                  "number of examples"), results[0]
 
 
+@pytest.mark.parametrize("shared", ["1", "0"], ids=["shared memory", "MPI_Allreduce"])
+def test_a_graph_changed_on_one_rank_alone_is_refused_on_every_rank_without_a_hang(tmp_path, shared):
+    results = run("regraph_one", 2, tmp_path, shared)
+    for rank, result in enumerate(results):
+        assert isinstance(result, str), f"rank {rank} did not raise"
+        assert result.startswith("ValueError: cedf.distributed.allreduce_gradients: the parameters of 1 of the 2 "
+                                 "ranks' graphs changed since their last allreduce"), result
+        assert ("(this one among them)" if rank == 1 else "(not this one)") in result
+
+
+@pytest.mark.parametrize("shared", ["1", "0"], ids=["shared memory", "MPI_Allreduce"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_graph_changed_alike_on_every_rank_is_summed_anew(tmp_path, shared, n):
+    """Every rank builds the same new graph between two steps: the sum after it is that of one process
+    on the global batch, with the new parameters."""
+    results = run("regraph_all", n, tmp_path, shared)
+    X, Y = program.data()
+    x, y, L = program.build(seed=0, hidden=program.HIDDEN + 1)
+    x.value, y.value = X[:program.GLOBAL_BATCH], Y[:program.GLOBAL_BATCH]
+    edf.Forward()
+    edf.Backward(L)
+    for rank, result in enumerate(results):
+        assert isinstance(result, dict), f"rank {rank}: {result}"
+        assert str(result["transport"]) == TRANSPORTS[shared]
+        for i, p in enumerate(edf.Parameters):
+            assert result[f"g{i}"].shape == p.grad.shape
+            np.testing.assert_allclose(result[f"g{i}"], p.grad, rtol=1e-12, atol=1e-15)
+
+
 def test_checkpoints_are_written_by_rank_zero_and_loaded_everywhere(tmp_path):
     results = run("checkpoint", 2, tmp_path)
     for rank, result in enumerate(results):
