@@ -177,7 +177,7 @@ def _epoch_steps(X, Y, order, start, stop, batch, xb, yb, x, y, forward, backwar
     for first in range(start, stop, batch):
         index = order[first:min(first + batch, stop)]
         m = len(index)
-        Xb, Yb = (xb, yb) if m == batch else (xb[:m], yb[:m])
+        Xb, Yb = (xb, yb) if m == len(xb) else (xb[:m], yb[:m])
         np.take(X, index, axis=0, out=Xb)
         np.take(Y, index, axis=0, out=Yb)
         x.value, y.value = Xb, Yb
@@ -303,8 +303,9 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     if not distributed:
         steps, X, Y = _steps_for(X, Y)
         # Each batch is gathered into these and fed: the same arrays at every step (the last one
-        # of an epoch may be shorter: a view of them).
-        xb, yb = np.empty((batch_size,) + X.shape[1:], X.dtype), np.empty((batch_size,) + Y.shape[1:], Y.dtype)
+        # of an epoch may be shorter: a view of them). No batch is larger than the data.
+        rows = min(batch_size, n)
+        xb, yb = np.empty((rows,) + X.shape[1:], X.dtype), np.empty((rows,) + Y.shape[1:], Y.dtype)
         # With a bar, a call per batch, so that it moves; else one call per epoch.
         chunk = batch_size if bar.bar is not None else n
     for epoch in range(epochs):

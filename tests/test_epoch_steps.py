@@ -176,28 +176,70 @@ def test_data_changed_between_steps_is_refused_not_read_out_of_bounds(what):
         else:
             Y.shape = (30, 2)
     before = target.shape
-    with pytest.raises(ValueError, match=f"fit: the training data {'y' if what == 'labels' else 'X'} changed"):
+    name = "y" if what == "labels" else "X"
+    with pytest.raises(ValueError, match=f"fit: the examples of {name} .* no longer fit the batch buffer fit feeds "
+                                         f"as {name.lower()}.value"):
         _fit.epoch_steps(X, Y, np.arange(60), 0, 60, 10, np.empty((10, 4)), np.empty(10, Y.dtype), x, y,
                          _hostile_forward(g, change), g.Backward, L, g.UpdateParameters, training._scorer(L),
-                         np.zeros(60), edf.metrics.class_indices("t", Y.reshape(-1) if what != "labels" else
-                                                                  np.zeros(60, np.int64)))
+                         np.zeros(60), np.zeros(60, np.int64))
     assert target.shape != before
 
 
-def test_bad_positions_and_indices_are_refused():
+@pytest.mark.parametrize("what", ["losses", "labels", "order"])
+def test_fits_own_arrays_freed_between_steps_are_refused_not_written(what):
+    """The losses, labels and permutation are fit's own, but a graph's node runs Python between two
+    steps and could reach them: each is checked again before it is read or written (freed and
+    reallocated smaller here, which a loop reading through a pointer taken at the start would
+    overrun)."""
+    edf.DT = np.float64
+    rng = np.random.default_rng(4)
+    X, Y = rng.standard_normal((60, 4)), rng.integers(0, 4, 60)
+    g, x, y, L = make_net("softmax_ce", 4, 4)
+    arrays = {"losses": np.zeros(60), "labels": Y.astype(np.int64), "order": np.arange(60)}
+    arrays[what] = np.ascontiguousarray(arrays[what])
+    with pytest.raises(ValueError, match=f"fit: {what} must be a"):
+        _fit.epoch_steps(X, Y, arrays["order"], 0, 60, 10, np.empty((10, 4)), np.empty(10, Y.dtype), x, y,
+                         _hostile_forward(g, lambda: arrays[what].resize(3, refcheck=False)), g.Backward, L,
+                         g.UpdateParameters, training._scorer(L), arrays["losses"], arrays["labels"])
+
+
+def test_bad_arguments_are_named():
     edf.DT = np.float64
     X, Y = np.zeros((20, 4)), np.zeros(20, np.int64)
     g, x, y, L = make_net("softmax_ce", 4, 4)
 
-    def call(order=np.arange(20), start=0, stop=20, losses=np.zeros(20), labels=np.zeros(20, np.int64)):
-        return _fit.epoch_steps(X, Y, order, start, stop, 5, np.empty((5, 4)), np.empty(5, np.int64), x, y,
-                                g.Forward, g.Backward, L, g.UpdateParameters, training._scorer(L), losses, labels)
-    for kwargs in ({"stop": 21}, {"start": 5, "stop": 4}, {"losses": np.zeros(19)},
-                   {"losses": np.zeros(20, np.float32)}, {"labels": np.zeros(19, np.int64)}):
-        with pytest.raises(ValueError, match="epoch_steps"):
+    def call(order=None, start=0, stop=20, losses=None, labels=None, xb=None):
+        return _fit.epoch_steps(X, Y, np.arange(20) if order is None else order, start, stop, 5,
+                                np.empty((5, 4)) if xb is None else xb, np.empty(5, np.int64), x, y,
+                                g.Forward, g.Backward, L, g.UpdateParameters, training._scorer(L),
+                                np.zeros(20) if losses is None else losses,
+                                np.zeros(20, np.int64) if labels is None else labels)
+    for kwargs, message in (({"stop": 21}, r"positions \[0, 21\)"), ({"start": 5, "stop": 4}, "positions"),
+                            ({"losses": np.zeros(19)}, "losses must be"),
+                            ({"losses": np.zeros(20, np.float32)}, "losses must be"),
+                            ({"labels": np.zeros(19, np.int64)}, "labels must be"),
+                            ({"order": np.arange(20, dtype=np.int32)}, "order must be a contiguous int64"),
+                            ({"order": np.zeros((4, 5), np.int64)}, "order must be a 1-D"),
+                            ({"xb": X[:5]}, "must not overlap")):
+        with pytest.raises(ValueError, match=message):
             call(**kwargs)
     for bad in (20, -1):
         order = np.arange(20)
         order[7] = bad
         with pytest.raises(IndexError, match=f"fit: example {bad} of 20"):
             call(order=order)
+
+
+def test_a_batch_larger_than_the_data_is_one_batch_of_all():
+    rng = np.random.default_rng(6)
+    X, Y = rng.standard_normal((50, 5)), rng.integers(0, 4, 50)
+    results = []
+    for batch_size in (50, 10 ** 12):   # no buffer of 10**12 rows: the batch is the 50 examples
+        edf.DT = np.float64
+        g, x, y, L = make_net("softmax_ce", 4, 5)
+        h = edf.fit(L, x, y, X, Y, epochs=2, batch_size=batch_size, optimizer=edf.optim.Adam(g.Parameters, lr=1e-2),
+                    progress=False, graph=g)
+        results.append((h.loss, h.accuracy, [p.value.copy() for p in g.Parameters]))
+    assert results[0][:2] == results[1][:2]
+    for p, q in zip(results[0][2], results[1][2]):
+        np.testing.assert_array_equal(p, q)
