@@ -51,6 +51,11 @@ def _scorer(loss):
     """A function giving what the loss node judged in the last batch, and how the classes follow
     from it: (scores, None) for the argmax of each row, (scores, t) for class 1 where a score is
     >= t. Chosen once per fit, called once per step."""
+    if type(loss) is nodes.SoftmaxCrossEntropyLoss:
+        def softmax():   # its probabilities, the buffer its forward writes (no property, no copy)
+            p = loss._p_buf
+            return (p, None) if p.shape[1] >= 2 else (p.reshape(len(p)), 0.5)
+        return softmax
     if isinstance(loss, nodes.BCEWithLogitsLoss):
         def logits():
             z = np.asarray(loss.x.value)
