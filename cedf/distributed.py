@@ -238,9 +238,14 @@ def _fusion(graph, caller, check=False):
 def transport(graph=None):
     """How `allreduce_gradients` sums the gradients of `graph` (default the current one): "shared
     memory" when every rank runs on this machine, else (or with CEDF_SHARED_MEMORY=0) "MPI_Allreduce".
-    Collective: every rank calls it."""
+    Collective (every rank calls it) only before the graph's first `broadcast_parameters` or
+    `allreduce_gradients`, which make its fused buffers; after them, one rank may ask alone."""
     _comm("transport")
-    return _fusion(current_graph() if graph is None else graph, "transport", check=True).transport
+    graph = current_graph() if graph is None else graph
+    fusion = getattr(graph, "_fusion", None)
+    if fusion is not None:
+        return fusion.transport   # the fusion in use (a changed graph gets its new one in the next sum)
+    return _fusion(graph, "transport").transport
 
 
 def broadcast_parameters(graph=None, root=0):

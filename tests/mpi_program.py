@@ -103,6 +103,15 @@ def regraph(rank, size, who):
     return {f"g{i}": p.grad for i, p in enumerate(edf.Parameters)}
 
 
+def transport_alone(rank):
+    """Rank 0 alone asks how the gradients are summed (as benchmarks/distributed_steps.py does)."""
+    build(seed=0)
+    dist.broadcast_parameters()
+    asked = dist.transport() if rank == 0 else ""
+    dist._comm("test").Barrier()
+    return {"asked": asked}
+
+
 def checkpoint(out, rank):
     """Train, save by rank 0, scramble every rank's parameters, load: rank 0's values everywhere."""
     steps("sgd", rank, dist.size())
@@ -128,6 +137,8 @@ def main():
             extra = bad_batch(rank)
         elif case.startswith("regraph_"):
             extra = regraph(rank, size, case[len("regraph_"):])
+        elif case == "transport_alone":
+            extra = transport_alone(rank)
         elif case == "checkpoint":
             extra = checkpoint(out, rank)
         else:

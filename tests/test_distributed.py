@@ -44,11 +44,11 @@ def _mpiexec():
 TRANSPORTS = {"1": "shared memory", "0": "MPI_Allreduce"}
 
 
-def run(case, n, tmp_path, shared="1"):
+def run(case, n, tmp_path, shared="1", timeout=300):
     """Every rank's results: a dict of arrays, or the error message it raised."""
     env = dict(os.environ, CEDF_SHARED_MEMORY=shared)
     done = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, str(PROGRAM), case, str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, f"mpiexec -n {n} {case}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     results = []
     for rank in range(n):
@@ -164,6 +164,11 @@ def test_a_graph_changed_alike_on_every_rank_is_summed_anew(tmp_path, shared, n)
         for i, p in enumerate(edf.Parameters):
             assert result[f"g{i}"].shape == p.grad.shape
             np.testing.assert_allclose(result[f"g{i}"], p.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_one_rank_may_ask_the_transport_alone_once_the_buffers_exist(tmp_path):
+    results = run("transport_alone", 2, tmp_path, timeout=60)
+    assert [str(r["asked"]) for r in results] == ["shared memory", ""]
 
 
 def test_checkpoints_are_written_by_rank_zero_and_loaded_everywhere(tmp_path):
