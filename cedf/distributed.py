@@ -56,7 +56,8 @@ except ImportError as exc:   # a source folder without the built extensions (ced
                       f"({exc}): install cedf (pip install cedf, or pip install . in its source folder) and run "
                       f"Python from another folder") from None
 
-_state = SimpleNamespace(comm=None, MPI=None, node=None)
+#: last: the fusion of the graph whose gradients the ranks summed last (see allreduce_gradients).
+_state = SimpleNamespace(comm=None, MPI=None, node=None, last=None)
 _INSTALL = ("cedf.distributed needs mpi4py and an MPI library: pip install 'cedf[mpi]' (mpi4py with MPICH as "
             "wheels; a system MPI is used instead when mpi4py was built against one), then start the processes "
             "with `mpiexec -n 4 python train.py`")
@@ -79,7 +80,7 @@ def init(comm=None):
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm):
         raise TypeError(f"cedf.distributed.init: comm must be an mpi4py communicator, got {type(comm).__name__}")
-    _state.comm, _state.MPI, _state.node = comm, MPI, None
+    _state.comm, _state.MPI, _state.node, _state.last = comm, MPI, None, None
     return comm.Get_rank(), comm.Get_size()
 
 
@@ -216,22 +217,23 @@ def _fusion(graph, caller, check=False):
     compared with rank 0's when the fusion is made, or with `check` at every call."""
     fusion = getattr(graph, "_fusion", None)
     state = 1 if fusion is None else _allreduce.fusion_state(graph.Parameters, fusion.params, fusion.views)
-    if state == 1:
-        for p in graph.Parameters:
-            if not isinstance(p.value, np.ndarray) or p.value.dtype.kind != "f":
-                raise TypeError(f"cedf.distributed: {describe(p)}: its value must be a float array to be "
-                                f"reduced, got {type(p.value).__name__}")
     if check or state == 1:
         # Every rank's buffers must have the same sizes: a rank would read past another's slot. And
         # a new fusion is made by all ranks or none (its window is made together).
         if _check_same_graph(_state.comm, graph, caller, rebuild=state == 1):
             state = 1
+    if state == 1:   # after the comparison: every rank has the same parameters, so all raise here or none
+        for p in graph.Parameters:
+            if not isinstance(p.value, np.ndarray) or p.value.dtype.kind != "f":
+                raise TypeError(f"cedf.distributed: {describe(p)}: its value must be a float array to be "
+                                f"reduced, got {type(p.value).__name__}")
     if state == 2:
         fusion.adopt()
     elif state == 1:
         if fusion is not None:
             fusion.free()
         fusion = graph._fusion = _Fusion(graph.Parameters, _state.comm)
+    _state.last = fusion
     return fusion
 
 
@@ -283,72 +285,89 @@ def allreduce_gradients(graph=None, batch=None, total=None):
     """
     comm = _comm("allreduce_gradients")
     graph = current_graph() if graph is None else graph
+    # Every refusal below happens after the sum, not before: the other ranks wait in it, and a
+    # NaN batch makes every rank's sum refuse this step with them.
+    refused = None
     if batch is None:
         batch = graph.batch
         if batch is None:
-            raise RuntimeError("cedf.distributed.allreduce_gradients: no Backward(L) ran on this graph yet; call it "
-                               "first, or pass batch=0 on a rank that has no examples in this step")
-    refused = None
-    if not (isinstance(batch, (int, float, np.integer, np.floating)) and not isinstance(batch, (bool, np.bool_))
-            and np.isfinite(batch) and batch >= 0 and float(batch).is_integer()):
+            refused = RuntimeError("cedf.distributed.allreduce_gradients: no Backward(L) ran on this graph yet; "
+                                   "call it first, or pass batch=0 on a rank that has no examples in this step")
+    if refused is None and not _whole(batch):
         refused = ValueError(f"cedf.distributed.allreduce_gradients: batch must be the number of examples (a whole "
-                             f"number, 0 or more) this rank's gradients are the mean over, got {batch!r}")
-        # Refused after the sum, not before: the other ranks wait in it, and a NaN batch makes
-        # every rank's sum refuse this step with them.
-        batch = float("nan")
+                             f"number, 0 or more, below 2**39) this rank's gradients are the mean over, got {batch!r}")
+    if refused is None and total is not None and not (_whole(total) and total > 0):
+        refused = ValueError(f"cedf.distributed.allreduce_gradients: total must be the global batch (a whole number, "
+                             f"1 or more, the same on every rank), got {total!r}")
+    if refused is not None:
+        batch, total = float("nan"), None
     fusion = getattr(graph, "_fusion", None)
     changed = False
-    if fusion is None:   # the first: made by every rank at once, as every call here is
+    if fusion is None and _state.last is not None:
+        # A graph new to this rank while the others may wait in the sum of the last one: say so
+        # through that one's buffers, as a changed graph does.
+        fusion, changed = _state.last, True
+    elif fusion is None:   # the very first: made by every rank at once, as every call here is
         fusion = _fusion(graph, "allreduce_gradients")
     else:
+        # The parameter list changed since the fusion was made (or a value's shape or dtype): a
+        # new one is made by every rank at once, or by none. This rank says so in the batch it
+        # sends (the other ranks may wait in the sum already, through the old fusion), and every
+        # rank decides alike from the sum.
         state = _allreduce.fusion_state(graph.Parameters, fusion.params, fusion.views)
+        changed = state == 1
         if state == 2:
             fusion.adopt()
-        # The parameter list changed since the fusion was made: a new one is made by every rank
-        # at once, or by none. This rank says so in the batch it sends (the other ranks may wait
-        # in the sum already, through the old fusion), and every rank decides alike from the sum.
-        changed = state == 1
     sent = batch if refused is not None or not changed else -_CHANGED
     MPI = _state.MPI
-    for (_, _, flat), shared in zip(fusion.groups, fusion.sums):
+    sums = []
+    for (_, _, flat), shared in zip(fusion.groups, fusion.sums):   # every group, whatever the first gave
         if shared is not None:
             if MPI.Is_finalized():   # the window's memory is gone with MPI
                 raise RuntimeError("cedf.distributed.allreduce_gradients: MPI was finalized")
-            summed = shared.run(sent)   # (sums nothing unless every batch is a number of examples)
+            sums.append(shared.run(sent))   # (sums nothing unless every batch is a number of examples)
         else:
             # The batches first, on their own: a sum of gradients that another rank then refuses
             # could not be undone, and the gradients of this step would be lost.
             agreed = np.array([sent], np.float64)
             comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.SUM)
             summed = agreed[0]
-            if np.isfinite(summed) and summed > -_CHANGED / 2:
+            if np.isfinite(summed) and summed > 0:
                 grads = flat[:-1]
                 grads *= batch if total is None else batch / total
                 comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
-                if total is None and summed > 0:
+                if total is None:
                     grads *= 1 / summed
                 flat[-1] = summed
-        if refused is not None:
-            raise refused
-        if not np.isfinite(summed):
-            raise ValueError("cedf.distributed.allreduce_gradients: another rank's batch was no number of examples "
-                             "(its own error says which); this step's gradients are lost: run Backward again")
-        if summed <= -_CHANGED / 2:
-            wanting = round(-summed / _CHANGED)
-            if wanting == comm.Get_size():   # every rank changed its graph: they make the new fusion together
-                _fusion(graph, "allreduce_gradients")
-                return allreduce_gradients(graph, batch, total)
-            raise ValueError(f"cedf.distributed.allreduce_gradients: the parameters of {wanting} of the "
-                             f"{comm.Get_size()} ranks' graphs changed since their last allreduce"
-                             f"{' (this one among them)' if changed else ' (not this one)'}; every rank must "
-                             f"change its graph alike before the same step: build the same graph on every rank, "
-                             f"then call broadcast_parameters() on every rank")
-        if total is None:
-            if summed <= 0:
-                raise ValueError("cedf.distributed.allreduce_gradients: no rank had any example in this step")
-        elif summed != total:
-            raise ValueError(f"cedf.distributed.allreduce_gradients: the ranks' batches sum to {summed:g}, "
-                             f"not to the total {total} given")
+            sums.append(summed)
+        _state.last = fusion
+    summed = sums[0]   # (the same in every group: every rank sent the same batch to each)
+    if refused is not None:
+        raise refused
+    if not np.isfinite(summed):
+        raise ValueError("cedf.distributed.allreduce_gradients: another rank's batch was no number of examples "
+                         "(its own error says which); this step's gradients are lost: run Backward again")
+    if summed <= -_CHANGED / 2:
+        wanting = round(-summed / _CHANGED)
+        if wanting == comm.Get_size():   # every rank changed its graph: they make the new fusion together
+            _fusion(graph, "allreduce_gradients")
+            return allreduce_gradients(graph, batch, total)
+        raise ValueError(f"cedf.distributed.allreduce_gradients: the parameters of {wanting} of the "
+                         f"{comm.Get_size()} ranks' graphs changed since their last allreduce"
+                         f"{' (this one among them)' if changed else ' (not this one)'}; every rank must "
+                         f"change its graph alike before the same step: build the same graph on every rank, "
+                         f"then call broadcast_parameters() on every rank")
+    if summed <= 0:
+        raise ValueError("cedf.distributed.allreduce_gradients: no rank had any example in this step")
+    if total is not None and summed != total:
+        raise ValueError(f"cedf.distributed.allreduce_gradients: the ranks' batches sum to {summed:g}, "
+                         f"not to the total {total} given (every rank must give the same total)")
+
+
+def _whole(number):
+    """Whether `number` is a whole number of examples, 0 or more, below 2**39 (far from _CHANGED)."""
+    return (isinstance(number, (int, float, np.integer, np.floating)) and not isinstance(number, (bool, np.bool_))
+            and np.isfinite(number) and 0 <= number < 2 ** 39 and float(number).is_integer())
 
 
 #: What a rank whose parameters changed sends for its batch: far below any sum of real batches

@@ -103,6 +103,41 @@ def regraph(rank, size, who):
     return {f"g{i}": p.grad for i, p in enumerate(edf.Parameters)}
 
 
+def hostile(rank, kind):
+    """Use that is wrong on some rank(s), after one good step: every rank must raise, none wait."""
+    X, Y = data()
+    x, y, L = build(seed=0)
+    dist.broadcast_parameters()
+    x.value, y.value = X[:10], Y[:10]
+    for step in range(2):
+        if kind == "no_backward" and step == 0:
+            if rank == 0:
+                edf.Forward()
+                edf.Backward(L)
+            dist.allreduce_gradients()
+            continue
+        edf.Forward()
+        edf.Backward(L)
+        if step == 0:
+            dist.allreduce_gradients()
+            continue
+        if kind == "value_shape" and rank == 1:   # a parameter's value replaced by one of another shape
+            edf.Parameters[0].value = np.zeros((FEATURES, HIDDEN + 1))
+        if kind == "new_graph" and rank == 1:     # the model built again in a graph of its own
+            with edf.Graph() as g:
+                x, y, L = build(seed=0), None, None
+            dist.allreduce_gradients(g, batch=10)
+        elif kind == "huge_batch":
+            dist.allreduce_gradients(batch=2 ** 40 + 5 if rank == 0 else None)
+        elif kind == "zero_total":
+            dist.allreduce_gradients(batch=0, total=0)
+        elif kind == "no_examples":
+            dist.allreduce_gradients(batch=0)
+        else:
+            dist.allreduce_gradients()
+    return {}
+
+
 def transport_alone(rank):
     """Rank 0 alone asks how the gradients are summed (as benchmarks/distributed_steps.py does)."""
     build(seed=0)
@@ -137,6 +172,8 @@ def main():
             extra = bad_batch(rank)
         elif case.startswith("regraph_"):
             extra = regraph(rank, size, case[len("regraph_"):])
+        elif case.startswith("hostile_"):
+            extra = hostile(rank, case[len("hostile_"):])
         elif case == "transport_alone":
             extra = transport_alone(rank)
         elif case == "checkpoint":

@@ -97,11 +97,19 @@ def test_fusion_state_tells_a_changed_list_from_a_replaced_gradient():
     class P:
         pass
     params = (P(), P())
-    views = (np.zeros(2), np.zeros(3))
+    views = (np.zeros(2), np.zeros((3, 1)))
     for p, v in zip(params, views):
-        p.grad = v
+        p.grad, p.value = v, np.ones_like(v)
     assert fusion_state(list(params), params, views) == 0
     assert fusion_state(list(params) + [P()], params, views) == 1
     assert fusion_state([params[1], params[0]], params, views) == 1
-    params[1].grad = np.zeros(3)
+    params[1].grad = np.zeros((3, 1))
     assert fusion_state(list(params), params, views) == 2
+    params[1].grad = views[1]
+    # A value of another shape, dtype or byte order (the same Parameter): its gradient's view no
+    # longer fits it, so the fusion must be made anew.
+    for value in (np.zeros(3), np.zeros((1, 3)), np.zeros((3, 1), np.float32), np.zeros((3, 1), ">f8"), [[0.0]] * 3):
+        params[1].value = value
+        assert fusion_state(list(params), params, views) == 1, value
+    params[1].value = np.full((3, 1), 7.0)   # another array of the same shape and dtype: still fits
+    assert fusion_state(list(params), params, views) == 0

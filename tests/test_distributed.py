@@ -132,7 +132,7 @@ def test_a_bad_batch_on_one_rank_is_refused_on_every_rank_without_a_hang(tmp_pat
     # The check ran on that rank alone, before the sum the others were waiting in.
     results = run("bad_batch", 2, tmp_path, shared)
     assert results[1].startswith("ValueError: cedf.distributed.allreduce_gradients: batch must be the number of "
-                                 "examples (a whole number, 0 or more)"), results[1]
+                                 "examples (a whole number, 0 or more, below 2**39)"), results[1]
     assert results[0].startswith("ValueError: cedf.distributed.allreduce_gradients: another rank's batch was no "
                                  "number of examples"), results[0]
 
@@ -164,6 +164,32 @@ def test_a_graph_changed_alike_on_every_rank_is_summed_anew(tmp_path, shared, n)
         for i, p in enumerate(edf.Parameters):
             assert result[f"g{i}"].shape == p.grad.shape
             np.testing.assert_allclose(result[f"g{i}"], p.grad, rtol=1e-12, atol=1e-15)
+
+
+# What each rank must raise, as (rank 0, rank 1), for a use that is wrong on one rank or on all.
+HOSTILE = {
+    "no_backward": ("another rank's batch was no number of examples", "no Backward(L) ran on this graph yet"),
+    "value_shape": ("the parameters of 1 of the 2 ranks' graphs changed since their last allreduce (not this one)",
+                    "the parameters of 1 of the 2 ranks' graphs changed since their last allreduce (this one "
+                    "among them)"),
+    "new_graph": ("the parameters of 1 of the 2 ranks' graphs changed since their last allreduce (not this one)",
+                  "the parameters of 1 of the 2 ranks' graphs changed since their last allreduce (this one "
+                  "among them)"),
+    "huge_batch": ("batch must be the number of examples (a whole number, 0 or more, below 2**39)",
+                   "another rank's batch was no number of examples"),
+    "zero_total": ("total must be the global batch",) * 2,
+    "no_examples": ("no rank had any example in this step",) * 2,
+}
+
+
+@pytest.mark.parametrize("shared", ["1", "0"], ids=["shared memory", "MPI_Allreduce"])
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_wrong_use_on_some_ranks_is_refused_on_every_rank_without_a_hang(tmp_path, shared, kind):
+    results = run(f"hostile_{kind}", 2, tmp_path, shared, timeout=60)
+    for rank, (result, expected) in enumerate(zip(results, HOSTILE[kind])):
+        assert isinstance(result, str), f"rank {rank} did not raise"
+        assert result.split(": ", 1)[1].startswith("cedf.distributed.allreduce_gradients: "), result
+        assert expected in result, (rank, result)
 
 
 def test_one_rank_may_ask_the_transport_alone_once_the_buffers_exist(tmp_path):
