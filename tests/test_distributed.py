@@ -7,6 +7,7 @@ what every rank wrote with what this process computes on its own, one process
 on the global batch. CEDF_EXPECT_MPI=1 (set by .ci/run) makes a missing MPI a
 failure instead of a skip.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -195,6 +196,19 @@ def test_a_wrong_use_on_some_ranks_is_refused_on_every_rank_without_a_hang(tmp_p
 def test_one_rank_may_ask_the_transport_alone_once_the_buffers_exist(tmp_path):
     results = run("transport_alone", 2, tmp_path, timeout=60)
     assert [str(r["asked"]) for r in results] == ["shared memory", ""]
+
+
+def test_the_benchmark_of_the_ranks_runs_to_its_end(tmp_path):
+    """benchmarks/distributed_steps.py, as compare.py runs it (rank 0 alone asks the transport at the
+    end): it once hung there, and only the full benchmark run found it."""
+    script = PROGRAM.parents[1] / "benchmarks" / "distributed_steps.py"
+    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script), "mlp_digits", "--per-rank",
+                           "--steps", "5", "--repeat", "1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ranks"] == 2 and result["transport"] == "shared memory" and result["steps_per_second"] > 0
+    assert result["gradient_bytes"] == 4 * (64 * 32 + 32 + 32 * 10 + 10)
 
 
 def test_checkpoints_are_written_by_rank_zero_and_loaded_everywhere(tmp_path):
