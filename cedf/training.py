@@ -209,8 +209,10 @@ def _steps_for(X, Y):
     return _epoch_steps, X, Y
 
 
-def _distributed_epoch(comm, graph, x, y, X, Y, order, batch_size, loss, scores_of, update, losses, labels, bar):
-    """One epoch of `fit(..., distributed=True)`: each global batch shared out over the ranks;
+def _distributed_epoch(comm, graph, steps, X, Y, order, batch_size, xb, yb, x, y, loss, scores_of, update, losses,
+                       labels, bar):
+    """One epoch of `fit(..., distributed=True)`: each global batch shared out over the ranks, this
+    rank's share run by `steps` (see `_epoch_steps`) with the allreduce before each update;
     returns the loss summed over every rank's examples and how many of them were right."""
     from . import distributed as dist
 
@@ -224,15 +226,12 @@ def _distributed_epoch(comm, graph, x, y, X, Y, order, batch_size, loss, scores_
             dist.allreduce_gradients(graph, batch=0, total=whole)
             update()
             continue
-        index = order[first + lo:first + hi]
-        x.value, y.value = X[index], Y[index]
-        graph.Forward()
-        losses[first + lo:first + hi] = loss.value
-        score, threshold = scores_of()
-        right += _correct(score, threshold, labels[index])
-        graph.Backward(loss)
-        dist.allreduce_gradients(graph, total=whole)
-        update()
+
+        def reduced_update():
+            dist.allreduce_gradients(graph, total=whole)
+            update()
+        right += steps(X, Y, order, first + lo, first + hi, hi - lo, xb, yb, x, y, graph.Forward, graph.Backward,
+                       loss, reduced_update, scores_of, losses, labels)
         bar.step(losses, first + whole)
     return dist.reduce_sum(np.sum(losses), right)
 
@@ -305,19 +304,18 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     losses = np.zeros(n)
     forward, backward, scores_of = graph.Forward, graph.Backward, _scorer(loss)   # once: the loop is the hot path
     bar = _Progress(progress, epochs, -(-n // batch_size))
-    if not distributed:
-        steps, X, Y = _steps_for(X, Y)
-        # Each batch is gathered into these and fed: the same arrays at every step (the last one
-        # of an epoch may be shorter: a view of them). No batch is larger than the data.
-        rows = min(batch_size, n)
-        xb, yb = np.empty((rows,) + X.shape[1:], X.dtype), np.empty((rows,) + Y.shape[1:], Y.dtype)
-        # With a bar, a call per batch, so that it moves; else one call per epoch.
-        chunk = batch_size if bar.bar is not None else n
+    steps, X, Y = _steps_for(X, Y)
+    # Each batch is gathered into these and fed: the same arrays at every step (a shorter batch
+    # is a view of their first rows). No batch is larger than the data.
+    rows = min(batch_size, n)
+    xb, yb = np.empty((rows,) + X.shape[1:], X.dtype), np.empty((rows,) + Y.shape[1:], Y.dtype)
+    # With a bar, a call per batch, so that it moves; else one call per epoch.
+    chunk = batch_size if bar.bar is not None else n
     for epoch in range(epochs):
         order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64, copy=False)
         if distributed:
-            total, correct = _distributed_epoch(comm, graph, x, y, X, Y, order, batch_size, loss, scores_of, update,
-                                                losses, labels, bar)
+            total, correct = _distributed_epoch(comm, graph, steps, X, Y, order, batch_size, xb, yb, x, y, loss,
+                                                scores_of, update, losses, labels, bar)
         else:
             correct = 0
             for start in range(0, n, chunk):
