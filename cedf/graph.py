@@ -41,6 +41,15 @@ from .nodes import Parameter, inputs_of, refuse_values, zero_grad
 if backend._engine is not None:
     from . import plan
 
+_ABSENT = object()   # an attribute the owner's __dict__ does not hold (the class's default is read)
+
+
+def _put(owner, attr, value):
+    if value is _ABSENT:
+        owner.__dict__.pop(attr, None)
+    else:
+        owner.__dict__[attr] = value
+
 
 class Graph:
     """The nodes of one computation graph, in creation order.
@@ -174,6 +183,16 @@ class Graph:
             self._plan = None
             self._replay = plan
 
+    def attribute_changing(self, owner, name):
+        """Drop the plan before a node (or a layer's parameter holder) `owner` sets `name`: its
+        programs read the attribute as it is now. So does the forward it ran, which a Backward
+        may have to run again node by node (`_replay_forward`): that replay puts it back."""
+        with self.lock:
+            self.release_plan()
+            last = self._replay
+            if last is not None and last.forward_ran:
+                last.changed.setdefault((id(owner), name), (owner, name, owner.__dict__.get(name, _ABSENT)))
+
     def _forward_node_by_node(self):
         with self.lock:
             self.release_plan()
@@ -211,19 +230,24 @@ class Graph:
         the nodes that plan ran: a node made since has no value, and Backward says so, as
         node by node."""
         read = [(b.owner, b.attr, b.array) for b in last.forward_bindings() if b.array is not None]
-        now = [(owner, attr, owner.__dict__.get(attr)) for owner, attr, _ in read]
+        # With the nodes' attributes that forward read (a Dropout's p, a Conv's stride): set
+        # since, they would make another forward than the one this Backward differentiates.
+        # And its labels as it checked them (they may have been changed in place since).
+        read += list(last.changed.values()) + last.labels_read()
+        now = [(owner, attr, owner.__dict__.get(attr, _ABSENT)) for owner, attr, _ in read]
         restore = [c._saved_state(rewind=True) for c in last.nodes_run if hasattr(c, "_saved_state")]
         mode = int(self._training[0])
         try:
             for owner, attr, array in read:
-                owner.__dict__[attr] = array   # (no __setattr__: nothing to check, no plan to drop)
+                _put(owner, attr, array)   # (no __setattr__: nothing to check, no plan to drop)
             self._training[0] = last.mode_ran[0]   # in the mode that forward ran in
             self._run_nodes(list(last.nodes_run))
         finally:
             self._training[0] = mode
-            for (owner, attr, array), (_, _, put) in zip(now, read):
-                if owner.__dict__.get(attr) is put:   # not if another thread assigned meanwhile
-                    owner.__dict__[attr] = array
+            # Backwards: an attribute put twice (an Input's labels) gets what the first saw.
+            for (owner, attr, array), (_, _, put) in reversed(list(zip(now, read))):
+                if owner.__dict__.get(attr, _ABSENT) is put:   # not if another thread assigned meanwhile
+                    _put(owner, attr, array)
             for put_back in restore:
                 put_back()
 

@@ -178,6 +178,11 @@ class Parameter(_Member):
         # A per-example gradient has an extra leading batch axis: sum it out.
         if np.ndim(delta) > self.value.ndim:
             delta = np.sum(delta, axis=0)
+        if np.shape(delta) != np.shape(self.grad):   # `+=` would broadcast it silently, or fail unnamed
+            raise ValueError(f"{describe(self)}: a backward added a gradient of shape {np.shape(delta)} to .grad, "
+                             f"which has the shape of .value, {np.shape(self.grad)}: if .value was replaced since "
+                             f"Forward(), run Forward() again before Backward(); a node of your own must add a "
+                             f"gradient shaped like its parameter")
         self.grad += delta
 
     def check_update(self):
@@ -291,7 +296,7 @@ class BuiltinNode(CompNode, _Member):
         elif _is_node(old):
             value = _check_node(_name(self), name, value, graph)
         with graph.lock:   # not under a step that another thread runs
-            graph.release_plan()
+            graph.attribute_changing(self, name)
             object.__setattr__(self, name, value)
 
     def _release(self):
@@ -427,7 +432,7 @@ class ParameterHolder:
             return
         _check_node(type(self).__name__, name, value, graph)
         with graph.lock:
-            graph.release_plan()
+            graph.attribute_changing(self, name)
             object.__setattr__(self, name, value)
 
 

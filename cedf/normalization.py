@@ -184,11 +184,16 @@ class BatchNorm(_Normalization):
 
     def _running(self, dtype):
         """The running statistics as buffers the kernels update in place, in the layer's dtype."""
-        for name in ("running_mean", "running_var"):
-            stat = getattr(self, name)
-            if not writable_buffer(stat, (self.num_features,), dtype):
-                set_quietly(self, name, np.array(self._check_statistic(name, stat), dtype=dtype))
-        return self.running_mean, self.running_var
+        return self._statistic("running_mean", dtype), self._statistic("running_var", dtype)
+
+    def _statistic(self, name, dtype):
+        """Statistic `name` as a writable buffer of `dtype`: what it is, or a copy put in its place
+        (an array the user made read-only, or of another dtype, is not written)."""
+        stat = getattr(self, name)
+        if not writable_buffer(stat, (self.num_features,), dtype):
+            stat = np.array(self._check_statistic(name, stat), dtype=dtype)
+            set_quietly(self, name, stat)
+        return stat
 
     def _saved_state(self, rewind=False):
         """A function that puts the running statistics back as they are now (`Graph._run_nodes`).
@@ -231,6 +236,8 @@ class BatchNorm(_Normalization):
         self._pass_on(sinks)
 
     def _plan_forward(self, plan, prog):
+        # The running statistics are bound, read at every run as the node's forward reads them:
+        # one replaced (cedf.load, a user's assignment) or made read-only is followed.
         from . import _normalization
         x, out = self._x, self._value
         n, c, positions = view = _channels_view(x)
@@ -239,7 +246,8 @@ class BatchNorm(_Normalization):
             raise _not_compilable("one value per channel")
         prog.op(_normalization.PLAN_OPS["BATCH_NORM_FWD"], out.dtype, view,
                 [prog.value(self.x, x.shape, out.dtype, own_dtype=False), *self._parameter_buffers(prog, out.dtype),
-                 prog.fixed(self.running_mean), prog.fixed(self.running_var), prog.fixed(plan.training),
+                 *(prog.bound(self, name, (c,), (out.dtype,), lambda _, name=name: self._statistic(name, out.dtype),
+                              writable=True) for name in self._STATISTICS), prog.fixed(plan.training),
                  prog.fixed(self._stats), prog.fixed(out)],
                 scalars=(self.momentum, self.eps))
 

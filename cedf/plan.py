@@ -242,6 +242,9 @@ class GraphPlan:
         self.state = {"forward_ran": False}
         self._retired = False
         self.nodes_run = tuple(graph.CompNodes)   # what the forward program runs (Graph._replay_forward)
+        # (owner, attribute) -> (owner, attribute, what that forward read): attributes of the
+        # nodes set since this plan was dropped, put back while Graph._replay_forward runs.
+        self.changed = {}
         self._forward = self._build_forward()
         self._backward = {}
         self._last_loss = self._last_backward = None
@@ -317,6 +320,12 @@ class GraphPlan:
     def forward_bindings(self):
         """The forward program's bound arrays (Inputs', Parameters' values), as Bindings."""
         return [buf for buf in self._forward_builder.buffers if isinstance(buf, Binding)]
+
+    def labels_read(self):
+        """(labels Input, "value", the labels its last forward run read, as checked): a replay of
+        that forward (`Graph._replay_forward`) reads these, whatever y.value holds by then."""
+        return [(node.y, "value", self._labels_of[id(node)][1]) for node in self.nodes_run
+                if id(node) in self._labels_of]
 
     def retire(self):
         """Make the forward and update programs refuse to run (Replan): the graph changed.

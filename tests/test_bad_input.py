@@ -260,3 +260,28 @@ def test_a_reshape_to_sizes_whose_product_overflows_int64_is_refused_clearly(sha
     edf.Reshape(x, shape)
     with pytest.raises(ValueError, match=r"Reshape: each example of x has shape \(12,\) \(12 values\), which cannot"):
         edf.Forward()
+
+
+def test_a_gradient_of_another_shape_added_to_a_parameter_is_refused_by_name():
+    # A node of the user's whose backward adds a (1,) gradient to a (3,) parameter: `grad += delta`
+    # broadcast it into every entry, a silently wrong gradient.
+    class Shift(edf.CompNode):
+        def __init__(self, x, b):
+            edf.CompNodes.append(self)
+            self.x, self.b = x, b
+
+        def forward(self):
+            self.value = self.x.value + self.b.value
+
+        def backward(self):
+            self.b.addgrad(np.sum(self.grad).reshape(1))   # the bug: a sum over every entry
+
+    edf.DT = np.float64
+    x = edf.Input()
+    x.value = np.ones((4, 3))
+    b = edf.Parameter(np.zeros(3), name="shift")
+    L = edf.Sigmoid(Shift(x, b))
+    edf.Forward()
+    with pytest.raises(ValueError, match=r"Parameter 'shift': a backward added a gradient of shape \(1,\) to "
+                                         r"\.grad, which has the shape of \.value, \(3,\)"):
+        edf.Backward(L)

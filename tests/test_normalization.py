@@ -471,3 +471,40 @@ def test_the_feature_count_is_read_from_the_layer_before_when_x_has_no_value_yet
     x.value = np.random.default_rng(0).standard_normal((4, 1, 12))
     edf.Forward()
     assert bn.value.shape == (4, 7, 5)
+
+
+def test_the_plan_follows_statistics_replaced_or_frozen_behind_its_back(tmp_path):
+    # The plan held the arrays the statistics were in when it was built: cedf.load put a loaded
+    # statistic into a new array (the old one read-only) without dropping the plan, which went
+    # on normalising with the old one; and in training the plan wrote into an array the user
+    # had made read-only, which the node by node Forward leaves alone (it takes a copy).
+    edf.set_backend("cython")
+    g, x, loss, (bn, _) = cnn_like(np.float64)
+    with g:
+        for _ in range(3):
+            g.Forward()
+            g.Backward(loss)
+        compiled = g._plan
+        edf.save(tmp_path / "m.npz", graph=g)
+        saved_mean, saved_var = bn.running_mean.copy(), bn.running_var.copy()
+        g.Forward()   # training: the statistics move on from the saved ones
+        assert g._plan is compiled and not np.array_equal(bn.running_mean, saved_mean)
+        frozen = bn.running_mean
+        frozen.flags.writeable = False
+        kept = frozen.copy()
+        edf.load(tmp_path / "m.npz", graph=g)
+        np.testing.assert_array_equal(bn.running_mean, saved_mean)
+        edf.eval()
+        g.Forward()
+        expected = ((x.value - saved_mean[:, None]) / np.sqrt(saved_var[:, None] + bn.eps)
+                    * bn.weight.value[:, None] + bn.bias.value[:, None])
+        assert_close(bn.value, expected, 1e-12, "evaluation after load: the loaded statistics")
+        edf.train()
+        bn.running_var.flags.writeable = False
+        frozen_var = bn.running_var
+        g.Forward()
+        xv = x.value
+        assert_close(bn.running_mean, 0.9 * saved_mean + 0.1 * xv.mean(axis=(0, 2)), 1e-12, "running_mean moved")
+        assert_close(bn.running_var, 0.9 * saved_var + 0.1 * xv.var(axis=(0, 2), ddof=1), 1e-12, "running_var moved")
+        np.testing.assert_array_equal(frozen, kept)   # the read-only arrays: not written
+        np.testing.assert_array_equal(frozen_var, saved_var)
