@@ -49,12 +49,13 @@ cdef Py_ssize_t _row_bytes(cnp.ndarray src, cnp.ndarray buf, str what, str fed) 
     of `buf` (the same dtype and example shape, both C-contiguous) and that `buf` takes them."""
     cdef int d, nd = cnp.PyArray_NDIM(src)
     cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(src)
-    dtype = (<object>src).dtype
+    # The array's own descriptor, not its `dtype` attribute, which a subclass may say anything in.
+    dtype = <object>cnp.PyArray_DESCR(src)
     if not (nd >= 1 and cnp.PyArray_IS_C_CONTIGUOUS(src) and not dtype.hasobject):   # (references are no bytes)
         raise ValueError(f"fit: the training data {what} changed while fit ran (now shape "
                          f"{(<object>src).shape}, dtype {dtype}); fit reads it at every step: leave it as it is")
     ok = (nd == cnp.PyArray_NDIM(buf) and cnp.PyArray_IS_C_CONTIGUOUS(buf) and cnp.PyArray_ISWRITEABLE(buf)
-          and dtype == (<object>buf).dtype)
+          and dtype == <object>cnp.PyArray_DESCR(buf))
     for d in range(1, nd if ok else 0):
         ok = ok and cnp.PyArray_DIMS(src)[d] == cnp.PyArray_DIMS(buf)[d]
         size *= cnp.PyArray_DIMS(src)[d]

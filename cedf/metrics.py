@@ -25,15 +25,17 @@ def _indices(name, what, a):
     """1-D class indices from integers, booleans or integral floats, checked to be >= 0."""
     if a.dtype == np.bool_:
         return a.astype(np.int64)
-    if a.dtype.kind in "iu":
-        out = a.astype(np.int64)
-    elif a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-            raise ValueError(f"{name}: {what} must be integral class indices; "
-                             f"it holds non-integral or non-finite values")
-        out = a.astype(np.int64)
-    else:
+    if a.dtype.kind not in "iuf":
         raise ValueError(f"{name}: {what} must hold numbers, got dtype {a.dtype}")
+    if a.dtype.kind == "f" and (not np.all(np.isfinite(a)) or np.any(a != np.round(a))):
+        raise ValueError(f"{name}: {what} must be integral class indices; "
+                         f"it holds non-integral or non-finite values")
+    # Checked before the cast, which would wrap a uint64 or a float beyond int64 round to negative.
+    if a.size and a.dtype.kind in "uf" and (a.max() > np.iinfo(np.int64).max if a.dtype.kind == "u"
+                                            else a.max() >= 2.0 ** 63):
+        raise ValueError(f"{name}: {what} holds the class index {a.max()}, too large to be one "
+                         f"(labels are 0, 1, ..., classes - 1)")
+    out = a.astype(np.int64)
     if out.size and out.min() < 0:
         raise ValueError(f"{name}: {what} holds the negative class index {out.min()}")
     return out

@@ -8,6 +8,7 @@ progress bar (tqdm, when installed and writing to a terminal), and early
 stopping on the validation loss that puts back the best parameters.
 """
 import contextlib
+import operator
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,22 +36,10 @@ class History:
         return len(self.loss)
 
 
-def _probabilities(loss):
-    """What the loss node judged: class or positive-class probabilities, for the accuracy."""
-    if isinstance(loss, nodes.SoftmaxCrossEntropyLoss):
-        return loss.probabilities
-    if isinstance(loss, nodes.BCEWithLogitsLoss):
-        z = np.asarray(loss.x.value, dtype=np.float64)
-        return 0.5 * (1 + np.tanh(z / 2))   # sigmoid(z) without overflow
-    return np.asarray(loss.x.value)
-
-
-
-
 def _scorer(loss):
     """A function giving what the loss node judged in the last batch, and how the classes follow
     from it: (scores, None) for the argmax of each row, (scores, t) for class 1 where a score is
-    >= t. Chosen once per fit, called once per step."""
+    >= t. Chosen once per fit (or evaluate), called once per step: both count by the same rule."""
     if type(loss) is nodes.SoftmaxCrossEntropyLoss:
         def softmax():   # its probabilities, the buffer its forward writes (no property, no copy)
             p = loss._p_buf
@@ -62,8 +51,8 @@ def _scorer(loss):
             return z.reshape(len(z)), 0   # sigmoid(z) >= 0.5 where z >= 0: no sigmoid needed
         return logits
 
-    def probabilities():
-        p = np.asarray(_probabilities(loss))
+    def probabilities():   # a subclass of the softmax loss's, or a loss of probabilities (BCELoss)
+        p = np.asarray(loss.probabilities if isinstance(loss, nodes.SoftmaxCrossEntropyLoss) else loss.x.value)
         if p.ndim == 2 and p.shape[1] >= 2:
             return p, None
         return p.reshape(len(p)), 0.5
@@ -236,18 +225,45 @@ def _distributed_epoch(comm, graph, steps, X, Y, order, batch_size, xb, yb, x, y
     return dist.reduce_sum(np.sum(losses), right)
 
 
+def _examples(name, X, Y):
+    """(X, Y) as arrays of as many examples, at least one."""
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.ndim == 0 or Y.ndim == 0:
+        raise ValueError(f"{name}: X and y must be arrays of examples, got shapes {X.shape} and {Y.shape}")
+    if len(X) == 0:
+        raise ValueError(f"{name}: no examples")
+    if len(X) != len(Y):
+        raise ValueError(f"{name}: X has {len(X)} examples but y has {len(Y)}")
+    return X, Y
+
+
+def _count(name, value, allow_none=False):
+    """A positive integer argument as a Python int (NumPy's wrap around, and C takes no larger than 2**63 - 1)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 1:
+        raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
+    return operator.index(value)
+
+
 def evaluate(loss, x, y, X, Y, batch_size=256, graph=None):
-    """Mean loss and accuracy of the graph on (X, Y), forward passes only, in evaluation mode."""
+    """Mean loss and accuracy of the graph on (X, Y), forward passes only, in evaluation mode.
+
+    The accuracy counts as `fit` counts its own (a logit >= 0 is class 1 for BCEWithLogitsLoss).
+    """
     graph = graph_of(loss, graph, "evaluate", "the loss ")
-    total = correct = 0.0
-    n = len(X)
+    X, Y = _examples("evaluate", X, Y)
+    labels = metrics.class_indices("evaluate", Y)
+    scores_of = _scorer(loss)
+    total, correct, start = 0.0, 0, 0
     with graph.evaluating():
         for Xb, Yb in data.batches(X, Y, batch_size, shuffle=False):
             x.value, y.value = Xb, Yb
             graph.Forward()
             total += float(np.sum(loss.value, dtype=np.float64))
-            correct += metrics.accuracy(Yb, _probabilities(loss)) * len(Xb)
-    return total / n, correct / n
+            correct += _correct(*scores_of(), labels[start:start + len(Xb)])
+            start += len(Xb)
+    return total / len(X), correct / len(X)
 
 
 def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=None,
@@ -276,23 +292,26 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     training the same as one process's on the same data, up to summation order.
     """
     graph = graph_of(loss, graph, "fit", "the loss ")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
+    # Every argument checked before the first step, not after an epoch of training.
+    epochs, batch_size, patience = _count("epochs", epochs), _count("batch_size", batch_size), \
+        _count("patience", patience, allow_none=True)
     if patience is not None and validation is None:
         raise ValueError("fit: early stopping (patience) needs validation data")
-    X, Y = np.asarray(X), np.asarray(Y)
-    if len(X) == 0:
-        raise ValueError("fit: no training examples")
-    if len(X) != len(Y):
-        raise ValueError(f"batches: X has {len(X)} examples but y has {len(Y)}")
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"fit: on_epoch must be a function on_epoch(epoch, history), got {type(on_epoch).__name__}")
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError("fit: validation must be a pair (X_val, y_val)")
+        validation = _examples("fit: validation", *validation)
+        metrics.class_indices("fit: validation", validation[1])
+    X, Y = _examples("fit", X, Y)
     X, Y = _as_fed(graph, x, X), _as_labels(Y)
     labels = metrics.class_indices("fit", Y)   # checked once: the accuracy compares with these
     update = optimizer.step if optimizer is not None else graph.UpdateParameters
     rng = np.random.default_rng(seed)
     history = History()
-    best, best_loss, waited = None, np.inf, 0
     n = len(X)
+    batch_size = min(batch_size, n)   # the same batches; a size beyond C's integers is no error
     if distributed:
         from . import distributed as dist
 
@@ -306,45 +325,45 @@ def fit(loss, x, y, X, Y, epochs=10, batch_size=32, optimizer=None, validation=N
     bar = _Progress(progress, epochs, -(-n // batch_size))
     steps, X, Y = _steps_for(X, Y)
     # Each batch is gathered into these and fed: the same arrays at every step (a shorter batch
-    # is a view of their first rows). No batch is larger than the data.
-    rows = min(batch_size, n)
-    xb, yb = np.empty((rows,) + X.shape[1:], X.dtype), np.empty((rows,) + Y.shape[1:], Y.dtype)
+    # is a view of their first rows). No batch is larger than the data (batch_size <= n).
+    xb, yb = np.empty((batch_size,) + X.shape[1:], X.dtype), np.empty((batch_size,) + Y.shape[1:], Y.dtype)
     # With a bar, a call per batch, so that it moves; else one call per epoch.
     chunk = batch_size if bar.bar is not None else n
-    for epoch in range(epochs):
-        order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64, copy=False)
-        if distributed:
-            total, correct = _distributed_epoch(comm, graph, steps, X, Y, order, batch_size, xb, yb, x, y, loss,
-                                                scores_of, update, losses, labels, bar)
-        else:
-            correct = 0
-            for start in range(0, n, chunk):
-                stop = min(start + chunk, n)
-                correct += steps(X, Y, order, start, stop, batch_size, xb, yb, x, y, forward, backward, loss,
-                                 update, scores_of, losses, labels)
-                bar.step(losses, stop)
-            total = np.sum(losses)
-        history.loss.append(float(total) / n)
-        history.accuracy.append(float(correct) / n)
-        bar.end_epoch(history.loss[-1])
-        if validation is not None:
-            val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
-            history.val_loss.append(val_loss)
-            history.val_accuracy.append(val_accuracy)
-        if on_epoch is not None:
-            with bar.aside():   # what on_epoch prints goes above the bar
-                on_epoch(epoch + 1, history)
-        if patience is None:
-            continue
-        if val_loss < best_loss:
-            best_loss, waited, history.best_epoch = val_loss, 0, epoch
-            best = [p.value.copy() for p in graph.Parameters]
-        else:
-            waited += 1
-            if waited >= patience:
-                history.stopped_early = True
-                break
-    bar.close()
+    best, best_loss, waited = None, np.inf, 0
+    with contextlib.closing(bar):   # (closed when a step raises, too: no bar left half drawn)
+        for epoch in range(epochs):
+            order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64, copy=False)
+            if distributed:
+                total, correct = _distributed_epoch(comm, graph, steps, X, Y, order, batch_size, xb, yb, x, y, loss,
+                                                    scores_of, update, losses, labels, bar)
+            else:
+                correct = 0
+                for start in range(0, n, chunk):
+                    stop = min(start + chunk, n)
+                    correct += steps(X, Y, order, start, stop, batch_size, xb, yb, x, y, forward, backward, loss,
+                                     update, scores_of, losses, labels)
+                    bar.step(losses, stop)
+                total = np.sum(losses)
+            history.loss.append(float(total) / n)
+            history.accuracy.append(float(correct) / n)
+            bar.end_epoch(history.loss[-1])
+            if validation is not None:
+                val_loss, val_accuracy = evaluate(loss, x, y, *validation, graph=graph)
+                history.val_loss.append(val_loss)
+                history.val_accuracy.append(val_accuracy)
+            if on_epoch is not None:
+                with bar.aside():   # what on_epoch prints goes above the bar
+                    on_epoch(epoch + 1, history)
+            if patience is None:
+                continue
+            if val_loss < best_loss:
+                best_loss, waited, history.best_epoch = val_loss, 0, epoch
+                best = [p.value.copy() for p in graph.Parameters]
+            else:
+                waited += 1
+                if waited >= patience:
+                    history.stopped_early = True
+                    break
     if best is not None:
         for p, value in zip(graph.Parameters, best):
             p.value[...] = value

@@ -243,3 +243,26 @@ def test_a_batch_larger_than_the_data_is_one_batch_of_all():
     assert results[0][:2] == results[1][:2]
     for p, q in zip(results[0][2], results[1][2]):
         np.testing.assert_array_equal(p, q)
+
+
+class Lying(np.ndarray):
+    """An array whose `dtype` attribute says float64, whatever it holds."""
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+
+def test_the_data_is_read_by_its_own_dtype_not_by_what_its_class_says():
+    # The gather compared the `dtype` attributes: one that lied had its bytes copied as
+    # another dtype's (int8 rows read as float64, or references as numbers).
+    edf.DT = np.float64
+    g, x, y, L = make_net("softmax_ce", 4, 4)
+    Y = np.zeros(20, np.int64)
+    for held in (np.int8, np.float32, object):
+        X = np.zeros((20, 4), held).view(Lying)
+        assert X.dtype == np.float64
+        with pytest.raises(ValueError, match="fit: the (examples of X|training data X)"):
+            _fit.epoch_steps(X, Y, np.arange(20), 0, 20, 5, np.empty((5, 4)), np.empty(5, np.int64), x, y,
+                             g.Forward, g.Backward, L, g.UpdateParameters, training._scorer(L), np.zeros(20),
+                             np.zeros(20, np.int64))

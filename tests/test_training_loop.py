@@ -158,7 +158,21 @@ def test_predict_needs_no_labels_and_touches_no_gradient():
 @pytest.mark.parametrize("call, message", [
     (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(4), epochs=0), "fit: epochs must be a positive integer"),
     (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(4), patience=2), "fit: early stopping .* needs validation data"),
-    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(3)), "batches: X has 4 examples but y has 3"),
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(3)), "fit: X has 4 examples but y has 3"),
+    (lambda L, x, y: edf.evaluate(L, x, y, np.zeros((4, 2)), np.zeros(3)), "evaluate: X has 4 examples but y has 3"),
+    (lambda L, x, y: edf.evaluate(L, x, y, np.zeros((0, 2)), np.zeros(0)), "evaluate: no examples"),
+    # Checked before the first epoch, not after it (and named):
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(4), patience=0, validation=(np.zeros((2, 2)),
+                                                                                         np.zeros(2))),
+     "fit: patience must be a positive integer, got 0"),
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(4), validation=(np.zeros((2, 2)), np.zeros(3))),
+     "fit: validation: X has 2 examples but y has 3"),
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.zeros(4), validation=(np.zeros((2, 2)), [0.5, 1])),
+     "fit: validation: y_true must be integral class indices"),
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.full(4, 2.0 ** 70)),
+     "fit: y_true holds the class index 1.18.*e.21, too large to be one"),
+    (lambda L, x, y: edf.fit(L, x, y, np.zeros((4, 2)), np.full(4, 2 ** 64 - 1, np.uint64)),
+     "fit: y_true holds the class index 18446744073709551615, too large"),
     (lambda L, x, y: edf.predict(edf.Sigmoid(x), x, np.zeros((4, 2)), graph=edf.Graph()), "predict: Sigmoid is not a node of the graph"),
 ])
 def test_bad_arguments_are_named(call, message):
@@ -243,3 +257,72 @@ def test_fit_is_the_hand_written_loop(loss, data_dtype, label_dtype):
     assert history.accuracy == hand_accuracy
     for got, expected in zip(edf.Parameters, hand_params):
         np.testing.assert_array_equal(got.value, expected)
+
+
+def test_fit_checks_every_argument_before_it_trains():
+    # on_epoch and validation were first looked at after an epoch of training had changed the
+    # parameters; a bad on_epoch failed with Python's own "'int' object is not callable".
+    x, y = edf.Input(), edf.Input()
+    L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+    before = [p.value.copy() for p in edf.Parameters]
+    X, Y = np.random.default_rng(0).standard_normal((8, 2)), np.arange(8) % 2
+    for kwargs, error, message in (({"on_epoch": 3}, TypeError, "fit: on_epoch must be a function"),
+                                   ({"validation": np.zeros((2, 2))}, TypeError, "fit: validation must be a pair"),
+                                   ({"validation": (np.zeros((0, 2)), np.zeros(0))}, ValueError,
+                                    "fit: validation: no examples")):
+        with pytest.raises(error, match=message):
+            edf.fit(L, x, y, X, Y, epochs=2, batch_size=4, progress=False, **kwargs)
+        for p, b in zip(edf.Parameters, before):
+            np.testing.assert_array_equal(p.value, b)
+
+
+@pytest.mark.parametrize("order", ["C", "F"], ids=["compiled loop", "reference loop"])
+@pytest.mark.parametrize("make", [np.int8, np.uint8, np.int64, np.uint64, int])
+def test_numpy_integers_count_as_the_same_python_integers(make, order):
+    # NumPy's arithmetic on them wraps around or overflows: np.int8(50) as batch_size raised an
+    # OverflowError (the number of batches, -300 // 50) and np.uint8 epochs overflowed in the bar.
+    rng = np.random.default_rng(3)
+    X, Y = np.asarray(rng.standard_normal((300, 2)), order=order), rng.integers(0, 2, 300)
+    results = []
+    for epochs, batch_size in ((int(3), int(50)), (make(3), make(50))):
+        np.random.seed(0)
+        with edf.Graph() as g:
+            x, y = edf.Input(), edf.Input()
+            L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+            h = edf.fit(L, x, y, X, Y, epochs=epochs, batch_size=batch_size, progress=False,
+                        validation=(X[:10], Y[:10]), patience=make(5))
+            results.append((h.loss, h.accuracy, [p.value.copy() for p in g.Parameters]))
+    assert results[0][:2] == results[1][:2]
+    for p, q in zip(results[0][2], results[1][2]):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_evaluate_counts_a_logit_of_zero_as_fit_does():
+    # evaluate took sigmoid(z) = 0.5 (1 + tanh(z / 2)), which rounds to 0.5 for a tiny negative
+    # z: class 1 by its threshold, class 0 by fit's (z >= 0). Both count z >= 0 as class 1 now.
+    edf.DT = np.float64
+    x, y = edf.Input(), edf.Input()
+    p = edf.AffineParams(1, 1)
+    L = edf.BCEWithLogitsLoss(edf.Affine(p, x), y)
+    p.A.value[...], p.b.value[...] = 1.0, 0.0
+    X = np.array([[-1e-17], [1e-17], [0.0], [-3.0]])
+    _, accuracy = edf.evaluate(L, x, y, X, np.zeros(4))
+    assert accuracy == 0.5   # the second and third are class 1, the first and the last class 0
+    _, accuracy = edf.evaluate(L, x, y, X, np.array([0, 1, 1, 0]))
+    assert accuracy == 1.0
+
+
+def test_a_failing_step_closes_the_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    x, y = edf.Input(), edf.Input()
+    L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(2, 1), x)), y)
+    bars = []
+
+    def explode(epoch, history):
+        from tqdm import tqdm
+        bars.extend(b for b in list(tqdm._instances) if b.desc == "fit")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        edf.fit(L, x, y, np.zeros((8, 2)), np.arange(8) % 2, epochs=3, batch_size=4, progress=True, on_epoch=explode)
+    assert len(bars) == 1 and bars[0].disable   # closed (tqdm marks a closed bar disabled)
