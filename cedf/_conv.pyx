@@ -32,6 +32,7 @@ The loops are plain C over raw pointers, without the GIL; every size was
 checked before (here with the GIL held, or by the node that built the plan).
 """
 from cython cimport floating
+from libc.limits cimport INT_MAX
 from libc.string cimport memset
 
 import numpy as np
@@ -253,17 +254,24 @@ cdef tuple _pair(str kernel, str name, value, Py_ssize_t least):
 cdef Geometry _geometry(str kernel, tuple x_shape, tuple w_shape, stride, padding) except *:
     """The convolution's geometry for x of `x_shape` (N, C, H, W) and W of `w_shape` (O, C, kh, kw)."""
     cdef Geometry g
-    g.n, g.c, g.h, g.w = x_shape
-    g.o, _, g.kh, g.kw = w_shape
-    _expect(kernel, "W", w_shape, (g.o, g.c, g.kh, g.kw))
-    g.sh, g.sw = _pair(kernel, "stride", stride, 1)
-    g.ph, g.pw = _pair(kernel, "padding", padding, 0)
-    if g.kh < 1 or g.kw < 1 or g.h + 2 * g.ph < g.kh or g.w + 2 * g.pw < g.kw:
-        raise ValueError(f"{kernel}: kernel {(g.kh, g.kw)} does not fit the padded input "
-                         f"{(g.h + 2 * g.ph, g.w + 2 * g.pw)}")
-    g.ho, g.wo = (g.h + 2 * g.ph - g.kh) // g.sh + 1, (g.w + 2 * g.pw - g.kw) // g.sw + 1
-    for size in (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo):
-        _blas_size(kernel, size)
+    n, c, h, w = x_shape
+    o, _, kh, kw = w_shape
+    _expect(kernel, "W", w_shape, (o, c, kh, kw))
+    sh, sw = _pair(kernel, "stride", stride, 1)
+    ph, pw = _pair(kernel, "padding", padding, 0)
+    # In Python's integers: a padding or stride of any size is refused by name, or computed,
+    # not wrapped around (or an OverflowError) in C's.
+    padded = (h + 2 * ph, w + 2 * pw)
+    if kh < 1 or kw < 1 or padded[0] < kh or padded[1] < kw:
+        raise ValueError(f"{kernel}: kernel {(kh, kw)} does not fit the padded input {padded}")
+    ho, wo = (padded[0] - kh) // sh + 1, (padded[1] - kw) // sw + 1
+    for size in (o, c * kh * kw, n * ho * wo, padded[0] * padded[1]):
+        if size > INT_MAX:
+            raise ValueError(f"{kernel}: the convolution of x {x_shape} by W {w_shape} with stride {(sh, sw)} and "
+                             f"padding {(ph, pw)} has a dimension of {size}, beyond the BLAS limit {INT_MAX}")
+    # A stride beyond the padded input makes one output position, as the padded size does.
+    g.n, g.c, g.h, g.w, g.o, g.kh, g.kw = n, c, h, w, o, kh, kw
+    g.sh, g.sw, g.ph, g.pw, g.ho, g.wo = min(sh, padded[0]), min(sw, padded[1]), ph, pw, ho, wo
     return g
 
 

@@ -24,6 +24,9 @@ def _is_int(value):
     return isinstance(value, _INT) and not isinstance(value, bool)
 
 
+_BLAS_LIMIT = 2 ** 31 - 1   # BLAS's dimensions are C ints
+
+
 def _ints(owner, name, value, least, ranks=(1, 2)):
     """`value` as a tuple of 1 or 2 ints >= least (an int is a tuple of one), else a clear ValueError."""
     entries = (value,) if _is_int(value) else value
@@ -140,6 +143,12 @@ class Conv(BuiltinNode):
                 raise ValueError(f"Conv: the kernel ({where}{k}) is longer than the padded input ({where}{size} "
                                  f"+ 2 x padding {pad} = {size + 2 * pad}); pad more or use a smaller kernel")
         ho, wo = (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
+        # Refused before a buffer is made for it: the kernels' matrices are BLAS's, of int sizes.
+        if n * ho * wo > _BLAS_LIMIT or (h + 2 * padding[0]) * (w + 2 * padding[1]) > _BLAS_LIMIT:
+            raise ValueError(f"Conv: x of shape {x.shape} padded by {self.padding} gives {n} x {ho * wo} output "
+                             f"positions, beyond the {_BLAS_LIMIT} a matrix of BLAS holds: use a smaller padding")
+        # A stride beyond the padded input gives one position, as the padded size does (and fits C's integers).
+        stride = (min(stride[0], h + 2 * padding[0]), min(stride[1], w + 2 * padding[1]))
         out = self._output((n, n_out, ho, wo) if two_d else (n, n_out, wo), W.dtype)
         self._cols = _reuse(self._cols, (channels * kh * kw, n * ho * wo), W.dtype)
         self._W, self._x_shape, self._pair_args = W, x.shape, (stride, padding)

@@ -73,6 +73,7 @@ class _Pool(BuiltinNode):
             raise ValueError(f"{_name(self)}: the window ({window}) is larger than x's positions ({positions}, "
                              f"x has shape {x.shape}); give a smaller size, or pool a larger input")
         oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        sh, sw = min(sh, h), min(sw, w)   # beyond the input: one window, as a stride of its length (and a C integer)
         self._in_shape, self._window_of = x.shape, (kh, kw, sh, sw)
         self._as_2d = (n, c, h, w), (n, c, oh, ow)   # the input's and the value's shapes, as the kernels see them
         self._geometry = (n * c, (h, w, kh, kw, sh, sw, oh, ow))   # m and d of the plan's operations

@@ -491,3 +491,30 @@ def test_a_one_tuple_stride_or_padding_is_its_integer(kernel):
             g.Forward()
             values.append(c.value.copy())
     np.testing.assert_array_equal(values[1], values[0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_a_stride_or_padding_beyond_cs_integers_is_computed_or_refused_by_name(backend):
+    # A stride of 2**70 was a bare OverflowError from the compiled kernels (it gives one output
+    # position, as a stride of the padded length does); a padding of 2**62 wrapped around in
+    # the kernel's size check and named a negative size.
+    edf.set_backend(backend)
+    edf.DT = np.float64
+    try:
+        x = edf.Input()
+        x.value = np.random.default_rng(0).standard_normal((2, 3, 10))
+        params = edf.ConvParams(3, 4, 3)
+        huge, padded = edf.Conv(params, x, stride=2 ** 70, padding=1), edf.Conv(params, x, stride=12, padding=1)
+        for _ in range(2):   # node by node, then the plan on the compiled backend
+            edf.Forward()
+            assert huge.value.shape == (2, 4, 1)
+            np.testing.assert_array_equal(huge.value, padded.value)
+        edf.clear_compgraph()
+        x = edf.Input()
+        x.value = np.zeros((2, 3, 10))
+        edf.Conv(edf.ConvParams(3, 4, 3), x, padding=2 ** 62)
+        with pytest.raises(ValueError, match=r"Conv: x of shape \(2, 3, 10\) padded by 4611686018427387904 gives 2 x "
+                                             r"9223372036854775816 output positions, beyond the 2147483647"):
+            edf.Forward()
+    finally:
+        edf.set_backend("cython")

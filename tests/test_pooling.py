@@ -491,3 +491,24 @@ def test_bad_input_after_planned_steps_is_named(pool):
 def test_a_node_of_another_graph_or_no_node_is_refused(pool):
     with pytest.raises(TypeError, match=f"{pool.__name__}: x must be a cedf node"):
         pool(np.zeros((1, 1, 4)), 2)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@pytest.mark.parametrize("pool", ["MaxPool", "AvgPool"])
+def test_a_stride_beyond_cs_integers_is_one_window(pool, backend):
+    # A stride of 2**70 was a bare OverflowError on both backends; it pools one window, as a
+    # stride of the input's length does, forward and backward.
+    edf.set_backend(backend)
+    edf.DT = np.float64
+    try:
+        x = edf.Parameter(np.random.default_rng(4).standard_normal((2, 3, 9)))
+        huge, plain = getattr(edf, pool)(x, 4, stride=2 ** 70), getattr(edf, pool)(x, 4, stride=9)
+        L = edf.Sigmoid(edf.Add(huge, plain))
+        for _ in range(2):   # node by node, then the plan on the compiled backend
+            edf.Forward()
+            edf.Backward(L)
+            assert huge.value.shape == (2, 3, 1)
+            np.testing.assert_array_equal(huge.value, plain.value)
+            np.testing.assert_array_equal(huge.grad, plain.grad)
+    finally:
+        edf.set_backend("cython")
