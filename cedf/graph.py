@@ -264,7 +264,9 @@ class Graph:
                 raise RuntimeError("Backward: predict() ran since the last Forward(), and the nodes hold its values: "
                                    "call Forward() on the training batch again before Backward()")
             plan = self._replay   # dropped after its forward ran: its backward still differentiates that forward
-        if plan is not None and backend.kernels is backend._kernels:
+        # ... unless a node's attribute was set since: a node's own backward reads it as it is
+        # now (a LeakyReLU's slope), the dropped plan's as it was. Node by node, then.
+        if plan is not None and backend.kernels is backend._kernels and not plan.changed:
             try:
                 plan.backward(loss)   # (it notes the loss's batch size: `batch`)
                 if plan is not self._plan:

@@ -211,6 +211,9 @@ MEDDLING = {   # what may happen between a Forward (of the plan) and Backward; e
     "evaluation mode, plan dropped": lambda g, y, bn, d: (g.eval(), g.release_plan()),
     "Dropout's p": lambda g, y, bn, d: setattr(d, "p", 0.25),
     "BatchNorm's eps": lambda g, y, bn, d: setattr(bn, "eps", 1e-3),
+    # Read by the node's backward as it is then, by the dropped plan's as it was.
+    "LeakyReLU's slope": lambda g, y, bn, d: setattr(next(c for c in g.CompNodes if isinstance(c, edf.LeakyReLU)),
+                                                     "slope", 0.3),
     "labels changed in place, plan dropped": lambda g, y, bn, d: (y.value.__setitem__(slice(None), 1 - y.value),
                                                                    g.release_plan()),
 }
