@@ -236,24 +236,34 @@ def test_the_plan_trains_as_the_nodes_do(dtype, monkeypatch):
         np.testing.assert_array_equal(a.running_var, b.running_var)
 
 
-def test_eval_and_train_switch_the_plan_without_rebuilding_it():
+def planned_cnn():
+    """cnn_like in float64 after three steps on the compiled backend: its graph, x, loss, first
+    BatchNorm and plan."""
     edf.set_backend("cython")
     g, x, loss, (bn, _) = cnn_like(np.float64)
+    for _ in range(3):
+        g.Forward()
+        g.Backward(loss)
+    assert g._plan is not None
+    return g, x, loss, bn, g._plan
+
+
+def normalised(bn, x, mean, var):
+    """What BatchNorm `bn` makes of x (N, C, L) with these statistics."""
+    return (x - mean[:, None]) / np.sqrt(var[:, None] + bn.eps) * bn.weight.value[:, None] + bn.bias.value[:, None]
+
+
+def test_eval_and_train_switch_the_plan_without_rebuilding_it():
+    g, x, loss, bn, compiled = planned_cnn()
     with g:
-        for _ in range(3):
-            g.Forward()
-            g.Backward(loss)
-        compiled = g._plan
-        assert compiled is not None
         edf.eval()
         before = bn.running_mean.copy()
         g.Forward()
         assert g._plan is compiled
         np.testing.assert_array_equal(bn.running_mean, before)   # evaluation leaves them alone
         xv = x.value
-        expected = ((xv - bn.running_mean[:, None]) / np.sqrt(bn.running_var[:, None] + bn.eps)
-                    * bn.weight.value[:, None] + bn.bias.value[:, None])
-        assert_close(bn.value, expected, 1e-12, "evaluation mode: the running statistics")
+        assert_close(bn.value, normalised(bn, xv, bn.running_mean, bn.running_var), 1e-12,
+                     "evaluation mode: the running statistics")
         edf.train()
         g.Forward()
         assert g._plan is compiled
@@ -478,13 +488,8 @@ def test_the_plan_follows_statistics_replaced_or_frozen_behind_its_back(tmp_path
     # statistic into a new array (the old one read-only) without dropping the plan, which went
     # on normalising with the old one; and in training the plan wrote into an array the user
     # had made read-only, which the node by node Forward leaves alone (it takes a copy).
-    edf.set_backend("cython")
-    g, x, loss, (bn, _) = cnn_like(np.float64)
+    g, x, loss, bn, compiled = planned_cnn()
     with g:
-        for _ in range(3):
-            g.Forward()
-            g.Backward(loss)
-        compiled = g._plan
         edf.save(tmp_path / "m.npz", graph=g)
         saved_mean, saved_var = bn.running_mean.copy(), bn.running_var.copy()
         g.Forward()   # training: the statistics move on from the saved ones
@@ -496,9 +501,8 @@ def test_the_plan_follows_statistics_replaced_or_frozen_behind_its_back(tmp_path
         np.testing.assert_array_equal(bn.running_mean, saved_mean)
         edf.eval()
         g.Forward()
-        expected = ((x.value - saved_mean[:, None]) / np.sqrt(saved_var[:, None] + bn.eps)
-                    * bn.weight.value[:, None] + bn.bias.value[:, None])
-        assert_close(bn.value, expected, 1e-12, "evaluation after load: the loaded statistics")
+        assert_close(bn.value, normalised(bn, x.value, saved_mean, saved_var), 1e-12,
+                     "evaluation after load: the loaded statistics")
         edf.train()
         bn.running_var.flags.writeable = False
         frozen_var = bn.running_var
