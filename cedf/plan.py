@@ -325,7 +325,7 @@ class GraphPlan:
         """(labels Input, "value", the labels its last forward run read, as checked): a replay of
         that forward (`Graph._replay_forward`) reads these, whatever y.value holds by then."""
         return [(node.y, "value", self._labels_of[id(node)][1]) for node in self.nodes_run
-                if id(node) in self._labels_of]
+                if id(node) in self._labels_of and isinstance(node.y, Input)]   # (a node's: its own forward's)
 
     def retire(self):
         """Make the forward and update programs refuse to run (Replan): the graph changed.
