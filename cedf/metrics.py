@@ -30,10 +30,11 @@ def _indices(name, what, a):
     if a.dtype.kind == "f" and (not np.all(np.isfinite(a)) or np.any(a != np.round(a))):
         raise ValueError(f"{name}: {what} must be integral class indices; "
                          f"it holds non-integral or non-finite values")
-    # Checked before the cast, which would wrap a uint64 or a float beyond int64 round to negative.
-    if a.size and a.dtype.kind in "uf" and (a.max() > np.iinfo(np.int64).max if a.dtype.kind == "u"
-                                            else a.max() >= 2.0 ** 63):
-        raise ValueError(f"{name}: {what} holds the class index {a.max()}, too large to be one "
+    # Checked before the cast, which would wrap a uint64 or a float beyond int64 round to negative
+    # (NumPy compares either with the Python int 2**63 exactly).
+    top = a.max() if a.size and a.dtype.kind in "uf" else 0
+    if top >= 2 ** 63:
+        raise ValueError(f"{name}: {what} holds the class index {top}, too large to be one "
                          f"(labels are 0, 1, ..., classes - 1)")
     out = a.astype(np.int64)
     if out.size and out.min() < 0:
