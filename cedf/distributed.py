@@ -40,6 +40,7 @@ rank copies its buffer into its slot, waits for the others' and sums them all
 MPI's own ``MPI_Allreduce``, in place (``MPI_IN_PLACE``). `transport` says
 which a graph's gradients take.
 """
+import math
 import os
 from types import SimpleNamespace
 
@@ -344,7 +345,7 @@ def allreduce_gradients(graph=None, batch=None, total=None):
     summed = sums[0]   # (the same in every group: every rank sent the same batch to each)
     if refused is not None:
         raise refused
-    if not np.isfinite(summed):
+    if not math.isfinite(summed):
         raise ValueError("cedf.distributed.allreduce_gradients: another rank's batch was no number of examples "
                          "(its own error says which); this step's gradients are lost: run Backward again")
     if summed <= -_CHANGED / 2:
@@ -366,8 +367,10 @@ def allreduce_gradients(graph=None, batch=None, total=None):
 
 def _whole(number):
     """Whether `number` is a whole number of examples, 0 or more, below 2**39 (far from _CHANGED)."""
+    if type(number) is int:   # the usual case, at every step: spared NumPy's isfinite (0.8 us)
+        return 0 <= number < 2 ** 39
     return (isinstance(number, (int, float, np.integer, np.floating)) and not isinstance(number, (bool, np.bool_))
-            and np.isfinite(number) and 0 <= number < 2 ** 39 and float(number).is_integer())
+            and math.isfinite(number) and 0 <= number < 2 ** 39 and float(number).is_integer())
 
 
 #: What a rank whose parameters changed sends for its batch: far below any sum of real batches

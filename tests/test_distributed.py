@@ -257,3 +257,14 @@ def test_one_process_is_a_world_of_one_and_a_wrong_total_is_refused():
     assert dist.transport() == "MPI_Allreduce"   # one rank: nothing to share
     with pytest.raises(ValueError, match=r"the ranks' batches sum to 10, not to the total 12 given"):
         dist.allreduce_gradients(total=12)
+
+
+@pytest.mark.parametrize("batch, whole", [
+    (0, True), (128, True), (2 ** 39 - 1, True), (np.int64(7), True), (np.uint8(7), True), (7.0, True),
+    (np.float32(7), True), (-1, False), (2 ** 39, False), (2 ** 70, False), (True, False), (np.bool_(True), False),
+    (7.5, False), (float("nan"), False), (float("inf"), False), (-0.5, False), (np.float64("nan"), False),
+    ("7", False), (None, False), ([7], False)])
+def test_the_batch_a_rank_may_send_is_a_whole_number_of_examples(batch, whole):
+    # allreduce_gradients checks every step's batch with this rule before the sum; ints take a
+    # shortcut of their own, which must agree with the general rule.
+    assert dist._whole(batch) is whole
