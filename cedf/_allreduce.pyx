@@ -141,11 +141,12 @@ cdef class SharedSum:
         with nogil:
             memcpy(slots[self._rank], buffer, n * sizeof(floating))
             cedf_arrive(self._counter)
+            arrived = cedf_wait_arrivals(self._counter, target, 100000)
         self._steps += 1
         while not arrived:
+            PyErr_CheckSignals()   # a rank that never comes must not make Ctrl-C wait too
             with nogil:
                 arrived = cedf_wait_arrivals(self._counter, target, 100000)
-            PyErr_CheckSignals()   # a rank that never comes must not make Ctrl-C wait too
         for s in range(ranks):
             total += (<floating*>slots[s])[n - 1]
         if total > 0:

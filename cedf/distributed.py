@@ -296,10 +296,12 @@ def allreduce_gradients(graph=None, batch=None, total=None):
         # the general path below would, and the sum is judged alike.
         if _state.MPI.Is_finalized():   # the window's memory is gone with MPI
             raise RuntimeError("cedf.distributed.allreduce_gradients: MPI was finalized")
-        summed, refused, changed = sums[0].run(mine), None, False
+        summed = sums[0].run(mine)
         _state.last = fusion
-    else:
-        summed, refused, changed = _sum_any(comm, graph, fusion, batch, total)
+        if not summed > 0:   # NaN, a changed graph's mark or no example: as the general path says
+            _judge(comm, graph, summed, None, False, batch, total)
+        return
+    summed, refused, changed = _sum_any(comm, graph, fusion, batch, total)
     _judge(comm, graph, summed, refused, changed, batch, total)
 
 
