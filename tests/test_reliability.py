@@ -4,6 +4,7 @@ steps, nodes changed after they were planned, and the errors that named nothing.
 Each test is the reproduction of one finding, with the expected behaviour checked against
 the reference backend or an independently computed value.
 """
+import ctypes
 import threading
 
 import numpy as np
@@ -54,17 +55,26 @@ def assert_same_runs(comp, ref, rtol=1e-12):
 # -- 1. labels written by another thread while a step runs ----------------------------------------
 
 class Toggler:
-    """A thread that writes `bad` and `good` in turn into labels[-1] until stopped."""
+    """A thread that writes `bad` and `good` in turn into labels[-1] until stopped.
+
+    Each write is one 8-byte store (through ctypes), so that labels[-1] only ever holds one of the
+    two: NumPy's item assignment copies through memcpy, which AddressSanitizer's build intercepts
+    and may copy byte by byte, and a step then met a mix of 1.0's and 2**40's bytes (2**-8).
+    """
 
     def __init__(self, labels, good, bad):
-        self.labels, self.good, self.bad = labels, good, bad
+        assert labels.dtype in (np.int64, np.float64) and labels.flags.c_contiguous
+        kind = ctypes.c_int64 if labels.dtype == np.int64 else ctypes.c_double
+        self.last = kind.from_address(labels.ctypes.data + (labels.size - 1) * 8)
+        self.labels = labels   # kept alive while the thread writes into it
+        self.good, self.bad = labels.dtype.type(good).item(), labels.dtype.type(bad).item()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run)
 
     def run(self):
         while not self.stop.is_set():
-            self.labels[-1] = self.bad
-            self.labels[-1] = self.good
+            self.last.value = self.bad
+            self.last.value = self.good
 
     def __enter__(self):
         self.thread.start()
