@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Convolution, compiled: im2col, one GEMM per product, col2im.
+"""Convolution, compiled: im2col, one GEMM per product, col2im, in the batch-last layout.
 
 The same two kernels as `cedf/reference.py`'s convolution section (read it
 first: layout, `cols`, 1-D as 2-D with H = 1), callable from Python, and the
@@ -7,24 +7,23 @@ same loops as the plan's operations CONV_FWD and CONV_BWD (`PLAN_OPS`).
 
 Design, for the small batched convolutions people learn with (MNIST-1D's CNN:
 100 examples of 40 positions, 25 channels):
-- The whole batch is unfolded into one matrix, cols (C kh kw, N Ho Wo), and
+- The whole batch is unfolded into one matrix, cols (C kh kw, Ho Wo N), and
   each product is one GEMM over the batch: W (O, C kh kw) @ cols in the
   forward; g cols^T (dW) and W^T g (the unfolded dx) in the backward. One call
-  of N Ho Wo columns instead of N calls of Ho Wo: a GEMM of 25 x 75 by 75 x 10,
+  of Ho Wo N columns instead of N calls of Ho Wo: a GEMM of 25 x 75 by 75 x 10,
   one per example, spends most of its time in BLAS's call and packing.
-- The price of one GEMM over the batch is its layout, (O, N, Ho Wo) where the
-  value is (N, O, Ho Wo): the forward transposes it into the value in the pass
-  that adds the bias (which a pass over the value costs anyway), and the
-  backward transposes g once into (O, N Ho Wo), in the pass that sums the bias
-  gradient; that one copy serves both backward products.
-- dx (the scatter-add col2im, and the GEMM before it) is computed only when
-  the input takes a gradient: the first convolution reads an Input, and skips
-  it entirely, as the first Affine skips dX.
-- The unfolding and its inverse move a tap's row of cols for the whole batch
-  in one C call (csrc/conv.h): at MNIST-1D's sizes a row is 100 segments of 5
-  to 10 numbers, and entering a loop per segment cost more than the copying.
+- The columns are ordered (oh, ow, n), the example last, and the loops read x
+  and write dx batch-last, (C, H, W, N): a row of cols is then a run of whole
+  blocks of N numbers (csrc/conv.h), and the GEMM's product W @ cols is the
+  output already batch-last, (O, Ho, Wo, N). Between layers, the plan keeps
+  the values and gradients batch-last (`cedf.plan`, `batch_last`): a Conv, a
+  ReLU after it, the next Conv, a Flatten at the end transposes once. A buffer
+  in the user's layout, channels-first, is transposed into `work` on the way
+  in and out of work on the way out (the Python-callable kernels' case).
   Measured here (one thread, CPU time, the step of benchmarks/conv_step.py):
-  439 us per step with a loop per segment, 391 us so; the GEMMs alone 230 us.
+  see the closing note of issue 15.
+- dx (the GEMM and col2im) is computed only when the input takes a gradient:
+  the first convolution reads an Input and skips it, as the first Affine skips dX.
 - The scratch of the Python-callable kernels is allocated per call; the
   plan's operations use buffers the node allocated once (`cedf.conv`).
 
@@ -50,6 +49,7 @@ def _use_numpy_blas(addresses):
 
 cdef struct Geometry:
     Py_ssize_t n, c, h, w, o, kh, kw, sh, sw, ph, pw, ho, wo
+    bint x_inner, out_inner   # x (and dx), the output (and its gradient) batch-last
 
 
 cdef inline void _span(Py_ssize_t j, Py_ssize_t pad, Py_ssize_t stride, Py_ssize_t length, Py_ssize_t out_length,
@@ -63,151 +63,159 @@ cdef inline void _span(Py_ssize_t j, Py_ssize_t pad, Py_ssize_t stride, Py_ssize
 
 
 cdef extern from "conv.h" nogil:
-    void cedf_gather_rows_f32(float* dst, const float* src, Py_ssize_t rows, Py_ssize_t dst_step,
-                              Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, Py_ssize_t stride)
-    void cedf_gather_rows_f64(double* dst, const double* src, Py_ssize_t rows, Py_ssize_t dst_step,
-                              Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, Py_ssize_t stride)
-    void cedf_scatter_rows_f32(float* dst, const float* src, Py_ssize_t rows, Py_ssize_t dst_step,
-                               Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t stride)
-    void cedf_scatter_rows_f64(double* dst, const double* src, Py_ssize_t rows, Py_ssize_t dst_step,
-                               Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t stride)
-    void cedf_unbatch_f32(const float* work, const float* b, float* out, Py_ssize_t n, Py_ssize_t o, Py_ssize_t p)
-    void cedf_unbatch_f64(const double* work, const double* b, double* out, Py_ssize_t n, Py_ssize_t o,
-                          Py_ssize_t p)
-    void cedf_batch_f32(const float* g, float* work, Py_ssize_t n, Py_ssize_t o, Py_ssize_t p)
-    void cedf_batch_f64(const double* g, double* work, Py_ssize_t n, Py_ssize_t o, Py_ssize_t p)
+    void cedf_copy_blocks_f32(float* dst, const float* src, Py_ssize_t blocks, Py_ssize_t block, Py_ssize_t step)
+    void cedf_copy_blocks_f64(double* dst, const double* src, Py_ssize_t blocks, Py_ssize_t block,
+                              Py_ssize_t step)
+    void cedf_add_blocks_f32(float* dst, const float* src, Py_ssize_t blocks, Py_ssize_t block, Py_ssize_t step)
+    void cedf_add_blocks_f64(double* dst, const double* src, Py_ssize_t blocks, Py_ssize_t block, Py_ssize_t step)
+    void cedf_add_row_bias_f32(float* a, const float* bias, Py_ssize_t rows, Py_ssize_t length)
+    void cedf_add_row_bias_f64(double* a, const double* bias, Py_ssize_t rows, Py_ssize_t length)
+    void cedf_transpose_f32(const float* src, float* dst, Py_ssize_t rows, Py_ssize_t cols, int acc)
+    void cedf_transpose_f64(const double* src, double* dst, Py_ssize_t rows, Py_ssize_t cols, int acc)
 
 
-cdef inline void _gather(floating* dst, const floating* src, Py_ssize_t rows, Py_ssize_t dst_step,
-                         Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
-                         Py_ssize_t stride) noexcept nogil:
-    # Constant strides, so that the compiler vectorises the copy (1-D MNIST's stride 2 included).
+cdef inline void transpose(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t cols,
+                           bint acc) noexcept nogil:
+    """dst (cols x rows) (+)= src (rows x cols)^T: (N, F) <-> (F, N), a batch in and out of batch-last."""
     if floating is float:
-        if stride == 1:
-            cedf_gather_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, n, 1)
-        elif stride == 2:
-            cedf_gather_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, n, 2)
-        else:
-            cedf_gather_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, n, stride)
+        cedf_transpose_f32(src, dst, rows, cols, acc)
     else:
-        if stride == 1:
-            cedf_gather_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, n, 1)
-        elif stride == 2:
-            cedf_gather_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, n, 2)
-        else:
-            cedf_gather_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, n, stride)
-
-
-cdef inline void _scatter(floating* dst, const floating* src, Py_ssize_t rows, Py_ssize_t dst_step,
-                          Py_ssize_t src_step, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t stride) noexcept nogil:
-    if floating is float:
-        if stride == 1:
-            cedf_scatter_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, 1)
-        elif stride == 2:
-            cedf_scatter_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, 2)
-        else:
-            cedf_scatter_rows_f32(dst, src, rows, dst_step, src_step, lo, hi, stride)
-    else:
-        if stride == 1:
-            cedf_scatter_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, 1)
-        elif stride == 2:
-            cedf_scatter_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, 2)
-        else:
-            cedf_scatter_rows_f64(dst, src, rows, dst_step, src_step, lo, hi, stride)
+        cedf_transpose_f64(src, dst, rows, cols, acc)
 
 
 cdef void im2col(const floating* x, floating* cols, const Geometry* g) noexcept nogil:
-    """cols[(c, i, j), (n, oh, ow)] = x[n, c, oh sh + i - ph, ow sw + j - pw], 0 in the padding.
-
-    Tap by tap and output row by output row, each call covers the whole batch (csrc/conv.h).
-    """
-    cdef Py_ssize_t c, i, j, oh, ih, lo, hi, p = g.ho * g.wo, cols_n = g.n * p, image = g.c * g.h * g.w
+    """cols[(c, i, j), (oh, ow, n)] = x[c, oh sh + i - ph, ow sw + j - pw, n] (x batch-last), 0 in the padding."""
+    cdef Py_ssize_t c, i, j, oh, ih, lo, hi, a, z, n = g.n, row = g.ho * g.wo * g.n
     cdef floating* dst
     for c in range(g.c):
         for i in range(g.kh):
             for j in range(g.kw):
                 _span(j, g.pw, g.sw, g.w, g.wo, &lo, &hi)
                 for oh in range(g.ho):
-                    dst = cols + ((c * g.kh + i) * g.kw + j) * cols_n + oh * g.wo
+                    dst = cols + ((c * g.kh + i) * g.kw + j) * row + oh * g.wo * n
                     ih = oh * g.sh + i - g.ph
+                    a, z = lo, hi
                     if ih < 0 or ih >= g.h:   # a row of padding
-                        _gather(dst, x, g.n, p, 0, 0, 0, g.wo, 1)
-                    else:
-                        _gather(dst, x + (c * g.h + ih) * g.w + j - g.pw, g.n, p, image, lo, hi, g.wo, g.sw)
+                        a = z = 0
+                    memset(dst, 0, a * n * sizeof(floating))
+                    if z > a:
+                        if floating is float:
+                            cedf_copy_blocks_f32(dst + a * n, x + ((c * g.h + ih) * g.w + a * g.sw + j - g.pw) * n,
+                                                 z - a, n, g.sw * n)
+                        else:
+                            cedf_copy_blocks_f64(dst + a * n, x + ((c * g.h + ih) * g.w + a * g.sw + j - g.pw) * n,
+                                                 z - a, n, g.sw * n)
+                    memset(dst + z * n, 0, (g.wo - z) * n * sizeof(floating))
 
 
-cdef void col2im(const floating* dcols, floating* gx, const Geometry* g) noexcept nogil:
-    """gx[n, c, oh sh + i - ph, ow sw + j - pw] += dcols[(c, i, j), (n, oh, ow)], padding dropped."""
-    cdef Py_ssize_t c, i, j, oh, ih, lo, hi, p = g.ho * g.wo, cols_n = g.n * p, image = g.c * g.h * g.w
+cdef void col2im(const floating* dcols, floating* dx, const Geometry* g) noexcept nogil:
+    """dx[c, oh sh + i - ph, ow sw + j - pw, n] += dcols[(c, i, j), (oh, ow, n)] (dx batch-last), padding dropped."""
+    cdef Py_ssize_t c, i, j, oh, ih, lo, hi, n = g.n, row = g.ho * g.wo * g.n
+    cdef const floating* src
+    cdef floating* dst
     for c in range(g.c):
         for i in range(g.kh):
             for j in range(g.kw):
                 _span(j, g.pw, g.sw, g.w, g.wo, &lo, &hi)
+                if hi <= lo:
+                    continue
                 for oh in range(g.ho):
                     ih = oh * g.sh + i - g.ph
                     if 0 <= ih < g.h:
-                        _scatter(gx + (c * g.h + ih) * g.w + j - g.pw,
-                                 dcols + ((c * g.kh + i) * g.kw + j) * cols_n + oh * g.wo,
-                                 g.n, image, p, lo, hi, g.sw)
+                        src = dcols + ((c * g.kh + i) * g.kw + j) * row + (oh * g.wo + lo) * n
+                        dst = dx + ((c * g.h + ih) * g.w + lo * g.sw + j - g.pw) * n
+                        if floating is float:
+                            cedf_add_blocks_f32(dst, src, hi - lo, n, g.sw * n)
+                        else:
+                            cedf_add_blocks_f64(dst, src, hi - lo, n, g.sw * n)
 
 
 cdef void conv_forward_loop(const floating* x, const floating* W, const floating* b, floating* out,
                             floating* cols, floating* work, const Geometry* g) noexcept nogil:
-    """out = W @ im2col(x) + b, through work (O, N Ho Wo), transposed into out (N, O, Ho Wo)."""
-    cdef Py_ssize_t p = g.ho * g.wo, cols_n = g.n * p, ck = g.c * g.kh * g.kw
+    """out = W @ im2col(x) + b, batch-last or through work: see the module's docstring.
+
+    work holds max(C H W, O Ho Wo) N numbers unless x and out are both batch-last.
+    """
+    cdef Py_ssize_t p = g.ho * g.wo, cols_n = g.n * p, ck = g.c * g.kh * g.kw, image = g.c * g.h * g.w
+    cdef floating* dst = out if g.out_inner else work
+    if not g.x_inner:
+        transpose(x, work, g.n, image, False)
+        x = work
     im2col(x, cols, g)
     if g.o == 0 or cols_n == 0:
         return
     if ck > 0:
-        gemm(False, False, <int>g.o, <int>cols_n, <int>ck, 1, W, <int>ck, cols, <int>cols_n, 0, work, <int>cols_n)
+        gemm(False, False, <int>g.o, <int>cols_n, <int>ck, 1, W, <int>ck, cols, <int>cols_n, 0, dst, <int>cols_n)
     else:
-        memset(work, 0, g.o * cols_n * sizeof(floating))
+        memset(dst, 0, g.o * cols_n * sizeof(floating))
     if floating is float:
-        cedf_unbatch_f32(work, b, out, g.n, g.o, p)
+        cedf_add_row_bias_f32(dst, b, g.o, cols_n)
     else:
-        cedf_unbatch_f64(work, b, out, g.n, g.o, p)
+        cedf_add_row_bias_f64(dst, b, g.o, cols_n)
+    if not g.out_inner:
+        transpose(work, out, g.o * p, g.n, False)
 
 
 cdef void conv_backward_loop(const floating* W, const floating* g_out, const floating* cols, floating* work,
                              floating* dcols, floating* gx, bint acc_x, floating* gW, bint acc_W,
                              floating* gb, bint acc_b, const Geometry* g) noexcept nogil:
-    """work = g_out as (O, N Ho Wo); gb (+)= its row sums; gW (+)= work cols^T; gx (+)= col2im(W^T work).
+    """gb (+)= the row sums of g (O, Ho Wo N); gW (+)= g cols^T; gx (+)= col2im(W^T g).
 
-    gx, gW, gb NULL: not wanted (dcols is read only for gx). Sums are taken in double.
+    g_out, gx batch-last or through work, as in the forward. gx, gW, gb NULL: not
+    wanted (dcols is read only for gx). Sums are taken in double.
     """
-    cdef Py_ssize_t o, p = g.ho * g.wo, cols_n = g.n * p, ck = g.c * g.kh * g.kw
+    cdef Py_ssize_t o, p = g.ho * g.wo, cols_n = g.n * p, ck = g.c * g.kh * g.kw, image = g.c * g.h * g.w
     cdef double s
-    if floating is float:
-        cedf_batch_f32(g_out, work, g.n, g.o, p)
-    else:
-        cedf_batch_f64(g_out, work, g.n, g.o, p)
+    if not g.out_inner:
+        transpose(g_out, work, g.n, g.o * p, False)
+        g_out = work
     if gb != NULL:
         for o in range(g.o):
-            s = long_sum(work + o * cols_n, cols_n)
+            s = long_sum(g_out + o * cols_n, cols_n)
             gb[o] = <floating>(gb[o] + s if acc_b else s)
     if gW != NULL:
         if g.o > 0 and ck > 0 and cols_n > 0:
-            gemm(False, True, <int>g.o, <int>ck, <int>cols_n, 1, work, <int>cols_n, cols, <int>cols_n,
+            gemm(False, True, <int>g.o, <int>ck, <int>cols_n, 1, g_out, <int>cols_n, cols, <int>cols_n,
                  acc_W, gW, <int>ck)
         elif not acc_W:
             memset(gW, 0, g.o * ck * sizeof(floating))
-    if gx != NULL:
+    if gx == NULL:
+        return
+    cdef bint product = g.o > 0 and ck > 0 and cols_n > 0
+    if product:
+        gemm(True, False, <int>ck, <int>cols_n, <int>g.o, 1, W, <int>ck, g_out, <int>cols_n, 0, dcols,
+             <int>cols_n)
+    if g.x_inner:
         if not acc_x:
-            memset(gx, 0, g.n * g.c * g.h * g.w * sizeof(floating))
-        if g.o > 0 and ck > 0 and cols_n > 0:
-            gemm(True, False, <int>ck, <int>cols_n, <int>g.o, 1, W, <int>ck, work, <int>cols_n, 0, dcols,
-                 <int>cols_n)
+            memset(gx, 0, g.n * image * sizeof(floating))
+        if product:
             col2im(dcols, gx, g)
+    else:
+        # work (g, batch-last) was read for the last time by the product above.
+        memset(work, 0, g.n * image * sizeof(floating))
+        if product:
+            col2im(dcols, work, g)
+        transpose(work, gx, image, g.n, acc_x)
+
+
+cdef void transpose_op(const Op* op, void** ptr) noexcept nogil:
+    """a: src (m, n), dst (n, m); acc: dst. A batch into or out of batch-last (Flatten's)."""
+    if op.f64:
+        transpose(<double*>arg(op, ptr, 0), <double*>arg(op, ptr, 1), op.m, op.n, op.acc[0])
+    else:
+        transpose(<float*>arg(op, ptr, 0), <float*>arg(op, ptr, 1), op.m, op.n, op.acc[0])
 
 
 # -- the plan's operations (cedf/_plan_op.pxd) ------------------------------------------------
-# m, n, k = N, C, O; d = H, W, kh, kw, sh, sw, ph, pw, Ho, Wo.
+# m, n, k = N, C, O; d = H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, and whether x and the output
+# are batch-last (1) or channels-first (0).
 
 cdef inline Geometry _op_geometry(const Op* op) noexcept nogil:
     cdef Geometry g
     g.n, g.c, g.o = op.m, op.n, op.k
     g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.ho, g.wo = (op.d[0], op.d[1], op.d[2], op.d[3], op.d[4],
                                                                 op.d[5], op.d[6], op.d[7], op.d[8], op.d[9])
+    g.x_inner, g.out_inner = op.d[10] != 0, op.d[11] != 0
     return g
 
 
@@ -235,7 +243,7 @@ cdef void conv_bwd_op(const Op* op, void** ptr) noexcept nogil:
                            op.acc[0], <float*>arg(op, ptr, 6), op.acc[1], <float*>arg(op, ptr, 7), op.acc[2], &g)
 
 
-PLAN_OPS = {"CONV_FWD": plan_op(conv_fwd_op), "CONV_BWD": plan_op(conv_bwd_op)}
+PLAN_OPS = {"CONV_FWD": plan_op(conv_fwd_op), "CONV_BWD": plan_op(conv_bwd_op), "TRANSPOSE": plan_op(transpose_op)}
 
 
 # -- the kernels, callable from Python ----------------------------------------------------------
@@ -272,6 +280,7 @@ cdef Geometry _geometry(str kernel, tuple x_shape, tuple w_shape, stride, paddin
     # A stride beyond the padded input makes one output position, as the padded size does.
     g.n, g.c, g.h, g.w, g.o, g.kh, g.kw = n, c, h, w, o, kh, kw
     g.sh, g.sw, g.ph, g.pw, g.ho, g.wo = min(sh, padded[0]), min(sw, padded[1]), ph, pw, ho, wo
+    g.x_inner = g.out_inner = False   # the caller's arrays are channels-first
     return g
 
 
@@ -287,12 +296,13 @@ def conv_forward(const floating[:, :, :, ::1] x not None, const floating[:, :, :
                  const floating[::1] b not None, floating[:, :, :, ::1] out not None,
                  floating[:, ::1] cols not None, stride, padding):
     """out = conv(x, W) + b and cols = im2col(x): x (N, C, H, W), W (O, C, kh, kw), b (O,),
-    out (N, O, Ho, Wo), cols (C kh kw, N Ho Wo); stride and padding pairs."""
+    out (N, O, Ho, Wo), cols (C kh kw, Ho Wo N); stride and padding pairs."""
     cdef Geometry g = _geometry("conv_forward", _shape4(x), _shape4(W), stride, padding)
     _expect("conv_forward", "b", (b.shape[0],), (g.o,))
     _expect("conv_forward", "out", _shape4(out), (g.n, g.o, g.ho, g.wo))
     _expect("conv_forward", "cols", (cols.shape[0], cols.shape[1]), (g.c * g.kh * g.kw, g.n * g.ho * g.wo))
-    cdef floating[::1] work = np.empty(g.o * g.n * g.ho * g.wo, np.float64 if floating is double else np.float32)
+    cdef floating[::1] work = np.empty(g.n * max(g.o * g.ho * g.wo, g.c * g.h * g.w),
+                                       np.float64 if floating is double else np.float32)
     cdef floating[::1] out_flat = np.asarray(out).reshape(-1)
     cdef floating[::1] cols_flat = np.asarray(cols).reshape(-1)
     cdef const floating[::1] x_flat = np.asarray(x).reshape(-1)
@@ -318,6 +328,7 @@ def conv_backward(const floating[:, ::1] cols not None, const floating[:, :, :, 
         geo.ho, geo.wo = g.shape[2], g.shape[3]
         geo.h = geo.w = geo.ph = geo.pw = 0
         geo.sh = geo.sw = 1
+        geo.x_inner = geo.out_inner = False
         _blas_size("conv_backward", geo.n * geo.ho * geo.wo)
         _blas_size("conv_backward", geo.c * geo.kh * geo.kw)
     cdef Py_ssize_t ck = geo.c * geo.kh * geo.kw, cols_n = geo.n * geo.ho * geo.wo
@@ -328,7 +339,7 @@ def conv_backward(const floating[:, ::1] cols not None, const floating[:, :, :, 
     if gb is not None:
         _expect("conv_backward", "gb", (gb.shape[0],), (geo.o,))
     dtype = np.float64 if floating is double else np.float32
-    cdef floating[::1] work = np.empty(geo.o * cols_n, dtype)
+    cdef floating[::1] work = np.empty(max(geo.o * cols_n, geo.n * geo.c * geo.h * geo.w), dtype)
     cdef floating[::1] dcols = np.empty(ck * cols_n if gx is not None else 0, dtype)
     cdef const floating[::1] cols_flat = np.asarray(cols).reshape(-1)
     cdef const floating[::1] W_flat = np.asarray(W).reshape(-1)

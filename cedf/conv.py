@@ -7,10 +7,11 @@ cross-correlation (no kernel flip), output length floor((L + 2p - k) / s) + 1.
 The kernels (`conv_forward`, `conv_backward` of the backend) know only the 2-D
 case: a 1-D convolution is handed to them as the 2-D one of x (N, C, 1, L)
 and W (O, C, 1, k), views of the same buffers. The forward unfolds x into
-`cols` (C k, N L_out), a buffer of the node's own reused across steps, and the
+`cols` (C k, L_out N), a buffer of the node's own reused across steps, and the
 backward reads it (dW = g cols^T) instead of x; dx is computed only when x
 takes a gradient (not for an Input). `cedf/_conv.pyx` says why one GEMM over
-the batch.
+the batch, and why batch-last: in the plan, a Conv's value and gradient are kept
+batch-last when every reader takes them so (`cedf.plan`, `batch_last`).
 """
 import numpy as np
 
@@ -77,6 +78,8 @@ class Conv(BuiltinNode):
     """
 
     _cols = _work = _dcols = None
+    # The plan may keep the value batch-last (cedf.plan, `batch_last`); x may come so.
+    _writes_batch_last = _reads_batch_last = True
 
     def __init__(self, params, x, stride=1, padding=0):
         self.params = self._check_params(params)
@@ -190,17 +193,22 @@ class Conv(BuiltinNode):
         W = self._W
         return prog.value(self.params.W, W.shape, W.dtype), prog.value(self.params.b, (W.shape[0],), W.dtype)
 
+    def _plan_work(self, plan):
+        """The geometry with the layouts, and the scratch: x or dx, the output or g, batch-last."""
+        value, (sizes, geometry) = self._value, self._geometry()
+        layouts = (int(plan.batch_last(self.x)), int(plan.batch_last(self)))
+        self._work = _reuse(self._work, (max(value.size, int(np.prod(self._x_shape))),), value.dtype)
+        return sizes, geometry + layouts
+
     def _plan_forward(self, plan, prog):
-        value, dims = self._value, self._geometry()
-        self._work = _reuse(self._work, (value.size,), value.dtype)   # W cols, before the transpose
+        value, dims = self._value, self._plan_work(plan)
         W, b = self._parameters(prog)
         x = prog.value(self.x, self._x_shape, value.dtype, own_dtype=False)
         prog.op(_plan_ops()["CONV_FWD"], value.dtype, dims[0],
                 [x, W, b, prog.fixed(value), prog.fixed(self._cols), prog.fixed(self._work)], geometry=dims[1])
 
     def _plan_backward(self, plan, prog, g, target):
-        value, dims = self._value, self._geometry()
-        self._work = _reuse(self._work, (value.size,), value.dtype)   # g, transposed
+        value, dims = self._value, self._plan_work(plan)
         (gx, ax), (gW, aW), (gb, ab) = target(self.x), target(self.params.W), target(self.params.b)
         dcols = None
         if gx is not None:

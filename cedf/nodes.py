@@ -497,6 +497,9 @@ class _Elementwise(BuiltinNode):
     Subclasses give `_forward(x, out)` and `_backward(g, gx)` on flat buffers.
     """
 
+    # Any layout in, the same layout out: the plan keeps it batch-last when x is (cedf.plan).
+    _elementwise = True
+
     def __init__(self, x):
         self.x = _check_node(_name(self), "x", x)
         self._register()

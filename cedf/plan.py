@@ -41,6 +41,18 @@ of an input's value, ``b.fixed(array)`` a buffer the node allocated itself,
 of the gradient it sends to an input, (None, False) for an Input. The plan
 asks each node; nothing here changes when one is added.
 
+Layouts: a convolution computes batch-last, (C, H, W, N) (`cedf/_conv.pyx` says
+why), and the plan keeps the values and gradients of a chain of them in that
+layout, so that nothing is transposed between layers: a Conv, the elementwise
+nodes after it (ReLU), the Conv that reads them, up to the Flatten that makes
+the batch (N, F) again. A node is kept batch-last (`batch_last`) when it writes
+so (``_writes_batch_last``: Conv; ``_elementwise`` nodes of a batch-last input)
+and every reader reads so (``_reads_batch_last``: Conv, Flatten, Reshape; or
+an elementwise node kept batch-last). Its ``.value`` and ``.grad`` are then
+views of the plan's batch-last buffers in the user's layout (np.moveaxis), so
+what a user reads is the step's numbers, without a copy; the node-by-node
+path, which wants C-contiguous arrays, makes its own again.
+
 Graphs with nodes other than cedf's own (a user's NumPy node, a subclass), or
 whose layers mix dtypes, keep running node by node.
 """
@@ -156,6 +168,12 @@ def _binary_converter(n, dtype):
     return convert
 
 
+def _base_of(bases, array):
+    """The batch-last buffer of which `array` is the plan's view (`GraphPlan.bases`), else `array`."""
+    view, base = bases.get(id(array), (None, None))
+    return base if view is array and array is not None else array
+
+
 class _Builder:
     """The buffer table and operations of one program under construction.
 
@@ -163,7 +181,9 @@ class _Builder:
     it binds are read as that program's last run read them (`Binding.following`).
     """
 
-    def __init__(self, forward=None):
+    def __init__(self, bases=None, forward=None):
+        # id(view) -> (view, base): the batch-last nodes' values and gradients (GraphPlan.bases)
+        self.bases = {} if bases is None else bases
         self.buffers, self.ops, self.messages = [], [], []
         self.stage = {}   # op index -> 0 or 1: run first (see `op`)
         self._index = {}
@@ -176,6 +196,8 @@ class _Builder:
         return self._index[key]
 
     def fixed(self, array):
+        """The buffer of an array of the plan's or a node's own (a batch-last view: its base)."""
+        array = _base_of(self.bases, array)
         return self._add(id(array), array)
 
     def bound(self, owner, attr, shape, dtypes, convert, writable=False, kind=None, column=False):
@@ -225,6 +247,7 @@ class GraphPlan:
         self.training = graph._training
         self.mode_ran = np.ones(1, np.int64)   # the mode of the forward program's last run (Graph._replay_forward)
         self.consumers = {id(c): [] for c in graph.CompNodes}
+        self._node_of = {id(c): c for c in graph.CompNodes}
         for c in graph.CompNodes:
             for source in inputs_of(c):
                 if id(source) in self.consumers:
@@ -235,6 +258,11 @@ class GraphPlan:
                                  if isinstance(c, Sigmoid) and isinstance(c.x, Affine)
                                  and self.consumers[id(c.x)] == [c]}
         self._labels_of = {}   # id(loss) -> (staged, checked): its labels, copied by the forward
+        self.bases = {}
+        self._batch_last = self._choose_batch_last()
+        for node in self.nodes:
+            if id(node) in self._batch_last:
+                node._value = self._batch_last_view(node, "_batch_last_value", node._value)
         self._lock = graph.lock
         # Set by the forward program, under the graph's lock, once it ran: only then may a
         # backward program run (it reads the labels and values that run left). A dict of
@@ -254,10 +282,47 @@ class GraphPlan:
         self.forward = self._forward.run
         self.update = self._update.run if self._update is not None else _no_update
 
+    # -- layouts (see the module's docstring) --------------------------------
+
+    def batch_last(self, node):
+        """Whether the plan keeps `node`'s value and gradient batch-last, (C, ..., N)."""
+        return id(node) in self._batch_last
+
+    def _choose_batch_last(self):
+        chosen = set()
+        for c in self.nodes:   # in creation order: an input before its readers
+            if getattr(c, "_writes_batch_last", False) or (getattr(c, "_elementwise", False)
+                                                           and id(c.x) in chosen):
+                chosen.add(id(c))
+
+        def keeps(c):
+            if getattr(c, "_elementwise", False) and id(c.x) not in chosen:
+                return False
+            return all(getattr(r, "_reads_batch_last", False) or (getattr(r, "_elementwise", False)
+                                                                   and id(r) in chosen)
+                       for r in self.consumers[id(c)])
+        while True:
+            dropped = {i for i in chosen if not keeps(self._node_of[i])}
+            if not dropped:
+                return chosen
+            chosen -= dropped
+
+    def _batch_last_view(self, node, attr, array):
+        """A batch-last copy of `array` (N, ...), in a buffer the node keeps, as a view in its layout."""
+        shape = array.shape[1:] + array.shape[:1]
+        base = node.__dict__.get(attr)
+        if base is None or base.shape != shape or base.dtype != array.dtype:
+            base = np.empty(shape, array.dtype)
+            node.__dict__[attr] = base
+        base[...] = np.moveaxis(array, 0, -1)
+        view = np.moveaxis(base, -1, 0)
+        self.bases[id(view)] = (view, base)
+        return view
+
     # -- forward -----------------------------------------------------------
 
     def _build_forward(self):
-        b, lazy = _Builder(), []
+        b, lazy = _Builder(self.bases), []
         self._forward_builder = b   # what the backward programs read through (`_Builder`)
         for node in self.nodes:
             dtype = node._value.dtype
@@ -404,7 +469,7 @@ class GraphPlan:
     # -- backward ----------------------------------------------------------
 
     def _build_backward(self, loss):
-        b = _Builder(forward=self._forward_builder)
+        b = _Builder(self.bases, forward=self._forward_builder)
         written = set()
         grads = {}   # id(node) -> (buffer index, value it is shaped like)
 
@@ -421,7 +486,11 @@ class GraphPlan:
                     # A value replaced since the forward read it: its gradient, shaped as that
                     # forward's, does not fit; node by node says so.
                     raise Replan("parameter")
-                if not writable_buffer(node.grad, value.shape, value.dtype):
+                if id(node) in self._batch_last:
+                    if _base_of(self.bases, node.grad) is node.grad:   # not this plan's view
+                        set_quietly(node, "grad", self._batch_last_view(node, "_batch_last_grad",
+                                                                        np.zeros(value.shape, value.dtype)))
+                elif not writable_buffer(node.grad, value.shape, value.dtype):
                     set_quietly(node, "grad", np.zeros_like(value, order="C"))
                 if isinstance(node, Parameter):
                     index = b.bound(node, "grad", value.shape, (value.dtype,), _exact, writable=True)

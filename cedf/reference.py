@@ -218,8 +218,10 @@ def add_backward(g, gx, gy):
 # Layout channels-first, as PyTorch: x (N, C, H, W), W (O, C, kh, kw), out (N, O, Ho, Wo),
 # Ho = (H + 2 ph - kh) // sh + 1 (likewise Wo). A 1-D convolution is the 2-D one of
 # x (N, C, 1, L) with W (O, C, 1, k), stride (1, s) and padding (0, p): the node reshapes.
-# The unfolded input `cols` (C kh kw, N Ho Wo) is part of the contract: forward writes it,
-# backward reads it (dW = g cols^T), so neither backend keeps x for the backward.
+# The unfolded input `cols` (C kh kw, Ho Wo N) is part of the contract: forward writes it,
+# backward reads it (dW = g cols^T), so neither backend keeps x for the backward. Its
+# columns are ordered (oh, ow, n), the example last: the compiled loops' order, whose
+# rows are runs of whole blocks of N numbers (cedf/_conv.pyx says why).
 
 def _conv_geometry(x_shape, w_shape, stride, padding):
     (n, _, h, w), (o, _, kh, kw) = x_shape, w_shape
@@ -230,22 +232,22 @@ def _conv_geometry(x_shape, w_shape, stride, padding):
 def conv_forward(x, W, b, out, cols, stride, padding):
     """out = conv(x, W) + b (zero padding; cross-correlation, as PyTorch), and cols = im2col(x).
 
-    x (N, C, H, W), W (O, C, kh, kw), b (O,), out (N, O, Ho, Wo), cols (C kh kw, N Ho Wo):
-    row (c, i, j) of cols holds, for every output position (n, oh, ow), the input
+    x (N, C, H, W), W (O, C, kh, kw), b (O,), out (N, O, Ho, Wo), cols (C kh kw, Ho Wo N):
+    row (c, i, j) of cols holds, for every output position (oh, ow, n), the input
     x[n, c, oh sh + i - ph, ow sw + j - pw], 0 outside x. Then out is W (O, C kh kw) @ cols,
-    whose columns (n, oh, ow) are transposed to out's (N, O, ...) order, plus b per channel.
+    whose columns (oh, ow, n) are transposed to out's (N, O, ...) order, plus b per channel.
     `stride` and `padding` are pairs (sh, sw), (ph, pw).
     """
     n, o, kh, kw, ho, wo = _conv_geometry(x.shape, W.shape, stride, padding)
     (sh, sw), (ph, pw) = stride, padding
     c = x.shape[1]
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    unfolded = cols.reshape(c, kh, kw, n, ho, wo)
+    unfolded = cols.reshape(c, kh, kw, ho, wo, n)
     for i in range(kh):
         for j in range(kw):
-            unfolded[:, i, j] = xp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw].transpose(1, 0, 2, 3)
+            unfolded[:, i, j] = xp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw].transpose(1, 2, 3, 0)
     product = W.reshape(o, -1) @ cols
-    out[...] = product.reshape(o, n, ho, wo).transpose(1, 0, 2, 3) + b[:, None, None]
+    out[...] = product.reshape(o, ho, wo, n).transpose(3, 0, 1, 2) + b[:, None, None]
 
 
 def conv_backward(cols, W, g, gx, gW, gb, stride, padding):
@@ -254,7 +256,7 @@ def conv_backward(cols, W, g, gx, gW, gb, stride, padding):
     gx += col2im(W^T g): each unfolded entry's gradient added back where it was read
     from x (padding dropped). None skips; gx's shape gives x's (N, C, H, W)."""
     n, o, ho, wo = g.shape
-    gt = g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
+    gt = g.transpose(1, 2, 3, 0).reshape(o, ho * wo * n)
     if gW is not None:
         gW += (gt @ cols.T).reshape(gW.shape)
     if gb is not None:
@@ -263,11 +265,11 @@ def conv_backward(cols, W, g, gx, gW, gb, stride, padding):
         (sh, sw), (ph, pw) = stride, padding
         _, c, h, w = gx.shape
         kh, kw = W.shape[2:]
-        dcols = (W.reshape(o, -1).T @ gt).reshape(c, kh, kw, n, ho, wo)
+        dcols = (W.reshape(o, -1).T @ gt).reshape(c, kh, kw, ho, wo, n)
         gp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), gx.dtype)
         for i in range(kh):
             for j in range(kw):
-                gp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += dcols[:, i, j].transpose(1, 0, 2, 3)
+                gp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += dcols[:, i, j].transpose(3, 0, 1, 2)
         gx += gp[:, :, ph:ph + h, pw:pw + w]
 
 

@@ -16,6 +16,9 @@ from .nodes import BuiltinNode, _check_node, _name
 class _Reshaping(BuiltinNode):
     """Subclasses give `_shape(x_shape)`: the value's shape for an input of that shape."""
 
+    # A batch-last x (a convolution's, in the plan: cedf.plan) is transposed back into (N, ...).
+    _reads_batch_last = True
+
     def __init__(self, x):
         self.x = _check_node(_name(self), "x", x)
         self._register()
@@ -39,12 +42,27 @@ class _Reshaping(BuiltinNode):
     def _plan_forward(self, plan, prog):
         value = self._value
         x = prog.value(self.x, self._in_shape, value.dtype)
-        prog.op(backend._engine.COPY, value.dtype, (value.nbytes,), [x, prog.fixed(value)])
+        if plan.batch_last(self.x):   # x (F, N) -> the value (N, F)
+            n = value.shape[0]
+            prog.op(_transpose(), value.dtype, (value.size // max(n, 1), n), [x, prog.fixed(value)])
+        else:
+            prog.op(backend._engine.COPY, value.dtype, (value.nbytes,), [x, prog.fixed(value)])
 
     def _plan_backward(self, plan, prog, g, target):
         gx, acc = target(self.x)
-        if gx is not None:
-            prog.op(backend._engine.ACCUMULATE, self._value.dtype, (self._value.size,), [g, gx], (acc,))
+        if gx is None:
+            return
+        value = self._value
+        if plan.batch_last(self.x):   # g (N, F) -> x's gradient (F, N)
+            prog.op(_transpose(), value.dtype, (value.shape[0], value.size // max(value.shape[0], 1)),
+                    [g, gx], (acc,))
+        else:
+            prog.op(backend._engine.ACCUMULATE, value.dtype, (value.size,), [g, gx], (acc,))
+
+
+def _transpose():
+    from . import _conv   # compiled; only a plan (which needs the compiled engine) asks
+    return _conv.PLAN_OPS["TRANSPOSE"]
 
 
 class Flatten(_Reshaping):

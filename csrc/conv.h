@@ -1,87 +1,88 @@
 /*
- * The loops of cedf/_conv.pyx that move numbers: im2col, col2im and the two transposes.
+ * The loops of cedf/_conv.pyx that move numbers: the unfolding (im2col), its
+ * inverse (col2im), and the transposes between the two layouts of a batch.
  *
- * A convolution of MNIST-1D's size unfolds 7,500 segments of 5 to 10 numbers per
- * layer, so the cost of entering a loop is most of the cost of the loop: each
- * function here runs the segments of one tap for the whole batch (one row per
- * example), with nothing recomputed between them. The pointers are restrict (the
- * unfolded buffer and the input never overlap), which spares the compiler the
- * run-time overlap test before each vectorised copy; static inline, so that the
- * constant strides the callers pass (1, 2) reach the loops.
+ * The convolutions compute in the batch-last layout, (C, H, W, N): the number of
+ * every example at one channel and position side by side. There, a row of the
+ * unfolded matrix is a run of whole blocks of N numbers (one per output position),
+ * so the unfolding and its inverse copy and add blocks of 100 numbers (MNIST-1D's
+ * batch) instead of the 7,500 segments of 5 to 10 numbers per layer that the
+ * channels-first layout cuts them into, where entering each loop cost more than
+ * its copying. A stride of 1 makes the blocks of one row one run.
+ *
+ * The pointers are restrict (no buffer here overlaps another), which spares the
+ * compiler the run-time overlap test before each vectorised loop; static inline,
+ * so that the constant arguments of the callers reach the loops.
  */
 #ifndef CEDF_CONV_H
 #define CEDF_CONV_H
 
 #include <stddef.h>
-
-/* GCC would turn the short zeroing and copying loops below into a memset or
- * memmove call per run of 5-19 numbers (nine such calls in the forward loop). */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("no-tree-loop-distribute-patterns")
-#endif
+#include <string.h>
 
 #define CEDF_CONV_LOOPS(T, SUFFIX)                                                               \
-    /* For each of `rows` rows: dst[:n] = src[::stride] over [lo, hi), zeros elsewhere (the        \
-     * padding); then dst += dst_step, src += src_step. */                                       \
-    static inline void cedf_gather_rows_##SUFFIX(T *restrict dst, const T *restrict src,          \
-                                                 ptrdiff_t rows, ptrdiff_t dst_step,              \
-                                                 ptrdiff_t src_step, ptrdiff_t lo, ptrdiff_t hi,  \
-                                                 ptrdiff_t n, ptrdiff_t stride)                   \
+    /* dst[b block + q] = src[b step + q] for `blocks` blocks of `block` numbers. */              \
+    static inline void cedf_copy_blocks_##SUFFIX(T *restrict dst, const T *restrict src,          \
+                                                 ptrdiff_t blocks, ptrdiff_t block,               \
+                                                 ptrdiff_t step)                                  \
     {                                                                                            \
-        for (ptrdiff_t r = 0; r < rows; r++, dst += dst_step, src += src_step) {                 \
-            for (ptrdiff_t q = 0; q < lo; q++)                                                   \
-                dst[q] = 0;                                                                      \
-            for (ptrdiff_t q = lo; q < hi; q++)                                                  \
-                dst[q] = src[q * stride];                                                        \
-            for (ptrdiff_t q = hi; q < n; q++)                                                   \
-                dst[q] = 0;                                                                      \
+        if (step == block) {                                                                     \
+            memcpy(dst, src, (size_t)(blocks * block) * sizeof(T));                              \
+            return;                                                                              \
+        }                                                                                        \
+        for (ptrdiff_t b = 0; b < blocks; b++)                                                   \
+            memcpy(dst + b * block, src + b * step, (size_t)block * sizeof(T));                  \
+    }                                                                                            \
+    /* dst[b step + q] += src[b block + q] for `blocks` blocks of `block` numbers. */             \
+    static inline void cedf_add_blocks_##SUFFIX(T *restrict dst, const T *restrict src,           \
+                                                ptrdiff_t blocks, ptrdiff_t block,                \
+                                                ptrdiff_t step)                                   \
+    {                                                                                            \
+        if (step == block) {                                                                     \
+            block *= blocks;                                                                     \
+            blocks = 1;                                                                          \
+        }                                                                                        \
+        for (ptrdiff_t b = 0; b < blocks; b++, dst += step, src += block)                        \
+            for (ptrdiff_t q = 0; q < block; q++)                                                \
+                dst[q] += src[q];                                                                \
+    }                                                                                            \
+    /* a[r, :] += bias[r] for the `rows` rows of `length` numbers of a: a bias, batch-last. */     \
+    static inline void cedf_add_row_bias_##SUFFIX(T *restrict a, const T *restrict bias,          \
+                                                  ptrdiff_t rows, ptrdiff_t length)              \
+    {                                                                                            \
+        for (ptrdiff_t r = 0; r < rows; r++, a += length) {                                      \
+            T v = bias[r];                                                                       \
+            for (ptrdiff_t q = 0; q < length; q++)                                               \
+                a[q] += v;                                                                       \
         }                                                                                        \
     }                                                                                            \
-    /* For each of `rows` rows: dst[::stride] += src over [lo, hi); then the steps. */            \
-    static inline void cedf_scatter_rows_##SUFFIX(T *restrict dst, const T *restrict src,         \
-                                                  ptrdiff_t rows, ptrdiff_t dst_step,             \
-                                                  ptrdiff_t src_step, ptrdiff_t lo, ptrdiff_t hi, \
-                                                  ptrdiff_t stride)                               \
+    /* dst (cols x rows) = src (rows x cols) transposed, or += when acc. In tiles of 16 x 16,     \
+     * which both matrices' cache lines hold while a tile is moved. */                           \
+    static inline void cedf_transpose_##SUFFIX(const T *restrict src, T *restrict dst,            \
+                                               ptrdiff_t rows, ptrdiff_t cols, int acc)          \
     {                                                                                            \
-        for (ptrdiff_t r = 0; r < rows; r++, dst += dst_step, src += src_step)                   \
-            for (ptrdiff_t q = lo; q < hi; q++)                                                  \
-                dst[q * stride] += src[q];                                                       \
-    }                                                                                            \
-    /* out[i, o, :] = work[o, i p : (i + 1) p] + b[o]: one GEMM's product over the batch, in the   \
-     * value's layout (N, O, P), its bias added in the same pass. */                              \
-    static inline void cedf_unbatch_##SUFFIX(const T *restrict work, const T *restrict b,         \
-                                             T *restrict out, ptrdiff_t n, ptrdiff_t o,           \
-                                             ptrdiff_t p)                                         \
-    {                                                                                            \
-        for (ptrdiff_t i = 0; i < n; i++)                                                        \
-            for (ptrdiff_t c = 0; c < o; c++) {                                                  \
-                const T *src = work + (c * n + i) * p;                                           \
-                T *dst = out + (i * o + c) * p, bias = b[c];                                     \
-                for (ptrdiff_t q = 0; q < p; q++)                                                \
-                    dst[q] = src[q] + bias;                                                      \
+        enum { TILE = 16 };                                                                      \
+        for (ptrdiff_t i0 = 0; i0 < rows; i0 += TILE) {                                          \
+            ptrdiff_t i1 = i0 + TILE < rows ? i0 + TILE : rows;                                  \
+            for (ptrdiff_t j0 = 0; j0 < cols; j0 += TILE) {                                      \
+                ptrdiff_t j1 = j0 + TILE < cols ? j0 + TILE : cols;                              \
+                for (ptrdiff_t j = j0; j < j1; j++) {                                            \
+                    T *d = dst + j * rows;                                                       \
+                    const T *s = src + j;                                                        \
+                    if (acc)                                                                     \
+                        for (ptrdiff_t i = i0; i < i1; i++)                                      \
+                            d[i] += s[i * cols];                                                 \
+                    else                                                                         \
+                        for (ptrdiff_t i = i0; i < i1; i++)                                      \
+                            d[i] = s[i * cols];                                                  \
+                }                                                                                \
             }                                                                                    \
-    }                                                                                            \
-    /* work[o, i p : (i + 1) p] = g[i, o, :]: the gradient (N, O, P) as one matrix (O, N P). */  \
-    static inline void cedf_batch_##SUFFIX(const T *restrict g, T *restrict work, ptrdiff_t n,    \
-                                           ptrdiff_t o, ptrdiff_t p)                              \
-    {                                                                                            \
-        for (ptrdiff_t i = 0; i < n; i++)                                                        \
-            for (ptrdiff_t c = 0; c < o; c++) {                                                  \
-                const T *src = g + (i * o + c) * p;                                              \
-                T *dst = work + (c * n + i) * p;                                                 \
-                for (ptrdiff_t q = 0; q < p; q++)                                                \
-                    dst[q] = src[q];                                                             \
-            }                                                                                    \
+        }                                                                                        \
     }
 
 CEDF_CONV_LOOPS(float, f32)
 CEDF_CONV_LOOPS(double, f64)
 
 #undef CEDF_CONV_LOOPS
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#endif
 
 #endif

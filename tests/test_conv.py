@@ -222,6 +222,57 @@ def test_planned_training_equals_node_by_node_training(model, dtype):
     assert node_losses[-1] < node_losses[0], "training lowers the loss"
 
 
+def branching_cnn(n):
+    """Convolutions the plan keeps batch-last (a chain through ReLU and Tanh, a Conv reading a
+    Conv) and ones it cannot (a Conv read by a MaxPool), summed into one loss."""
+    edf.DT = np.float64
+    np.random.seed(3)
+    rng = np.random.default_rng(n)
+    x, y = edf.Input(), edf.Input()
+    x.value, y.value = rng.standard_normal((n, 2, 11)), rng.integers(0, 3, n)
+    c1 = edf.Conv(edf.ConvParams(2, 3, 3), x, stride=2, padding=1)        # (n, 3, 6)
+    r1 = edf.ReLU(c1)
+    c2 = edf.Conv(edf.ConvParams(3, 4, 2), r1)                          # (n, 4, 5)
+    t = edf.Tanh(c2)
+    c3 = edf.Conv(edf.ConvParams(4, 2, 3), t, padding=1)                # (n, 2, 5), read by a MaxPool
+    c4 = edf.Conv(edf.ConvParams(3, 2, 3), c1, stride=3)                # (n, 2, 2), a Conv of a Conv
+    logits = [edf.Affine(edf.AffineParams(20, 3), edf.Flatten(t)),
+              edf.Affine(edf.AffineParams(4, 3), edf.Flatten(edf.MaxPool(c3, 2))),
+              edf.Affine(edf.AffineParams(4, 3), edf.Flatten(c4))]
+    loss = edf.SoftmaxCrossEntropyLoss(edf.Add(edf.Add(logits[0], logits[1]), logits[2]), y)
+    return loss, {"c1": c1, "r1": r1, "c2": c2, "t": t, "c3": c3, "c4": c4}
+
+
+def test_the_plan_keeps_conv_chains_batch_last_and_every_value_and_gradient_reads_as_the_reference():
+    """Batch-last values and gradients (cedf.plan's layouts) are views in the user's layout: after
+    planned steps, and after a new batch size makes a new plan, every node reads as NumPy's."""
+    runs = {}
+    for backend in ("numpy", "cython"):
+        edf.clear_compgraph()
+        edf.set_backend(backend)
+        loss, named = branching_cnn(6)
+        graph, seen = edf.current_graph(), []
+        for n in (6, 6, 6, 4, 4, 4):
+            if n != named["c1"].x.value.shape[0]:
+                rng = np.random.default_rng(n)
+                named["c1"].x.value, loss.y.value = rng.standard_normal((n, 2, 11)), rng.integers(0, 3, n)
+            graph.Forward()
+            graph.Backward(loss)
+            graph.UpdateParameters()
+            seen.append([(c.value.copy(), c.grad.copy()) for c in graph.CompNodes])
+        runs[backend] = seen
+        if backend == "cython":
+            assert graph._planned
+            kept = {name for name, node in named.items() if graph._plan.batch_last(node)}
+            assert kept == {"c1", "r1", "c2", "t", "c4"}
+            assert not named["t"].value.flags.c_contiguous and not named["t"].grad.flags.c_contiguous
+            assert named["c3"].value.flags.c_contiguous
+    for step, (ref, got) in enumerate(zip(runs["numpy"], runs["cython"])):
+        for i, ((v_ref, g_ref), (v, g)) in enumerate(zip(ref, got)):
+            assert_close(v, v_ref, 1e-10, f"step {step}: value of node {i}")
+            assert_close(g, g_ref, 1e-10, f"step {step}: gradient of node {i}")
+
+
 @pytest.fixture
 def conv_ops(monkeypatch):
     """The CONV_* operations of every program built, as (name, args)."""
