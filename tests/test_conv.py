@@ -1,6 +1,7 @@
 """Conv and ConvParams (cedf/conv.py) and their kernels (cedf/_conv.pyx, the reference's conv section).
 
-- The compiled kernels against the NumPy reference on random geometries (hypothesis), both dtypes.
+- The compiled kernels against the NumPy reference on random geometries (hypothesis), both dtypes;
+  again with batches of 8 to 21, whose transposes fill whole vector blocks.
 - Both against PyTorch's conv1d/conv2d: values, dW, db and dx in float64 to 1e-10, the kernels on
   random geometries, the node (planned and node by node, both backends) on a grid.
 - The planned path against the node-by-node one over several Adam steps (MNIST-1D's CNN, a 2-D CNN).
@@ -25,11 +26,11 @@ def rand(rng, shape, dtype=np.float64):
 
 
 @st.composite
-def geometries(draw, max_batch=4):
+def geometries(draw, max_batch=4, min_batch=0):
     """(x shape, W shape, stride, padding) of a 2-D convolution whose kernel fits the padded input;
     a third of them 1-D ones as the node hands them over (H = 1, kh = 1, stride and padding (1, s), (0, p))."""
     one_d = draw(st.integers(0, 2)) == 0
-    n, c, o = draw(st.integers(0, max_batch)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    n, c, o = draw(st.integers(min_batch, max_batch)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
     dims = []
     for axis in range(2):
         if one_d and axis == 0:
@@ -77,6 +78,13 @@ def test_compiled_kernels_agree_with_the_reference(geometry, dtype, seed, skip):
     assert ref.keys() == comp.keys()
     for name in ref:
         assert_close(comp[name], ref[name], rtol_for(dtype), name)
+
+
+@given(geometry=geometries(min_batch=8, max_batch=21), dtype=DTYPES, seed=st.integers(0, 2**32 - 1))
+def test_compiled_kernels_agree_with_the_reference_on_batches_of_whole_vector_blocks(geometry, dtype, seed):
+    """Batches of 8 to 21: the transposes between the layouts (csrc/conv.h) move whole blocks of
+    8 x 8 floats or 4 x 4 doubles through vector registers, and adding into gx, and the edges."""
+    test_compiled_kernels_agree_with_the_reference.hypothesis.inner_test(geometry, dtype, seed, ())
 
 
 @given(geometry=geometries(max_batch=3), seed=st.integers(0, 2**32 - 1))
