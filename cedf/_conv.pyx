@@ -68,8 +68,8 @@ cdef extern from "conv.h" nogil:
                               Py_ssize_t step)
     void cedf_add_blocks_f32(float* dst, const float* src, Py_ssize_t blocks, Py_ssize_t block, Py_ssize_t step)
     void cedf_add_blocks_f64(double* dst, const double* src, Py_ssize_t blocks, Py_ssize_t block, Py_ssize_t step)
-    void cedf_add_row_bias_f32(float* a, const float* bias, Py_ssize_t rows, Py_ssize_t length)
-    void cedf_add_row_bias_f64(double* a, const double* bias, Py_ssize_t rows, Py_ssize_t length)
+    void cedf_fill_row_bias_f32(float* a, const float* bias, Py_ssize_t rows, Py_ssize_t length)
+    void cedf_fill_row_bias_f64(double* a, const double* bias, Py_ssize_t rows, Py_ssize_t length)
     void cedf_transpose_f32(const float* src, float* dst, Py_ssize_t rows, Py_ssize_t cols, int acc)
     void cedf_transpose_f64(const double* src, double* dst, Py_ssize_t rows, Py_ssize_t cols, int acc)
 
@@ -144,14 +144,14 @@ cdef void conv_forward_loop(const floating* x, const floating* W, const floating
     im2col(x, cols, g)
     if g.o == 0 or cols_n == 0:
         return
-    if ck > 0:
-        gemm(False, False, <int>g.o, <int>cols_n, <int>ck, 1, W, <int>ck, cols, <int>cols_n, 0, dst, <int>cols_n)
-    else:
-        memset(dst, 0, g.o * cols_n * sizeof(floating))
+    # The bias first and the product added to it (beta 1): BLAS then skips the pass that
+    # zeroes its output (beta 0), and no second pass adds the bias.
     if floating is float:
-        cedf_add_row_bias_f32(dst, b, g.o, cols_n)
+        cedf_fill_row_bias_f32(dst, b, g.o, cols_n)
     else:
-        cedf_add_row_bias_f64(dst, b, g.o, cols_n)
+        cedf_fill_row_bias_f64(dst, b, g.o, cols_n)
+    if ck > 0:
+        gemm(False, False, <int>g.o, <int>cols_n, <int>ck, 1, W, <int>ck, cols, <int>cols_n, 1, dst, <int>cols_n)
     if not g.out_inner:
         transpose(work, out, g.o * p, g.n, False)
 

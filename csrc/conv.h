@@ -46,14 +46,14 @@
             for (ptrdiff_t q = 0; q < block; q++)                                                \
                 dst[q] += src[q];                                                                \
     }                                                                                            \
-    /* a[r, :] += bias[r] for the `rows` rows of `length` numbers of a: a bias, batch-last. */     \
-    static inline void cedf_add_row_bias_##SUFFIX(T *restrict a, const T *restrict bias,          \
-                                                  ptrdiff_t rows, ptrdiff_t length)              \
+    /* a[r, :] = bias[r] for the `rows` rows of `length` numbers of a: a bias, batch-last. */      \
+    static inline void cedf_fill_row_bias_##SUFFIX(T *restrict a, const T *restrict bias,         \
+                                                   ptrdiff_t rows, ptrdiff_t length)             \
     {                                                                                            \
         for (ptrdiff_t r = 0; r < rows; r++, a += length) {                                      \
             T v = bias[r];                                                                       \
             for (ptrdiff_t q = 0; q < length; q++)                                               \
-                a[q] += v;                                                                       \
+                a[q] = v;                                                                        \
         }                                                                                        \
     }                                                                                            \
     /* dst (cols x rows) = src (rows x cols) transposed, or += when acc. In tiles of 16 x 16,     \
