@@ -175,22 +175,19 @@ CEDF_AVX_TRANSPOSE(double, f64, 4, cedf_block4_f64)
 #define cedf_transpose_avx_f64 cedf_transpose_scalar_f64
 #endif
 
-static inline void cedf_transpose_f32(const float *restrict src, float *restrict dst, ptrdiff_t rows,
-                                      ptrdiff_t cols, int acc)
-{
-    if (CEDF_HAVE_AVX())
-        cedf_transpose_avx_f32(src, dst, rows, cols, acc);
-    else
-        cedf_transpose_scalar_f32(src, dst, rows, cols, acc);
-}
+/* The transpose that _conv.pyx calls: with AVX where the CPU has it. */
+#define CEDF_TRANSPOSE(T, SUFFIX)                                                                \
+    static inline void cedf_transpose_##SUFFIX(const T *restrict src, T *restrict dst,            \
+                                               ptrdiff_t rows, ptrdiff_t cols, int acc)          \
+    {                                                                                            \
+        if (CEDF_HAVE_AVX())                                                                     \
+            cedf_transpose_avx_##SUFFIX(src, dst, rows, cols, acc);                              \
+        else                                                                                     \
+            cedf_transpose_scalar_##SUFFIX(src, dst, rows, cols, acc);                           \
+    }
 
-static inline void cedf_transpose_f64(const double *restrict src, double *restrict dst, ptrdiff_t rows,
-                                      ptrdiff_t cols, int acc)
-{
-    if (CEDF_HAVE_AVX())
-        cedf_transpose_avx_f64(src, dst, rows, cols, acc);
-    else
-        cedf_transpose_scalar_f64(src, dst, rows, cols, acc);
-}
+CEDF_TRANSPOSE(float, f32)
+CEDF_TRANSPOSE(double, f64)
+#undef CEDF_TRANSPOSE
 
 #endif
