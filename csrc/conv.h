@@ -147,8 +147,8 @@ CEDF_AVX static inline void cedf_block4_f64(const double *restrict s, ptrdiff_t 
     _mm256_storeu_pd(d + 3 * ld, cedf_avx_acc_pd(_mm256_permute2f128_pd(t1, t3, 0x31), d + 3 * ld, acc));
 }
 
-/* The whole blocks by `BLOCK`, then the rest: the last cols % B columns of every row, and
- * the last rows % B rows whole, by the scalar tiles. */
+/* The whole blocks by `BLOCK`, then one number at a time the rest: the last cols % B of each
+ * row above the last rows % B, and those rows whole. */
 #define CEDF_AVX_TRANSPOSE(T, SUFFIX, B, BLOCK)                                                  \
     CEDF_AVX static void cedf_transpose_avx_##SUFFIX(const T *restrict src, T *restrict dst,     \
                                                      ptrdiff_t rows, ptrdiff_t cols, int acc)    \
@@ -157,11 +157,8 @@ CEDF_AVX static inline void cedf_block4_f64(const double *restrict s, ptrdiff_t 
         for (ptrdiff_t i = 0; i < rb; i += B)                                                    \
             for (ptrdiff_t j = 0; j < cb; j += B)                                                \
                 BLOCK(src + i * cols + j, cols, dst + j * rows + i, rows, acc);                  \
-        for (ptrdiff_t i = 0; i < rb; i++)                                                       \
-            for (ptrdiff_t j = cb; j < cols; j++)                                                \
-                dst[j * rows + i] = acc ? dst[j * rows + i] + src[i * cols + j] : src[i * cols + j]; \
-        for (ptrdiff_t j = 0; j < cols; j++)                                                     \
-            for (ptrdiff_t i = rb; i < rows; i++)                                                \
+        for (ptrdiff_t i = 0; i < rows; i++)                                                     \
+            for (ptrdiff_t j = i < rb ? cb : 0; j < cols; j++)                                   \
                 dst[j * rows + i] = acc ? dst[j * rows + i] + src[i * cols + j] : src[i * cols + j]; \
     }
 
