@@ -162,6 +162,46 @@ def paired_ratio(make_a, make_b, pairs, budget, times=None):
     return float(np.median(ratios)), pairs
 
 
+def host_check(quick=False):
+    """One line on the state of the machine, printed before and after the run: NumPy's BLAS
+    multiplying two 512 x 512 float32 matrices with its default threads, against one thread.
+
+    On a quiet 2-core machine two threads take about 0.55 of one thread's time. On the
+    shared virtual machine these benchmarks run on, stretches came (for seconds to
+    minutes, with nothing else of ours running) in which two threads took 3 to 8 times
+    one thread's time: the host's other tenants had the second core. Every two-thread
+    number measured in such a stretch is off, Adam's update in a step of mlp_mnist took
+    614 us instead of 106 us, so the line says which kind of run this was.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return "host check: SKIP (threadpoolctl, which scikit-learn brings, is not installed)"
+    a = np.random.default_rng(0).random((512, 512), dtype=np.float32)
+    out = np.empty_like(a)
+
+    def product():
+        np.matmul(a, a, out=out)
+
+    rounds, calls = (3, 5) if quick else (9, 20)
+    ratios, times = [], {"default": [], "one": []}
+    for i in range(rounds):
+        pair = {}
+        for name in (("default", "one") if i % 2 == 0 else ("one", "default")):
+            with threadpool_limits(1 if name == "one" else None, user_api="blas"):
+                product()
+                pair[name] = timeit.Timer(product).timeit(calls) / calls
+            times[name].append(pair[name])
+        ratios.append(pair["default"] / pair["one"])
+    ratio = statistics.median(ratios)
+    verdict = ("quiet" if ratio < 0.7 else
+               "BUSY (a quiet 2-core machine gives about 0.55): the other cores are shared; numbers with "
+               "two threads from this stretch are not measurements")
+    return (f"host check: 512 x 512 float32 product, default threads / one thread = {ratio:.2f} "
+            f"({fmt(statistics.median(times['default'])).strip()} / {fmt(statistics.median(times['one'])).strip()}; "
+            f"median of {rounds} pairs): {verdict}")
+
+
 def cedf_step(backend, workload, dtype, labels="int64"):
     cedf.set_backend(backend)
     step = workloads.edf_step(cedf, workload, dtype, labels)
@@ -563,6 +603,7 @@ def main():
     print(f"cedf {cedf.__version__} (BLAS: {cedf.get_blas()}'s), numpy {np.__version__}, {os.cpu_count()} cores; "
           f"times: best of {repeat} rounds; target ratios: median of {pairs} pairs"
           + (" (--quick: a smoke test, not a measurement)" if args.quick else ""))
+    print(host_check(args.quick))
     judge = Judge(args.dtype, args.labels)
     for dtype_name in args.dtype:
         dtype = np.dtype(dtype_name).type
@@ -592,6 +633,7 @@ def main():
         distributed_targets(judge, rounds)
     if "end-to-end" in parts:
         end_to_end(judge, epochs, rounds)
+    print("\n" + host_check(args.quick))
     judge.summary()
 
 
