@@ -166,12 +166,11 @@ def host_check(quick=False):
     """One line on the state of the machine, printed before and after the run: NumPy's BLAS
     multiplying two 512 x 512 float32 matrices with its default threads, against one thread.
 
-    On a quiet 2-core machine two threads take about 0.55 of one thread's time. On the
-    shared virtual machine these benchmarks run on, stretches came (for seconds to
-    minutes, with nothing else of ours running) in which two threads took 3 to 8 times
-    one thread's time: the host's other tenants had the second core. Every two-thread
-    number measured in such a stretch is off, Adam's update in a step of mlp_mnist took
-    614 us instead of 106 us, so the line says which kind of run this was.
+    On a quiet 2-core machine two threads take about 0.55 of one thread's time. The
+    shared virtual machine these benchmarks run on has stretches (seconds to minutes,
+    with nothing else of ours running) in which two-thread numbers are off: in one,
+    Adam's update in a two-thread step of mlp_mnist took 540-614 us against 106 us in
+    a quiet minute. The line says which kind of stretch the run began and ended in.
     """
     try:
         from threadpoolctl import threadpool_limits
