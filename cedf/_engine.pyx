@@ -53,7 +53,8 @@ def _use_numpy_blas(addresses):
 cpdef enum:
     AFFINE_FWD          # a: x, A, b, out                      m, n, k = B, nIn, nOut
                         # (b absent: the Sigmoid that follows adds it, BIAS_SIGMOID_FWD)
-    AFFINE_BWD          # a: x, A, g, gx, gA, gb; acc: gx, gA, gb
+    AFFINE_BWD          # a: x, A, g, gx, gA, gb, At; acc: gx, gA, gb (At: room for A^T, so that
+                        # gx = g @ A^T runs untransposed; absent: BLAS transposes)
     SIGMOID_FWD         # a: x, out                            m = size
     BIAS_SIGMOID_FWD    # a: u, b, s, b_copy                   m, n = rows, columns
                         # (s = sigmoid(u + b); b is copied to b_copy, from which the
@@ -462,7 +463,7 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
     elif op.code == AFFINE_BWD:
         loops.affine_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
                               <floating*>_p(ptr, a[3]), op.acc[0], <floating*>_p(ptr, a[4]), op.acc[1],
-                              <floating*>_p(ptr, a[5]), op.acc[2], op.m, op.n, op.k)
+                              <floating*>_p(ptr, a[5]), op.acc[2], op.m, op.n, op.k, <floating*>_p(ptr, a[6]))
     elif op.code == SIGMOID_FWD:
         loops.sigmoid_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m)
     elif op.code == BIAS_SIGMOID_FWD:

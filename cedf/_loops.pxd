@@ -70,6 +70,10 @@ ctypedef fused label_t:
 # that only cedf holds; the loops that index p[i, label] read that copy. The
 # loops themselves are in csrc/labels.h (vectorised).
 
+cdef extern from "transpose.h" nogil:
+    void cedf_transpose_f32(const float* src, float* dst, Py_ssize_t rows, Py_ssize_t cols, int acc)
+    void cedf_transpose_f64(const double* src, double* dst, Py_ssize_t rows, Py_ssize_t cols, int acc)
+
 cdef extern from "labels.h" nogil:
     Py_ssize_t cedf_class_labels_i64(const int64_t* y, int64_t* out, Py_ssize_t n, Py_ssize_t c, double* bad)
     Py_ssize_t cedf_class_labels_f32(const float* y, int64_t* out, Py_ssize_t n, Py_ssize_t c, double* bad)
@@ -186,10 +190,20 @@ cdef inline void column_sums(const floating* g, floating* out, bint acc, Py_ssiz
 cdef inline void affine_backward(const floating* x, const floating* A, const floating* g,
                                  floating* gx, bint acc_x, floating* gA, bint acc_A,
                                  floating* gb, bint acc_b,
-                                 int n, int n_in, int n_out) noexcept nogil:
+                                 int n, int n_in, int n_out, floating* At=NULL) noexcept nogil:
+    # With At (room for n_out x n_in numbers), gx (+)= g @ At after At = A^T: an untransposed
+    # product, which OpenBLAS runs in its small-matrix kernels on this thread up to
+    # 100 x 100 x 100, where g @ A^T takes its general path (packing, and its threads). See
+    # cedf.plan, which gives At to the small layers.
     cdef bint nonempty = n > 0 and n_in > 0 and n_out > 0
     if gx != NULL:
-        if nonempty:   # gx (+)= g @ A^T
+        if nonempty and At != NULL:
+            if floating is float:
+                cedf_transpose_f32(A, At, n_in, n_out, 0)
+            else:
+                cedf_transpose_f64(A, At, n_in, n_out, 0)
+            gemm(False, False, n, n_in, n_out, 1, g, n_out, At, n_in, acc_x, gx, n_in)
+        elif nonempty:   # gx (+)= g @ A^T
             gemm(False, True, n, n_in, n_out, 1, g, n_out, A, n_out, acc_x, gx, n_in)
         elif not acc_x:
             fill(gx, <floating>0, <Py_ssize_t>n * n_in)
