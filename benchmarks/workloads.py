@@ -392,6 +392,15 @@ def torch_step(workload, dtype):
     return step
 
 
+def _untransposed(W, batch):
+    """W^T as the floor multiplies by it in dX = g @ W^T: a C-ordered copy where cedf's plan
+    uses one (see `_Floor`), else the transposed view."""
+    from cedf.plan import _UNTRANSPOSED_MAX
+
+    small = batch * W.shape[0] * W.shape[1] <= _UNTRANSPOSED_MAX
+    return np.ascontiguousarray(W.T) if small else W.T
+
+
 class _Floor:
     """The products of one step, by NumPy's BLAS into buffers allocated once."""
 
@@ -406,6 +415,11 @@ class _Floor:
         self.g = [rng.standard_normal((batch, o)).astype(dtype) for o in widths[1:]]  # dL/d(output)
         self.dW = [np.empty_like(W) for W in self.W]
         self.dX = [np.empty((batch, i), dtype) for i in widths[1:-1]]     # dX of layers 2..n
+        # dX = g @ W^T in the form cedf's plan computes it: against a transposed copy of W up
+        # to cedf.plan._UNTRANSPOSED_MAX multiply-adds (an untransposed product, which OpenBLAS
+        # runs in its small-matrix kernels), by BLAS's transpose above. The copy is not a
+        # product and is made here once; cedf makes it at every step.
+        self.Wt = [_untransposed(W, batch) for W in self.W]
         self.matmul = np.matmul   # matmul(a, b, out=out): out = a @ b
 
     def forward(self):
@@ -420,7 +434,7 @@ class _Floor:
         for k in range(len(self.W)):
             self.matmul(inputs[k].T, self.g[k], out=self.dW[k])
             if k > 0:
-                self.matmul(self.g[k], self.W[k].T, out=self.dX[k - 1])
+                self.matmul(self.g[k], self.Wt[k], out=self.dX[k - 1])
 
 
 class _ScipyFloor(_Floor):
@@ -553,6 +567,7 @@ class _CnnFloor:
         self.h = rng.standard_normal((n, features)).astype(dtype)
         self.A = rng.standard_normal((features, CNN_MNIST1D.classes)).astype(dtype)
         self.g = rng.standard_normal((n, CNN_MNIST1D.classes)).astype(dtype)
+        self.At = _untransposed(self.A, n)
         self.out, self.dA, self.dh = np.empty_like(self.g), np.empty_like(self.A), np.empty_like(self.h)
 
     def step(self):
@@ -564,7 +579,7 @@ class _CnnFloor:
                 mm(W.T, G, out=dU)
         mm(self.h, self.A, out=self.out)
         mm(self.h.T, self.g, out=self.dA)
-        mm(self.g, self.A.T, out=self.dh)
+        mm(self.g, self.At, out=self.dh)
 
 
 def cnn_floor_step(dtype=np.float32):
