@@ -25,7 +25,7 @@
 
 #define CEDF_CONV_LOOPS(T, SUFFIX)                                                               \
     /* dst[b block + q] = src[b step + q] for `blocks` blocks of `block` numbers. */              \
-    static inline void cedf_copy_blocks_##SUFFIX(T *restrict dst, const T *restrict src,          \
+    static inline void cedf_copy_blocks_##SUFFIX(T *CEDF_RESTRICT dst, const T *CEDF_RESTRICT src, \
                                                  ptrdiff_t blocks, ptrdiff_t block,               \
                                                  ptrdiff_t step)                                  \
     {                                                                                            \
@@ -37,7 +37,7 @@
             memcpy(dst + b * block, src + b * step, (size_t)block * sizeof(T));                  \
     }                                                                                            \
     /* dst[b step + q] += src[b block + q] for `blocks` blocks of `block` numbers. */             \
-    static inline void cedf_add_blocks_##SUFFIX(T *restrict dst, const T *restrict src,           \
+    static inline void cedf_add_blocks_##SUFFIX(T *CEDF_RESTRICT dst, const T *CEDF_RESTRICT src, \
                                                 ptrdiff_t blocks, ptrdiff_t block,                \
                                                 ptrdiff_t step)                                   \
     {                                                                                            \
@@ -50,7 +50,7 @@
                 dst[q] += src[q];                                                                \
     }                                                                                            \
     /* a[r, :] = bias[r] for the `rows` rows of `length` numbers of a: a bias, batch-last. */      \
-    static inline void cedf_fill_row_bias_##SUFFIX(T *restrict a, const T *restrict bias,         \
+    static inline void cedf_fill_row_bias_##SUFFIX(T *CEDF_RESTRICT a, const T *CEDF_RESTRICT bias, \
                                                    ptrdiff_t rows, ptrdiff_t length)             \
     {                                                                                            \
         for (ptrdiff_t r = 0; r < rows; r++, a += length) {                                      \

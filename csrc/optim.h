@@ -20,10 +20,12 @@
 
 #include "pointwise.h"   /* CEDF_MULTIVERSION */
 
+#ifndef CEDF_RESTRICT   /* (transpose.h defines the same) */
 #if defined(_MSC_VER)
 #define CEDF_RESTRICT __restrict
 #else
 #define CEDF_RESTRICT restrict
+#endif
 #endif
 
 /*

@@ -10,11 +10,20 @@
 
 #include <stddef.h>
 
+/* C99's restrict, MSVC's __restrict (optim.h defines the same). */
+#ifndef CEDF_RESTRICT
+#if defined(_MSC_VER)
+#define CEDF_RESTRICT __restrict
+#else
+#define CEDF_RESTRICT restrict
+#endif
+#endif
+
 #define CEDF_TRANSPOSE_SCALAR(T, SUFFIX)                                                         \
     /* dst (cols x rows) = src (rows x cols) transposed, or += when acc. In tiles of 16 x 16,     \
      * which both matrices' cache lines hold while a tile is moved. Without vectors: compilers    \
      * do not vectorise it (the AVX blocks below replace it where they can). */                   \
-    static inline void cedf_transpose_scalar_##SUFFIX(const T *restrict src, T *restrict dst,     \
+    static inline void cedf_transpose_scalar_##SUFFIX(const T *CEDF_RESTRICT src, T *CEDF_RESTRICT dst, \
                                                       ptrdiff_t rows, ptrdiff_t cols, int acc)   \
     {                                                                                            \
         enum { TILE = 16 };                                                                      \
@@ -64,8 +73,8 @@ CEDF_AVX static inline __m256d cedf_avx_acc_pd(__m256d v, const double *d, int a
 }
 
 /* d[c * ld + r] (+)= s[r * ls + c] for r, c < 8. */
-CEDF_AVX static inline void cedf_block8_f32(const float *restrict s, ptrdiff_t ls, float *restrict d,
-                                            ptrdiff_t ld, int acc)
+CEDF_AVX static inline void cedf_block8_f32(const float *CEDF_RESTRICT s, ptrdiff_t ls,
+                                            float *CEDF_RESTRICT d, ptrdiff_t ld, int acc)
 {
     __m256 r[8], t[8];
     for (int i = 0; i < 8; i++)
@@ -88,8 +97,8 @@ CEDF_AVX static inline void cedf_block8_f32(const float *restrict s, ptrdiff_t l
 }
 
 /* d[c * ld + r] (+)= s[r * ls + c] for r, c < 4. */
-CEDF_AVX static inline void cedf_block4_f64(const double *restrict s, ptrdiff_t ls, double *restrict d,
-                                            ptrdiff_t ld, int acc)
+CEDF_AVX static inline void cedf_block4_f64(const double *CEDF_RESTRICT s, ptrdiff_t ls,
+                                            double *CEDF_RESTRICT d, ptrdiff_t ld, int acc)
 {
     __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ls);
     __m256d r2 = _mm256_loadu_pd(s + 2 * ls), r3 = _mm256_loadu_pd(s + 3 * ls);
@@ -104,7 +113,7 @@ CEDF_AVX static inline void cedf_block4_f64(const double *restrict s, ptrdiff_t 
 /* The whole blocks by `BLOCK`, then one number at a time the rest: the last cols % B of each
  * row above the last rows % B, and those rows whole. */
 #define CEDF_AVX_TRANSPOSE(T, SUFFIX, B, BLOCK)                                                  \
-    CEDF_AVX static void cedf_transpose_avx_##SUFFIX(const T *restrict src, T *restrict dst,     \
+    CEDF_AVX static void cedf_transpose_avx_##SUFFIX(const T *CEDF_RESTRICT src, T *CEDF_RESTRICT dst, \
                                                      ptrdiff_t rows, ptrdiff_t cols, int acc)    \
     {                                                                                            \
         ptrdiff_t rb = rows - rows % B, cb = cols - cols % B;                                    \
@@ -128,7 +137,7 @@ CEDF_AVX_TRANSPOSE(double, f64, 4, cedf_block4_f64)
 
 /* The transpose that cedf calls: with AVX where the CPU has it. */
 #define CEDF_TRANSPOSE(T, SUFFIX)                                                                \
-    static inline void cedf_transpose_##SUFFIX(const T *restrict src, T *restrict dst,            \
+    static inline void cedf_transpose_##SUFFIX(const T *CEDF_RESTRICT src, T *CEDF_RESTRICT dst,  \
                                                ptrdiff_t rows, ptrdiff_t cols, int acc)          \
     {                                                                                            \
         if (CEDF_HAVE_AVX())                                                                     \
