@@ -19,14 +19,7 @@
 #include <stddef.h>
 
 #include "pointwise.h"   /* CEDF_MULTIVERSION */
-
-#ifndef CEDF_RESTRICT   /* (transpose.h defines the same) */
-#if defined(_MSC_VER)
-#define CEDF_RESTRICT __restrict
-#else
-#define CEDF_RESTRICT restrict
-#endif
-#endif
+#include "restrict.h"
 
 /*
  * cedf_sgd_*: g = grad + wd value; with momentum (buf not NULL) buf = g on the

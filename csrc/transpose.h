@@ -10,14 +10,7 @@
 
 #include <stddef.h>
 
-/* C99's restrict, MSVC's __restrict (optim.h defines the same). */
-#ifndef CEDF_RESTRICT
-#if defined(_MSC_VER)
-#define CEDF_RESTRICT __restrict
-#else
-#define CEDF_RESTRICT restrict
-#endif
-#endif
+#include "restrict.h"
 
 #define CEDF_TRANSPOSE_SCALAR(T, SUFFIX)                                                         \
     /* dst (cols x rows) = src (rows x cols) transposed, or += when acc. In tiles of 16 x 16,     \
