@@ -6,12 +6,12 @@ cross-correlation (no kernel flip), output length floor((L + 2p - k) / s) + 1.
 
 The kernels (`conv_forward`, `conv_backward` of the backend) know only the 2-D
 case: a 1-D convolution is handed to them as the 2-D one of x (N, C, 1, L)
-and W (O, C, 1, k), views of the same buffers. The forward unfolds x into
-`cols` (C k, L_out N), a buffer of the node's own reused across steps, and the
-backward reads it (dW = g cols^T) instead of x; dx is computed only when x
-takes a gradient (not for an Input). `cedf/_conv.pyx` says why one GEMM over
-the batch, and why batch-last: in the plan, a Conv's value and gradient are kept
-batch-last when every reader takes them so (`cedf.plan`, `batch_last`).
+and W (O, C, 1, k), views of the same buffers. The backward reads x as the
+forward read it (the node keeps a copy); dx is computed only when x takes a
+gradient (not for an Input). `cedf/_conv.pyx` says how the compiled loops
+compute without unfolding x, and why position-major: in the plan, a Conv's
+value and gradient are kept so when every reader takes them so (`cedf.plan`,
+`batch_last`).
 """
 import numpy as np
 
@@ -77,7 +77,7 @@ class Conv(BuiltinNode):
     Computes in the parameters' dtype, as `Affine`.
     """
 
-    _cols = _work = _dcols = None
+    _xs = _work = None
     # The plan may keep the value batch-last (cedf.plan, `batch_last`); x may come so.
     _writes_batch_last = _reads_batch_last = True
 
@@ -153,9 +153,11 @@ class Conv(BuiltinNode):
         # A stride beyond the padded input gives one position, as the padded size does (and fits C's integers).
         stride = (min(stride[0], h + 2 * padding[0]), min(stride[1], w + 2 * padding[1]))
         out = self._output((n, n_out, ho, wo) if two_d else (n, n_out, wo), W.dtype)
-        self._cols = _reuse(self._cols, (channels * kh * kw, n * ho * wo), W.dtype)
+        # The backward reads x as this forward read it (x.value may be changed in place before it).
+        self._xs = _reuse(self._xs, x4.shape, W.dtype)
+        np.copyto(self._xs, x4)
         self._W, self._x_shape, self._pair_args = W, x.shape, (stride, padding)
-        backend.kernels.conv_forward(x4, W4, b, out.reshape(n, n_out, ho, wo), self._cols, stride, padding)
+        backend.kernels.conv_forward(self._xs, W4, b, out.reshape(n, n_out, ho, wo), stride, padding)
 
     def _shapes(self):
         """x, W and the output as the 2-D kernels see them (4-D)."""
@@ -171,14 +173,14 @@ class Conv(BuiltinNode):
         gx, pass_x = self._grad_sink(self.x, self._x_shape, dtype)
         gW, pass_W = self._grad_sink(self.params.W, W.shape, dtype)
         gb, pass_b = self._grad_sink(self.params.b, (W.shape[0],), dtype)
-        backend.kernels.conv_backward(self._cols, W.reshape(W4), self._incoming().reshape(out4),
+        backend.kernels.conv_backward(self._xs, W.reshape(W4), self._incoming().reshape(out4),
                                       None if gx is None else gx.reshape(x4), None if gW is None else gW.reshape(W4),
                                       gb, *self._pair_args)
         self._pass_on(((self.x, gx, pass_x), (self.params.W, gW, pass_W), (self.params.b, gb, pass_b)))
 
     def _release(self):
         super()._release()
-        for attr in ("_cols", "_work", "_dcols", "_W"):
+        for attr in ("_xs", "_work", "_W"):
             self.__dict__.pop(attr, None)
 
     # -- the compiled plan: one CONV_FWD and one CONV_BWD (cedf/_conv.pyx) ---------------------
@@ -194,27 +196,27 @@ class Conv(BuiltinNode):
         return prog.value(self.params.W, W.shape, W.dtype), prog.value(self.params.b, (W.shape[0],), W.dtype)
 
     def _plan_work(self, plan):
-        """The geometry with the layouts, and the scratch: x or dx, the output or g, batch-last."""
+        """The geometry with the layouts, and the scratch (`cedf._conv.region`): the kernel turned
+        and its gradient; the output or g, x and dx position-major, where the plan's are not."""
         value, (sizes, geometry) = self._value, self._geometry()
         layouts = (int(plan.batch_last(self.x)), int(plan.batch_last(self)))
-        self._work = _reuse(self._work, (max(value.size, int(np.prod(self._x_shape))),), value.dtype)
+        (n, c, o), (h, w, kh, kw), (ho, wo) = sizes, geometry[:4], geometry[8:10]
+        size = 2 * o * c * kh * kw + n * (o * ho * wo + 2 * c * h * w)
+        self._work = _reuse(self._work, (size,), value.dtype)
         return sizes, geometry + layouts
 
     def _plan_forward(self, plan, prog):
         value, dims = self._value, self._plan_work(plan)
         W, b = self._parameters(prog)
         x = prog.value(self.x, self._x_shape, value.dtype, own_dtype=False)
-        prog.op(_plan_ops()["CONV_FWD"], value.dtype, dims[0],
-                [x, W, b, prog.fixed(value), prog.fixed(self._cols), prog.fixed(self._work)], geometry=dims[1])
+        prog.op(_plan_ops()["CONV_FWD"], value.dtype, dims[0], [x, W, b, prog.fixed(value), prog.fixed(self._work)],
+                geometry=dims[1])
 
     def _plan_backward(self, plan, prog, g, target):
         value, dims = self._value, self._plan_work(plan)
         (gx, ax), (gW, aW), (gb, ab) = target(self.x), target(self.params.W), target(self.params.b)
-        dcols = None
-        if gx is not None:
-            self._dcols = _reuse(self._dcols, self._cols.shape, value.dtype)
-            dcols = prog.fixed(self._dcols)
+        # A channels-first x is read from the forward's position-major copy, in work.
+        x = prog.value(self.x, self._x_shape, value.dtype, own_dtype=False) if plan.batch_last(self.x) else None
         W, _ = self._parameters(prog)
-        prog.op(_plan_ops()["CONV_BWD"], value.dtype, dims[0],
-                [W, g, prog.fixed(self._cols), prog.fixed(self._work), dcols, gx, gW, gb], (ax, aW, ab),
-                geometry=dims[1])
+        prog.op(_plan_ops()["CONV_BWD"], value.dtype, dims[0], [x, W, g, prog.fixed(self._work), gx, gW, gb],
+                (ax, aW, ab), geometry=dims[1])

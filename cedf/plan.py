@@ -41,15 +41,15 @@ of an input's value, ``b.fixed(array)`` a buffer the node allocated itself,
 of the gradient it sends to an input, (None, False) for an Input. The plan
 asks each node; nothing here changes when one is added.
 
-Layouts: a convolution computes batch-last, (C, H, W, N) (`cedf/_conv.pyx` says
-why), and the plan keeps the values and gradients of a chain of them in that
+Layouts: a convolution computes position-major and batch-last, (H, W, C, N)
+(`cedf/_conv.pyx` says why), and the plan keeps the values and gradients of a chain of them in that
 layout, so that nothing is transposed between layers: a Conv, the elementwise
 nodes after it (ReLU), the Conv that reads them, up to the Flatten that makes
 the batch (N, F) again. A node is kept batch-last (`batch_last`) when it writes
 so (``_writes_batch_last``: Conv; ``_elementwise`` nodes of a batch-last input)
 and every reader reads so (``_reads_batch_last``: Conv, Flatten, Reshape; or
 an elementwise node kept batch-last). Its ``.value`` and ``.grad`` are then
-views of the plan's batch-last buffers in the user's layout (np.moveaxis), so
+views of the plan's batch-last buffers in the user's layout (transposed), so
 what a user reads is the step's numbers, without a copy; the node-by-node
 path, which wants C-contiguous arrays, makes its own again.
 
@@ -319,14 +319,16 @@ class GraphPlan:
             chosen -= dropped
 
     def _batch_last_view(self, node, attr, array):
-        """A batch-last copy of `array` (N, ...), in a buffer the node keeps, as a view in its layout."""
-        shape = array.shape[1:] + array.shape[:1]
+        """A position-major copy of `array` (N, C, ...), (..., C, N), in a buffer the node keeps, as a
+        view in its layout."""
+        to_base = tuple(range(2, array.ndim)) + (1, 0)
+        shape = tuple(array.shape[i] for i in to_base)
         base = node.__dict__.get(attr)
         if base is None or base.shape != shape or base.dtype != array.dtype:
             base = np.empty(shape, array.dtype)
             node.__dict__[attr] = base
-        base[...] = np.moveaxis(array, 0, -1)
-        view = np.moveaxis(base, -1, 0)
+        base[...] = array.transpose(to_base)
+        view = base.transpose(np.argsort(to_base))
         self.bases[id(view)] = (view, base)
         return view
 

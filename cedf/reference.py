@@ -218,10 +218,9 @@ def add_backward(g, gx, gy):
 # Layout channels-first, as PyTorch: x (N, C, H, W), W (O, C, kh, kw), out (N, O, Ho, Wo),
 # Ho = (H + 2 ph - kh) // sh + 1 (likewise Wo). A 1-D convolution is the 2-D one of
 # x (N, C, 1, L) with W (O, C, 1, k), stride (1, s) and padding (0, p): the node reshapes.
-# The unfolded input `cols` (C kh kw, Ho Wo N) is part of the contract: forward writes it,
-# backward reads it (dW = g cols^T), so neither backend keeps x for the backward. Its
-# columns are ordered (oh, ow, n), the example last: the compiled loops' order, whose
-# rows are runs of whole blocks of N numbers (cedf/_conv.pyx says why).
+# Here the input is unfolded (im2col) into `cols` (C kh kw, Ho Wo N), one column per output
+# position and example, and each product is one matrix product with it; the compiled loops
+# compute the same sums without unfolding (cedf/_conv.pyx says how).
 
 def _conv_geometry(x_shape, w_shape, stride, padding):
     (n, _, h, w), (o, _, kh, kw) = x_shape, w_shape
@@ -229,42 +228,46 @@ def _conv_geometry(x_shape, w_shape, stride, padding):
     return n, o, kh, kw, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
-def conv_forward(x, W, b, out, cols, stride, padding):
-    """out = conv(x, W) + b (zero padding; cross-correlation, as PyTorch), and cols = im2col(x).
-
-    x (N, C, H, W), W (O, C, kh, kw), b (O,), out (N, O, Ho, Wo), cols (C kh kw, Ho Wo N):
-    row (c, i, j) of cols holds, for every output position (oh, ow, n), the input
-    x[n, c, oh sh + i - ph, ow sw + j - pw], 0 outside x. Then out is W (O, C kh kw) @ cols,
-    whose columns (oh, ow, n) are transposed to out's (N, O, ...) order, plus b per channel.
-    `stride` and `padding` are pairs (sh, sw), (ph, pw).
-    """
-    n, o, kh, kw, ho, wo = _conv_geometry(x.shape, W.shape, stride, padding)
+def _unfold(x, kh, kw, ho, wo, stride, padding):
+    """cols (C kh kw, Ho Wo N): row (c, i, j) holds, for every output position (oh, ow, n), the
+    input x[n, c, oh sh + i - ph, ow sw + j - pw], 0 outside x."""
     (sh, sw), (ph, pw) = stride, padding
-    c = x.shape[1]
+    n, c = x.shape[:2]
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    unfolded = cols.reshape(c, kh, kw, ho, wo, n)
+    cols = np.empty((c, kh, kw, ho, wo, n), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            unfolded[:, i, j] = xp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw].transpose(1, 2, 3, 0)
-    product = W.reshape(o, -1) @ cols
+            cols[:, i, j] = xp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw].transpose(1, 2, 3, 0)
+    return cols.reshape(c * kh * kw, ho * wo * n)
+
+
+def conv_forward(x, W, b, out, stride, padding):
+    """out = conv(x, W) + b (zero padding; cross-correlation, as PyTorch).
+
+    x (N, C, H, W), W (O, C, kh, kw), b (O,), out (N, O, Ho, Wo); `stride` and `padding`
+    are pairs (sh, sw), (ph, pw). out is W (O, C kh kw) @ cols, whose columns (oh, ow, n)
+    are transposed to out's (N, O, ...) order, plus b per channel.
+    """
+    n, o, kh, kw, ho, wo = _conv_geometry(x.shape, W.shape, stride, padding)
+    product = W.reshape(o, -1) @ _unfold(x, kh, kw, ho, wo, stride, padding)
     out[...] = product.reshape(o, ho, wo, n).transpose(3, 0, 1, 2) + b[:, None, None]
 
 
-def conv_backward(cols, W, g, gx, gW, gb, stride, padding):
-    """Gradients of `conv_forward` given g = dL/dout (N, O, Ho, Wo) and its cols:
+def conv_backward(x, W, g, gx, gW, gb, stride, padding):
+    """Gradients of `conv_forward` at its input x, given g = dL/dout (N, O, Ho, Wo):
     gW += g cols^T (as (O, C kh kw)), gb += the sums of g over batch and positions, and
     gx += col2im(W^T g): each unfolded entry's gradient added back where it was read
-    from x (padding dropped). None skips; gx's shape gives x's (N, C, H, W)."""
+    from x (padding dropped). None skips."""
     n, o, ho, wo = g.shape
+    kh, kw = W.shape[2:]
     gt = g.transpose(1, 2, 3, 0).reshape(o, ho * wo * n)
     if gW is not None:
-        gW += (gt @ cols.T).reshape(gW.shape)
+        gW += (gt @ _unfold(x, kh, kw, ho, wo, stride, padding).T).reshape(gW.shape)
     if gb is not None:
         gb += _f64(g).sum(axis=(0, 2, 3))   # in double, as the compiled loop sums
     if gx is not None:
         (sh, sw), (ph, pw) = stride, padding
         _, c, h, w = gx.shape
-        kh, kw = W.shape[2:]
         dcols = (W.reshape(o, -1).T @ gt).reshape(c, kh, kw, ho, wo, n)
         gp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), gx.dtype)
         for i in range(kh):

@@ -42,9 +42,8 @@ class _Reshaping(BuiltinNode):
     def _plan_forward(self, plan, prog):
         value = self._value
         x = prog.value(self.x, self._in_shape, value.dtype)
-        if plan.batch_last(self.x):   # x (F, N) -> the value (N, F)
-            n = value.shape[0]
-            prog.op(_transpose(), value.dtype, (value.size // max(n, 1), n), [x, prog.fixed(value)])
+        if plan.batch_last(self.x):   # x (S, C, N), position-major -> the value (N, C S)
+            prog.op(_swap_axes(), value.dtype, _swapped(self._in_shape)[::-1], [x, prog.fixed(value)])
         else:
             prog.op(backend._engine.COPY, value.dtype, (value.nbytes,), [x, prog.fixed(value)])
 
@@ -53,16 +52,21 @@ class _Reshaping(BuiltinNode):
         if gx is None:
             return
         value = self._value
-        if plan.batch_last(self.x):   # g (N, F) -> x's gradient (F, N)
-            prog.op(_transpose(), value.dtype, (value.shape[0], value.size // max(value.shape[0], 1)),
-                    [g, gx], (acc,))
+        if plan.batch_last(self.x):   # g (N, C S) -> x's gradient (S, C, N)
+            prog.op(_swap_axes(), value.dtype, _swapped(self._in_shape), [g, gx], (acc,))
         else:
             prog.op(backend._engine.ACCUMULATE, value.dtype, (value.size,), [g, gx], (acc,))
 
 
-def _transpose():
+def _swap_axes():
     from . import _conv   # compiled; only a plan (which needs the compiled engine) asks
-    return _conv.PLAN_OPS["TRANSPOSE"]
+    return _conv.PLAN_OPS["SWAP_AXES"]
+
+
+def _swapped(shape):
+    """(N, C, S) for a batch of `shape` (N, C, ...), S its positions: the axes the plan's
+    position-major layout (S, C, N) swaps (cedf.plan)."""
+    return (shape[0], shape[1] if len(shape) > 1 else 1, math.prod(shape[2:]))
 
 
 class Flatten(_Reshaping):

@@ -13,10 +13,12 @@
 #include "restrict.h"
 
 #define CEDF_TRANSPOSE_SCALAR(T, SUFFIX)                                                         \
-    /* dst (cols x rows) = src (rows x cols) transposed, or += when acc. In tiles of 16 x 16,     \
+    /* dst (cols x rows, rows ld apart) = src (rows x cols, rows ls apart) transposed, or +=     \
+     * when acc. In tiles of 16 x 16,                                                           \
      * which both matrices' cache lines hold while a tile is moved. Without vectors: compilers    \
      * do not vectorise it (the AVX blocks below replace it where they can). */                   \
-    static inline void cedf_transpose_scalar_##SUFFIX(const T *CEDF_RESTRICT src, T *CEDF_RESTRICT dst, \
+    static inline void cedf_transpose_scalar_##SUFFIX(const T *CEDF_RESTRICT src, ptrdiff_t ls,   \
+                                                      T *CEDF_RESTRICT dst, ptrdiff_t ld,        \
                                                       ptrdiff_t rows, ptrdiff_t cols, int acc)   \
     {                                                                                            \
         enum { TILE = 16 };                                                                      \
@@ -25,14 +27,14 @@
             for (ptrdiff_t j0 = 0; j0 < cols; j0 += TILE) {                                      \
                 ptrdiff_t j1 = j0 + TILE < cols ? j0 + TILE : cols;                              \
                 for (ptrdiff_t j = j0; j < j1; j++) {                                            \
-                    T *d = dst + j * rows;                                                       \
+                    T *d = dst + j * ld;                                                         \
                     const T *s = src + j;                                                        \
                     if (acc)                                                                     \
                         for (ptrdiff_t i = i0; i < i1; i++)                                      \
-                            d[i] += s[i * cols];                                                 \
+                            d[i] += s[i * ls];                                                   \
                     else                                                                         \
                         for (ptrdiff_t i = i0; i < i1; i++)                                      \
-                            d[i] = s[i * cols];                                                  \
+                            d[i] = s[i * ls];                                                    \
                 }                                                                                \
             }                                                                                    \
         }                                                                                        \
@@ -106,16 +108,17 @@ CEDF_AVX static inline void cedf_block4_f64(const double *CEDF_RESTRICT s, ptrdi
 /* The whole blocks by `BLOCK`, then one number at a time the rest: the last cols % B of each
  * row above the last rows % B, and those rows whole. */
 #define CEDF_AVX_TRANSPOSE(T, SUFFIX, B, BLOCK)                                                  \
-    CEDF_AVX static void cedf_transpose_avx_##SUFFIX(const T *CEDF_RESTRICT src, T *CEDF_RESTRICT dst, \
+    CEDF_AVX static void cedf_transpose_avx_##SUFFIX(const T *CEDF_RESTRICT src, ptrdiff_t ls,    \
+                                                     T *CEDF_RESTRICT dst, ptrdiff_t ld,         \
                                                      ptrdiff_t rows, ptrdiff_t cols, int acc)    \
     {                                                                                            \
         ptrdiff_t rb = rows - rows % B, cb = cols - cols % B;                                    \
         for (ptrdiff_t i = 0; i < rb; i += B)                                                    \
             for (ptrdiff_t j = 0; j < cb; j += B)                                                \
-                BLOCK(src + i * cols + j, cols, dst + j * rows + i, rows, acc);                  \
+                BLOCK(src + i * ls + j, ls, dst + j * ld + i, ld, acc);                          \
         for (ptrdiff_t i = 0; i < rows; i++)                                                     \
             for (ptrdiff_t j = i < rb ? cb : 0; j < cols; j++)                                   \
-                dst[j * rows + i] = acc ? dst[j * rows + i] + src[i * cols + j] : src[i * cols + j]; \
+                dst[j * ld + i] = acc ? dst[j * ld + i] + src[i * ls + j] : src[i * ls + j];     \
     }
 
 CEDF_AVX_TRANSPOSE(float, f32, 8, cedf_block8_f32)
@@ -128,15 +131,35 @@ CEDF_AVX_TRANSPOSE(double, f64, 4, cedf_block4_f64)
 #define cedf_transpose_avx_f64 cedf_transpose_scalar_f64
 #endif
 
-/* The transpose that cedf calls: with AVX where the CPU has it. */
+/* The transposes that cedf calls, with AVX where the CPU has it: of a contiguous matrix, and
+ * the swap of a batch's outer and inner axes, (a, c, b) <-> (b, c, a): per entry k of the middle
+ * axis, the (a x b) matrix whose rows are c b apart transposed into rows c a apart. With
+ * (N, C, S) that is a channels-first batch into the plan's position-major layout (S, C, N),
+ * and the same call with (S, C, N) takes it back. */
 #define CEDF_TRANSPOSE(T, SUFFIX)                                                                \
+    static inline void cedf_transpose_strided_##SUFFIX(const T *CEDF_RESTRICT src, ptrdiff_t ls,  \
+                                                       T *CEDF_RESTRICT dst, ptrdiff_t ld,       \
+                                                       ptrdiff_t rows, ptrdiff_t cols, int acc)  \
+    {                                                                                            \
+        if (CEDF_HAVE_AVX())                                                                     \
+            cedf_transpose_avx_##SUFFIX(src, ls, dst, ld, rows, cols, acc);                      \
+        else                                                                                     \
+            cedf_transpose_scalar_##SUFFIX(src, ls, dst, ld, rows, cols, acc);                   \
+    }                                                                                            \
     static inline void cedf_transpose_##SUFFIX(const T *CEDF_RESTRICT src, T *CEDF_RESTRICT dst,  \
                                                ptrdiff_t rows, ptrdiff_t cols, int acc)          \
     {                                                                                            \
-        if (CEDF_HAVE_AVX())                                                                     \
-            cedf_transpose_avx_##SUFFIX(src, dst, rows, cols, acc);                              \
-        else                                                                                     \
-            cedf_transpose_scalar_##SUFFIX(src, dst, rows, cols, acc);                           \
+        cedf_transpose_strided_##SUFFIX(src, cols, dst, rows, rows, cols, acc);                  \
+    }                                                                                            \
+    static inline void cedf_swap_axes_##SUFFIX(const T *CEDF_RESTRICT src, T *CEDF_RESTRICT dst,  \
+                                               ptrdiff_t a, ptrdiff_t c, ptrdiff_t b, int acc)   \
+    {                                                                                            \
+        if (c == 1) {                                                                            \
+            cedf_transpose_##SUFFIX(src, dst, a, b, acc);                                        \
+            return;                                                                              \
+        }                                                                                        \
+        for (ptrdiff_t k = 0; k < c; k++)                                                        \
+            cedf_transpose_strided_##SUFFIX(src + k * b, c * b, dst + k * a, c * a, a, b, acc);  \
     }
 
 CEDF_TRANSPOSE(float, f32)

@@ -48,22 +48,16 @@ def out_shape(x_shape, w_shape, stride, padding):
     return n, o, (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
 
 
-def cols_shape(x_shape, w_shape, stride, padding):
-    n, _, ho, wo = out_shape(x_shape, w_shape, stride, padding)
-    return w_shape[1] * w_shape[2] * w_shape[3], n * ho * wo
-
-
 def run_kernels(module, x, W, b, g, stride, padding, skip=()):
     """conv_forward then conv_backward of `module`, gradients added into random buffers: all outputs."""
     rng = np.random.default_rng(99)
     out = np.full(out_shape(x.shape, W.shape, stride, padding), np.nan, x.dtype)
-    cols = np.full(cols_shape(x.shape, W.shape, stride, padding), np.nan, x.dtype)
-    module.conv_forward(x, W, b, out, cols, stride, padding)
+    module.conv_forward(x, W, b, out, stride, padding)
     grads = {name: rand(rng, a.shape, x.dtype) for name, a in (("gx", x), ("gW", W), ("gb", b))}
     for name in skip:
         grads[name] = None
-    module.conv_backward(cols, W, g, grads["gx"], grads["gW"], grads["gb"], stride, padding)
-    return {"out": out, "cols": cols, **{k: v for k, v in grads.items() if v is not None}}
+    module.conv_backward(x, W, g, grads["gx"], grads["gW"], grads["gb"], stride, padding)
+    return {"out": out, **{k: v for k, v in grads.items() if v is not None}}
 
 
 @given(geometry=geometries(), dtype=DTYPES, seed=st.integers(0, 2**32 - 1),
@@ -101,7 +95,7 @@ def test_kernels_agree_with_torch(geometry, seed):
         got = run_kernels(module, x, W, b, g, stride, padding)
         assert_close(got["out"], out.detach().numpy(), 1e-10, f"{module.__name__} out")
         grads = {"gx": np.zeros_like(x), "gW": np.zeros_like(W), "gb": np.zeros_like(b)}
-        module.conv_backward(got["cols"], W, g, grads["gx"], grads["gW"], grads["gb"], stride, padding)
+        module.conv_backward(x, W, g, grads["gx"], grads["gW"], grads["gb"], stride, padding)
         for name, t in (("gx", xt), ("gW", Wt), ("gb", bt)):
             assert_close(grads[name], t.grad.numpy(), 1e-10, f"{module.__name__} {name}")
 
@@ -296,25 +290,26 @@ def conv_ops(monkeypatch):
 
 
 def test_the_plan_skips_dx_of_a_conv_reading_an_input_and_reuses_its_buffers(conv_ops):
-    """MNIST-1D's CNN, planned: the first Conv's CONV_BWD gets no dcols and no gx (no col2im), the
-    others both; ReLU's ops run between them; cols is one buffer of the node's across steps."""
+    """MNIST-1D's CNN, planned: the first Conv's CONV_BWD gets no gx and reads x from its forward's
+    copy, the others both from the plan's buffers; ReLU's ops run between them; the scratch is one
+    buffer of the node's across steps."""
     edf.set_backend("cython")
     loss = mnist1d_cnn(np.float32)
     graph = edf.current_graph()
     convs = [n for n in graph.CompNodes if isinstance(n, edf.Conv)]
     edf.Forward()
-    cols = [c._cols for c in convs]
+    work = [c._work for c in convs]
     for _ in range(3):
         edf.Forward()
         edf.Backward(loss)
         edf.UpdateParameters()
     assert graph._planned
-    assert [c._cols for c in convs] == cols and all(a is b for a, b in zip(cols, [c._cols for c in convs]))
+    assert all(a is b for a, b in zip(work, [c._work for c in convs]))
     backward = [args for name, args in conv_ops if name == "CONV_BWD"]
     assert [name for name, _ in conv_ops].count("CONV_FWD") == 3 and len(backward) == 3
     # Backward runs the nodes in reverse: the first Conv's operation comes last.
-    assert backward[-1][4] is None and backward[-1][5] is None, "the first Conv computed dx for an Input"
-    assert all(args[4] is not None and args[5] is not None for args in backward[:-1])
+    assert backward[-1][0] is None and backward[-1][4] is None, "the first Conv computed dx for an Input"
+    assert all(args[0] is not None and args[4] is not None for args in backward[:-1])
     # ReLU after a Conv in the plan: the value passed to the ReLU is the Conv's own buffer.
     relu = graph.CompNodes[1]
     assert isinstance(relu, edf.ReLU) and np.array_equal(relu.value, np.maximum(convs[0].value, 0))
@@ -338,8 +333,7 @@ def test_a_float64_input_feeds_a_float32_conv():
     assert conv.value.dtype == np.float32 and np.array_equal(values[0], values[1])
     W, b = conv.params.W.value, conv.params.b.value
     expected = np.empty((4, 3, 1, 4), np.float32)
-    reference.conv_forward(x.value.astype(np.float32)[:, :, None], W[:, :, None], b, expected,
-                           np.empty((6, 16), np.float32), (1, 2), (0, 0))
+    reference.conv_forward(x.value.astype(np.float32)[:, :, None], W[:, :, None], b, expected, (1, 2), (0, 0))
     assert_close(conv.value, expected[:, :, 0], 1e-5, "value")
 
 
@@ -464,31 +458,29 @@ def test_bad_bias_and_a_bad_attribute_set_later():
 def test_kernels_refuse_what_does_not_fit():
     """The Python-callable kernels check every shape before their loops (no crash, no wrong number)."""
     x, W, b = np.zeros((2, 3, 1, 8)), np.zeros((4, 3, 1, 3)), np.zeros(4)
-    out, cols = np.zeros((2, 4, 1, 6)), np.zeros((9, 12))
-    _kernels.conv_forward(x, W, b, out, cols, (1, 1), (0, 0))
+    out = np.zeros((2, 4, 1, 6))
+    _kernels.conv_forward(x, W, b, out, (1, 1), (0, 0))
     with pytest.raises(ValueError, match="conv_forward: out has shape"):
-        _kernels.conv_forward(x, W, b, np.zeros((2, 4, 1, 5)), cols, (1, 1), (0, 0))
-    with pytest.raises(ValueError, match="conv_forward: cols has shape"):
-        _kernels.conv_forward(x, W, b, out, np.zeros((9, 11)), (1, 1), (0, 0))
+        _kernels.conv_forward(x, W, b, np.zeros((2, 4, 1, 5)), (1, 1), (0, 0))
     with pytest.raises(ValueError, match="conv_forward: W has shape"):
-        _kernels.conv_forward(x, np.zeros((4, 2, 1, 3)), b, out, cols, (1, 1), (0, 0))
+        _kernels.conv_forward(x, np.zeros((4, 2, 1, 3)), b, out, (1, 1), (0, 0))
     with pytest.raises(ValueError, match="conv_forward: kernel"):
-        _kernels.conv_forward(x, np.zeros((4, 3, 1, 9)), b, out, cols, (1, 1), (0, 0))
+        _kernels.conv_forward(x, np.zeros((4, 3, 1, 9)), b, out, (1, 1), (0, 0))
     with pytest.raises(ValueError, match="conv_forward: stride must be integers of at least 1"):
-        _kernels.conv_forward(x, W, b, out, cols, (1, 0), (0, 0))
+        _kernels.conv_forward(x, W, b, out, (1, 0), (0, 0))
     with pytest.raises(ValueError, match="conv_forward: padding must be a pair"):
-        _kernels.conv_forward(x, W, b, out, cols, (1, 1), 0)
+        _kernels.conv_forward(x, W, b, out, (1, 1), 0)
     g = np.zeros((2, 4, 1, 6))
-    with pytest.raises(ValueError, match="conv_backward: gx has shape|conv_backward: g has shape"):
-        _kernels.conv_backward(cols, W, g, np.zeros((2, 3, 1, 9)), None, None, (1, 1), (0, 0))
-    with pytest.raises(ValueError, match="conv_backward: cols has shape"):
-        _kernels.conv_backward(np.zeros((9, 13)), W, g, None, np.zeros_like(W), None, (1, 1), (0, 0))
-    with pytest.raises(ValueError, match="conv_backward: gW has shape"):
-        _kernels.conv_backward(cols, W, g, None, np.zeros((4, 3, 1, 2)), None, (1, 1), (0, 0))
-    with pytest.raises(ValueError, match="conv_backward: gb has shape"):
-        _kernels.conv_backward(cols, W, g, None, None, np.zeros(5), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="conv_backward: gx has shape"):
+        _kernels.conv_backward(x, W, g, np.zeros((2, 3, 1, 9)), None, None, (1, 1), (0, 0))
     with pytest.raises(ValueError, match="conv_backward: g has shape"):
-        _kernels.conv_backward(cols, W, np.zeros((2, 5, 1, 6)), None, None, None, (1, 1), (0, 0))
+        _kernels.conv_backward(np.zeros((2, 3, 1, 9)), W, g, None, np.zeros_like(W), None, (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="conv_backward: gW has shape"):
+        _kernels.conv_backward(x, W, g, None, np.zeros((4, 3, 1, 2)), None, (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="conv_backward: gb has shape"):
+        _kernels.conv_backward(x, W, g, None, None, np.zeros(5), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="conv_backward: g has shape"):
+        _kernels.conv_backward(x, W, np.zeros((2, 5, 1, 6)), None, None, None, (1, 1), (0, 0))
 
 
 @pytest.mark.parametrize("planned", [False, True], ids=["node by node", "planned"])

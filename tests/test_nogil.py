@@ -188,10 +188,10 @@ KERNELS = {
     "adam_update": lambda: (full(N), full(N, 1e-9), full(N, 0.0), full(N, 0.0), 1e-3, 0.9, 0.999, 1e-8, 1e-4, 1),
     "add_forward": lambda: (full(N), full(N), full(N)),
     "add_backward": lambda: (full(N), full(N, 0.0), full(N, 0.0)),
-    # x (4, 16, 32, 32) = N / 4 elements, a 3 x 3 kernel, padding 1: cols (144, 4096).
+    # x (4, 16, 32, 32) = N / 4 elements, a 3 x 3 kernel, padding 1.
     "conv_forward": lambda: (full((4, 16, 32, 32)), full((16, 16, 3, 3), 0.01), full(16), full((4, 16, 32, 32)),
-                             full((144, 4096)), (1, 1), (1, 1)),
-    "conv_backward": lambda: (full((144, 4096)), full((16, 16, 3, 3), 0.01), full((4, 16, 32, 32)),
+                             (1, 1), (1, 1)),
+    "conv_backward": lambda: (full((4, 16, 32, 32)), full((16, 16, 3, 3), 0.01), full((4, 16, 32, 32)),
                               full((4, 16, 32, 32), 0.0), full((16, 16, 3, 3), 0.0), full(16, 0.0), (1, 1), (1, 1)),
     "maxpool_forward": lambda: (planes(), planes(half=True), planes(half=True, dtype=np.int64), 2, 2, 2, 2),
     "maxpool_backward": lambda: (planes(half=True), argmax(), planes(0.0)),
