@@ -59,6 +59,10 @@ cdef struct Geometry:
     bint x_inner, out_inner   # x (and dx), the output (and its gradient) batch-last
 
 
+cdef enum:
+    SMALL_TN_MAX = 1200   # OpenBLAS 0.3 (SkylakeX kernels): see conv_backward_loop
+
+
 cdef inline void _taps(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t k, Py_ssize_t length,
                        Py_ssize_t* first, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """Output position `o` reads input positions first + t for the taps t in [0, k); [lo, hi) of them
@@ -181,6 +185,11 @@ cdef void conv_backward_loop(const floating* x, const floating* W, const floatin
     cdef floating* dwp = region(work, g, 1)
     cdef floating* dx = gx if g.x_inner else region(work, g, 4)
     cdef bint product = g.o > 0 and g.n > 0 and g.c > 0
+    # dW's products, g's position (O x N) times a kernel row's input (taps C x N) transposed (both
+    # operands summed along their rows), run in OpenBLAS's small-matrix kernel only up to
+    # SMALL_TN_MAX outputs, and take its general path (packing) above: a row of MNIST-1D's middle
+    # layers gives 25 x 75, and one product per tap, 25 x 25 each, took 41 against 48 us a layer.
+    cdef bint per_tap = g.o * g.kw * g.c > SMALL_TN_MAX
     if not g.out_inner:
         swap_axes(g_out, region(work, g, 2), g.n, g.o, positions, False)
         g_out = region(work, g, 2)
@@ -207,11 +216,11 @@ cdef void conv_backward_loop(const floating* x, const floating* W, const floatin
                     continue
                 pos, taps = g_out + (oh * g.wo + ow) * plane, (jhi - jlo) * g.c
                 for i in range(ilo, ihi):
-                    # One product per tap: g's position (O x N) times the tap's (C x N) input,
-                    # transposed. OpenBLAS runs this form (both operands' rows summed along) in its
-                    # small-matrix kernel only up to 1,200 outputs; O x (taps C) is 1,875 for
-                    # MNIST-1D's CNN, O x C 625 (41 against 48 us a layer's dW here).
-                    if gW != NULL:
+                    if gW != NULL and not per_tap:
+                        gemm(False, True, <int>g.o, <int>taps, <int>g.n, 1, pos, <int>g.n,
+                             x + ((fh + i) * g.w + fw + jlo) * block, <int>g.n, 1, dwp + (i * g.kw + jlo) * g.c,
+                             <int>row)
+                    elif gW != NULL:
                         for j in range(jlo, jhi):
                             gemm(False, True, <int>g.o, <int>g.c, <int>g.n, 1, pos, <int>g.n,
                                  x + ((fh + i) * g.w + fw + j) * block, <int>g.n, 1, dwp + (i * g.kw + j) * g.c,

@@ -81,6 +81,18 @@ def test_compiled_kernels_agree_with_the_reference_on_batches_of_whole_vector_bl
     test_compiled_kernels_agree_with_the_reference.hypothesis.inner_test(geometry, dtype, seed, ())
 
 
+@pytest.mark.parametrize("geometry", [
+    ((7, 25, 1, 19), (25, 25, 1, 3), (1, 2), (0, 1)),    # MNIST-1D's middle layer: 25 x 75 outputs a row
+    ((3, 17, 6, 7), (30, 17, 3, 3), (2, 1), (1, 2)),     # 2-D, windows clipped by the padding on all sides
+], ids=["1-D", "2-D"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_kernels_agree_with_the_reference_where_dW_takes_one_product_per_tap(geometry, dtype):
+    """Beyond _conv.SMALL_TN_MAX outputs per kernel row (O kw C), dW is summed one tap at a time."""
+    assert geometry[1][0] * geometry[1][3] * geometry[1][1] > 1200
+    for seed in range(3):
+        test_compiled_kernels_agree_with_the_reference.hypothesis.inner_test(geometry, dtype, seed, ())
+
+
 @given(geometry=geometries(max_batch=3), seed=st.integers(0, 2**32 - 1))
 def test_kernels_agree_with_torch(geometry, seed):
     torch = pytest.importorskip("torch")
