@@ -1,5 +1,7 @@
 """The MNIST-1D CNN's training step (issue 15): cedf's planned step against PyTorch eager, and
-against the floor of the step, its im2col GEMMs alone. Prints timings; used by nothing else.
+against the floor of the step as issue 15 defines it, its im2col GEMMs alone (cedf computes the
+same sums as smaller products per output position, see cedf/_conv.pyx). Prints timings; used by
+nothing else.
 
     python benchmarks/conv_step.py [--rounds 7] [--threads 1] [--clock process]
 

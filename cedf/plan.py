@@ -296,7 +296,7 @@ class GraphPlan:
     # -- layouts (see the module's docstring) --------------------------------
 
     def batch_last(self, node):
-        """Whether the plan keeps `node`'s value and gradient batch-last, (C, ..., N)."""
+        """Whether the plan keeps `node`'s value and gradient position-major and batch-last, (..., C, N)."""
         return id(node) in self._batch_last
 
     def _choose_batch_last(self):
