@@ -107,6 +107,13 @@ cdef inline Py_ssize_t work_size(const Geometry* g) noexcept nogil:
     return 2 * g.o * g.c * g.kh * g.kw + g.n * (g.o * g.ho * g.wo + 2 * g.c * g.h * g.w)
 
 
+def work_numbers(n, c, o, h, w, kh, kw, ho, wo):
+    """How many numbers a plan's Conv gives its operations as `work` (`work_size`)."""
+    cdef Geometry g
+    g.n, g.c, g.o, g.h, g.w, g.kh, g.kw, g.ho, g.wo = n, c, o, h, w, kh, kw, ho, wo
+    return work_size(&g)
+
+
 cdef inline floating* region(floating* work, const Geometry* g, int which) noexcept nogil:
     """The parts of `work`, in order: 0 the kernel turned to (O, kh, kw, C), so that a tap's
     channels are one run; 1 its gradient, turned back into gW; 2 the output (or g) position-major,
@@ -176,7 +183,7 @@ cdef void conv_backward_loop(const floating* x, const floating* W, const floatin
     x, g_out and gx as in the forward (the forward's turned x, in work, when channels-first);
     gx, gW, gb NULL: not wanted. Sums are taken in double.
     """
-    cdef Py_ssize_t o, p, oh, ow, i, j, fh, ilo, ihi, fw, jlo, jhi, taps
+    cdef Py_ssize_t o, p, oh, ow, i, j, fh, ilo, ihi, fw, jlo, jhi, taps, group
     cdef Py_ssize_t row = g.kh * g.kw * g.c, block = g.c * g.n, plane = g.o * g.n, positions = g.ho * g.wo
     cdef Py_ssize_t image = g.c * g.h * g.w
     cdef double s
@@ -215,16 +222,14 @@ cdef void conv_backward_loop(const floating* x, const floating* W, const floatin
                 if jhi <= jlo:
                     continue
                 pos, taps = g_out + (oh * g.wo + ow) * plane, (jhi - jlo) * g.c
+                group = 1 if per_tap else jhi - jlo   # the taps of one dW product
                 for i in range(ilo, ihi):
-                    if gW != NULL and not per_tap:
-                        gemm(False, True, <int>g.o, <int>taps, <int>g.n, 1, pos, <int>g.n,
-                             x + ((fh + i) * g.w + fw + jlo) * block, <int>g.n, 1, dwp + (i * g.kw + jlo) * g.c,
+                    j = jlo
+                    while gW != NULL and j < jhi:
+                        gemm(False, True, <int>g.o, <int>(group * g.c), <int>g.n, 1, pos, <int>g.n,
+                             x + ((fh + i) * g.w + fw + j) * block, <int>g.n, 1, dwp + (i * g.kw + j) * g.c,
                              <int>row)
-                    elif gW != NULL:
-                        for j in range(jlo, jhi):
-                            gemm(False, True, <int>g.o, <int>g.c, <int>g.n, 1, pos, <int>g.n,
-                                 x + ((fh + i) * g.w + fw + j) * block, <int>g.n, 1, dwp + (i * g.kw + j) * g.c,
-                                 <int>row)
+                        j += group
                     if gx != NULL:
                         gemm(True, False, <int>taps, <int>g.n, <int>g.o, 1, wp + (i * g.kw + jlo) * g.c, <int>row,
                              pos, <int>g.n, 1, dx + ((fh + i) * g.w + fw + jlo) * block, <int>g.n)

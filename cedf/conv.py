@@ -200,8 +200,8 @@ class Conv(BuiltinNode):
         and its gradient; the output or g, x and dx position-major, where the plan's are not."""
         value, (sizes, geometry) = self._value, self._geometry()
         layouts = (int(plan.batch_last(self.x)), int(plan.batch_last(self)))
-        (n, c, o), (h, w, kh, kw), (ho, wo) = sizes, geometry[:4], geometry[8:10]
-        size = 2 * o * c * kh * kw + n * (o * ho * wo + 2 * c * h * w)
+        from . import _conv
+        size = _conv.work_numbers(*sizes, *geometry[:4], *geometry[8:10])
         self._work = _reuse(self._work, (size,), value.dtype)
         return sizes, geometry + layouts
 
