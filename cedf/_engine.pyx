@@ -36,6 +36,11 @@ from cedf.backend import Replan
 
 cnp.import_array()
 
+# Subnormals flushed to zero during a run (why: csrc/denormals.h).
+cdef extern from "denormals.h" nogil:
+    unsigned int cedf_flush_denormals_begin()
+    void cedf_flush_denormals_end(unsigned int saved)
+
 cdef extern from "Python.h":
     # Borrowed references, compared as pointers only.
     PyObject* PyList_GET_ITEM(object, Py_ssize_t)
@@ -376,6 +381,7 @@ cdef class Program:
 
     cdef _run(self, double lr):
         cdef int i = 0, failed = -1
+        cdef unsigned int saved_csr
         cdef bint ok, done = False
         cdef Py_ssize_t refreshed = 0
         cdef Binding b
@@ -396,6 +402,7 @@ cdef class Program:
                 b.refresh()
                 self._set(self.binding_index[i], b.array)
             with nogil:
+                saved_csr = cedf_flush_denormals_begin()
                 for i in range(self.n_ops):
                     if self.ops[i].f64:
                         ok = _execute(<double>0, &self.ops[i], self.ptr, self.typenum, lr,
@@ -406,6 +413,7 @@ cdef class Program:
                     if not ok:
                         failed = i
                         break
+                cedf_flush_denormals_end(saved_csr)
             if failed >= 0:
                 raise ValueError(self.messages[failed](self._bad_label(&self.ops[failed])))
             for state, key, value in self.after:
