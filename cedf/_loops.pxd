@@ -374,9 +374,9 @@ cdef extern from "optim.h" nogil:
                       double weight_decay, int nesterov, int first)
     void cedf_adam_f32(float* value, const float* grad, float* m, float* v, Py_ssize_t n, double lr, double beta1,
                        double beta2, double eps, double weight_decay, double correction1, double correction2)
-    void cedf_adam_f64(double* value, const double* grad, double* m, double* v, Py_ssize_t n, double lr,
-                       double beta1, double beta2, double eps, double weight_decay, double correction1,
-                       double correction2)
+    void cedf_adam_double(double* value, const double* grad, double* m, double* v, Py_ssize_t n, double lr,
+                          double beta1, double beta2, double eps, double weight_decay, double correction1,
+                          double correction2)
 
 
 cdef inline void sgd_momentum(floating* value, const floating* grad, floating* buf, Py_ssize_t n,
@@ -395,7 +395,7 @@ cdef inline void adam(floating* value, const floating* grad, floating* m, floati
     if floating is float:
         cedf_adam_f32(value, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, correction1, correction2)
     else:
-        cedf_adam_f64(value, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, correction1, correction2)
+        cedf_adam_double(value, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, correction1, correction2)
 
 
 # -- more activations and losses on logits: each element in double, rounded once -------

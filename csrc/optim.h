@@ -71,4 +71,69 @@
 CEDF_OPTIM_LOOPS(float, f32, sqrtf)
 CEDF_OPTIM_LOOPS(double, f64, sqrt)
 
+/*
+ * Adam in double on a CPU with AVX-512: the loop above, but the division by
+ * sqrt(v) / sqrt(c2) + eps taken as a product with a reciprocal refined from
+ * the CPU's 14-bit estimate (rcp14: one Newton step, 28 bits, then one on the
+ * quotient itself, which squares its error again: within an ulp or so of the
+ * divided quotient; the tests hold it to 1e-15). A double
+ * division is the slowest operation of the loop: with the 15,210 parameters of
+ * the 40-100-100-10 MLP in cache, the loop took 1.33 ns per element with it and
+ * 0.83 without (a C benchmark on this machine's Intel Xeon, 20,000 updates);
+ * with mlp_mnist's 203,530, out of cache, 1.40 against 1.10. A divisor outside
+ * [2^-1000, 2^1000] (eps = 0 with v = 0, an infinite or NaN v) is divided, so
+ * that infinities and NaNs come out as the division's. The last n % 8
+ * elements run masked through the same arithmetic.
+ */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(_WIN32)
+#include <immintrin.h>
+#define CEDF_ADAM_F64_AVX512 1
+
+__attribute__((target("avx512f"), unused))
+static void cedf_adam_f64_avx512(double *CEDF_RESTRICT value, const double *CEDF_RESTRICT grad,
+                                 double *CEDF_RESTRICT m, double *CEDF_RESTRICT v, ptrdiff_t n,
+                                 double lr, double beta1, double beta2, double eps,
+                                 double weight_decay, double correction1, double correction2)
+{
+    const __m512d b1 = _mm512_set1_pd(beta1), b2 = _mm512_set1_pd(beta2);
+    const __m512d a1 = _mm512_set1_pd(1 - beta1), a2 = _mm512_set1_pd(1 - beta2);
+    const __m512d step = _mm512_set1_pd(lr / correction1), scale = _mm512_set1_pd(1 / sqrt(correction2));
+    const __m512d e = _mm512_set1_pd(eps), wd = _mm512_set1_pd(weight_decay), two = _mm512_set1_pd(2);
+    const __m512d low = _mm512_set1_pd(0x1p-1000), high = _mm512_set1_pd(0x1p1000);
+    for (ptrdiff_t i = 0; i < n; i += 8) {
+        __mmask8 k = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
+        __m512d x = _mm512_maskz_loadu_pd(k, value + i);
+        __m512d g = _mm512_fmadd_pd(wd, x, _mm512_maskz_loadu_pd(k, grad + i));
+        __m512d mi = _mm512_fmadd_pd(b1, _mm512_maskz_loadu_pd(k, m + i), _mm512_mul_pd(a1, g));
+        __m512d vi = _mm512_fmadd_pd(b2, _mm512_maskz_loadu_pd(k, v + i), _mm512_mul_pd(_mm512_mul_pd(a2, g), g));
+        _mm512_mask_storeu_pd(m + i, k, mi);
+        _mm512_mask_storeu_pd(v + i, k, vi);
+        __m512d num = _mm512_mul_pd(step, mi);
+        __m512d d = _mm512_fmadd_pd(_mm512_sqrt_pd(vi), scale, e);
+        __m512d r = _mm512_rcp14_pd(d);
+        r = _mm512_mul_pd(r, _mm512_fnmadd_pd(d, r, two));
+        __m512d q = _mm512_mul_pd(num, r);
+        q = _mm512_fmadd_pd(r, _mm512_fnmadd_pd(d, q, num), q);
+        __mmask8 ordinary = _mm512_cmp_pd_mask(d, low, _CMP_GE_OQ) & _mm512_cmp_pd_mask(d, high, _CMP_LE_OQ);
+        if ((ordinary & k) != k)
+            q = _mm512_mask_div_pd(q, (__mmask8)~ordinary, num, d);
+        _mm512_mask_storeu_pd(value + i, k, _mm512_sub_pd(x, q));
+    }
+}
+#endif
+
+/* Adam in double: the AVX-512 loop where the CPU has it, else the clones above. */
+static inline void cedf_adam_double(double *value, const double *grad, double *m, double *v, ptrdiff_t n,
+                                    double lr, double beta1, double beta2, double eps, double weight_decay,
+                                    double correction1, double correction2)
+{
+#ifdef CEDF_ADAM_F64_AVX512
+    if (__builtin_cpu_supports("avx512f")) {
+        cedf_adam_f64_avx512(value, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, correction1, correction2);
+        return;
+    }
+#endif
+    cedf_adam_f64(value, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, correction1, correction2);
+}
+
 #endif

@@ -44,6 +44,42 @@ def test_adam_update_kernel_matches_the_reference(n, dtype, step, weight_decay, 
         assert_close(c, r, rtol_for(dtype), what)
 
 
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 203, 1000])
+def test_adam_update_in_double_is_the_divided_quotient_to_a_few_ulp(n):
+    """Where the CPU has AVX-512, the float64 loop multiplies by a refined reciprocal instead of dividing
+    (csrc/optim.h): its updates are the divided ones within a few ulp, for every length (a masked tail)
+    and divisors over a wide range. From value 0 without weight decay the new value is the update itself."""
+    rng = np.random.default_rng(n)
+    grad = rng.standard_normal(n) * np.exp(rng.uniform(-20, 20, n))
+    m = rng.standard_normal(n)
+    v = rng.random(n) * np.exp(rng.uniform(-40, 10, n))
+    out = {}
+    for name, kernels in (("ref", reference), ("comp", _kernels)):
+        state = [np.zeros(n), m.copy(), v.copy()]
+        kernels.adam_update(state[0], grad, state[1], state[2], 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)
+        out[name] = state
+    for what, c, r in zip(("value", "m", "v"), out["comp"], out["ref"]):
+        np.testing.assert_allclose(c, r, rtol=1e-15, atol=0, err_msg=what)
+
+
+def test_adam_update_in_double_divides_where_a_reciprocal_would_not_do():
+    """eps = 0 with v = 0 (an infinite or NaN quotient), a gradient whose square overflows (v = inf, an
+    update of 0), in the first vector of eight and in the tail: as the reference's division gives them."""
+    grad = np.array([0.0, 0.0, 1e200, 0.5, 0.0, 0.0, 3.0, 1.0, 1e200, 0.0, 0.0])
+    m = np.array([0.0, 1.0, 0.0, 1.0, -1.0, 0.0, 1.0, 1.0, 0.0, 2.0, 0.0])
+    v = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0])
+    out = {}
+    for name, kernels in (("ref", reference), ("comp", _kernels)):
+        state = [np.ones(len(grad)), m.copy(), v.copy()]
+        with np.errstate(all="ignore"):
+            kernels.adam_update(state[0], grad, state[1], state[2], 1e-3, 0.9, 0.999, 0.0, 0.0, 1)
+        out[name] = state
+    ref = out["ref"][0]
+    assert np.isnan(ref).sum() == 3 and np.isinf(ref).sum() == 3 and np.all(ref[[2, 8]] == 1), "the case lost its edges"
+    for what, c, r in zip(("value", "m", "v"), out["comp"], out["ref"]):
+        np.testing.assert_allclose(c, r, rtol=1e-15, atol=0, err_msg=what)
+
+
 def test_update_kernels_check_their_buffers():
     v = np.zeros(4)
     with pytest.raises(ValueError, match=r"sgd_update: grad has shape \(3,\), expected \(4,\)"):
