@@ -78,9 +78,9 @@ CEDF_OPTIM_LOOPS(double, f64, sqrt)
  * quotient itself, which squares its error again: within an ulp or so of the
  * divided quotient; the tests hold it to 1e-15). A double
  * division is the slowest operation of the loop: with the 15,210 parameters of
- * the 40-100-100-10 MLP in cache, the loop took 1.33 ns per element with it and
- * 0.83 without (a C benchmark on this machine's Intel Xeon, 20,000 updates);
- * with mlp_mnist's 203,530, out of cache, 1.40 against 1.10. A divisor outside
+ * the 40-100-100-10 MLP in cache, the update took 22.0 us with it and 13.4 us
+ * without (1.45 and 0.88 ns per element; best of 7 x 200 calls on an Intel Xeon
+ * with AVX-512); with mlp_mnist's 203,530, out of cache, 283 against 230 us. A divisor outside
  * [2^-1000, 2^1000] (eps = 0 with v = 0, an infinite or NaN v) is divided, so
  * that infinities and NaNs come out as the division's. The last n % 8
  * elements run masked through the same arithmetic.
