@@ -13,6 +13,16 @@ FLOATS = pytest.mark.parametrize("dtype", [np.float32, np.float64])
 
 # -- the update kernels: compiled against the reference --------------------------------
 
+def _adam_on_both(value, grad, m, v, eps, weight_decay, step):
+    """One Adam update (lr 1e-3, betas 0.9, 0.999) of copies of (value, m, v) by the compiled kernel and
+    by the reference: {"comp": [value, m, v], "ref": [...]}."""
+    out = {}
+    for name, kernels in (("ref", reference), ("comp", _kernels)):
+        state = [value.copy(), m.copy(), v.copy()]
+        kernels.adam_update(state[0], grad, state[1], state[2], 1e-3, 0.9, 0.999, eps, weight_decay, step)
+        out[name] = state
+    return out
+
 @given(n=st.integers(0, 300), dtype=st.sampled_from([np.float32, np.float64]),
        momentum=st.sampled_from([0.0, 0.5, 0.9]), nesterov=st.booleans(), first=st.booleans(),
        weight_decay=st.sampled_from([0.0, 1e-2]), seed=st.integers(0, 2**16))
@@ -35,11 +45,7 @@ def test_adam_update_kernel_matches_the_reference(n, dtype, step, weight_decay, 
     rng = np.random.default_rng(seed)
     value, grad, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
     v = rng.random(n).astype(dtype)
-    out = {}
-    for name, kernels in (("ref", reference), ("comp", _kernels)):
-        state = [value.copy(), m.copy(), v.copy()]
-        kernels.adam_update(state[0], grad, state[1], state[2], 1e-3, 0.9, 0.999, 1e-8, weight_decay, step)
-        out[name] = state
+    out = _adam_on_both(value, grad, m, v, 1e-8, weight_decay, step)
     for what, c, r in zip(("value", "m", "v"), out["comp"], out["ref"]):
         assert_close(c, r, rtol_for(dtype), what)
 
@@ -53,11 +59,7 @@ def test_adam_update_in_double_is_the_divided_quotient_to_a_few_ulp(n):
     grad = rng.standard_normal(n) * np.exp(rng.uniform(-20, 20, n))
     m = rng.standard_normal(n)
     v = rng.random(n) * np.exp(rng.uniform(-40, 10, n))
-    out = {}
-    for name, kernels in (("ref", reference), ("comp", _kernels)):
-        state = [np.zeros(n), m.copy(), v.copy()]
-        kernels.adam_update(state[0], grad, state[1], state[2], 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)
-        out[name] = state
+    out = _adam_on_both(np.zeros(n), grad, m, v, 1e-8, 0.0, 3)
     for what, c, r in zip(("value", "m", "v"), out["comp"], out["ref"]):
         np.testing.assert_allclose(c, r, rtol=1e-15, atol=0, err_msg=what)
 
@@ -68,12 +70,8 @@ def test_adam_update_in_double_divides_where_a_reciprocal_would_not_do():
     grad = np.array([0.0, 0.0, 1e200, 0.5, 0.0, 0.0, 3.0, 1.0, 1e200, 0.0, 0.0])
     m = np.array([0.0, 1.0, 0.0, 1.0, -1.0, 0.0, 1.0, 1.0, 0.0, 2.0, 0.0])
     v = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0])
-    out = {}
-    for name, kernels in (("ref", reference), ("comp", _kernels)):
-        state = [np.ones(len(grad)), m.copy(), v.copy()]
-        with np.errstate(all="ignore"):
-            kernels.adam_update(state[0], grad, state[1], state[2], 1e-3, 0.9, 0.999, 0.0, 0.0, 1)
-        out[name] = state
+    with np.errstate(all="ignore"):
+        out = _adam_on_both(np.ones(len(grad)), grad, m, v, 0.0, 0.0, 1)
     ref = out["ref"][0]
     assert np.isnan(ref).sum() == 3 and np.isinf(ref).sum() == 3 and np.all(ref[[2, 8]] == 1), "the case lost its edges"
     for what, c, r in zip(("value", "m", "v"), out["comp"], out["ref"]):
