@@ -45,6 +45,20 @@ cdef extern from "pointwise.h" nogil:
     void cedf_softmax_exp_f64(double* x, Py_ssize_t n)
     void cedf_logits_exp_f32(float* x, Py_ssize_t n)
     void cedf_logits_exp_f64(double* x, Py_ssize_t n)
+    void cedf_fill_rows_f32(const float* b, float* out, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_fill_rows_f64(const double* b, double* out, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_shift_by_max_f32(const float* x, float* o, float* top, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_shift_by_max_f64(const double* x, double* o, double* top, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_normalize_rows_f32(float* o, float* loss, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_normalize_rows_f64(double* o, double* loss, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_softmax_ce_backward_f32(const float* p, const int64_t* labels, const float* g, float* gx,
+                                      int acc, float* gp, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_softmax_ce_backward_f64(const double* p, const int64_t* labels, const double* g, double* gx,
+                                      int acc, double* gp, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_logits_ce_backward_f32(const float* p, const int64_t* labels, const float* g, float* gz,
+                                     int acc, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_logits_ce_backward_f64(const double* p, const int64_t* labels, const double* g, double* gz,
+                                     int acc, Py_ssize_t rows, Py_ssize_t cols)
     double cedf_bce(double p, double y)
     double cedf_bce_grad(double p, double y, double g)
     void cedf_leaky_relu_array_f32(const float* x, float* out, Py_ssize_t n, double slope)
@@ -148,11 +162,11 @@ cdef inline void affine_forward(const floating* x, const floating* A, const floa
     # (beta = 1): one pass over `out` less than adding the bias afterwards.
     # With b NULL the product is written alone (beta = 0): a Sigmoid that
     # reads `out` adds the bias in its own pass (bias_sigmoid_forward).
-    cdef Py_ssize_t i, j
-    if b != NULL:
-        for i in range(n):
-            for j in range(n_out):
-                out[i * n_out + j] = b[j]
+    if b != NULL:   # in C: a loop compiled per instruction set (csrc/pointwise.h)
+        if floating is float:
+            cedf_fill_rows_f32(b, out, n, n_out)
+        else:
+            cedf_fill_rows_f64(b, out, n, n_out)
     if n > 0 and n_in > 0 and n_out > 0:
         gemm(False, False, n, n_out, n_in, 1, x, n_in, A, n_out, b != NULL, out, n_out)
     elif b == NULL:
@@ -244,38 +258,32 @@ cdef inline void sigmoid_backward(const floating* s, const floating* g, floating
         cedf_sigmoid_backward_f64(s, g, gx, acc, gb, acc_b, rows, cols)
 
 
-cdef inline floating _shift_by_max(const floating* row, floating* o, Py_ssize_t c) noexcept nogil:
-    """o = row - max(row) for a row of c >= 1 numbers; returns the max."""
-    cdef Py_ssize_t j
-    cdef floating top = row[0]
-    for j in range(1, c):
-        top = row[j] if row[j] > top else top   # a select, not a branch to mispredict
-    for j in range(c):
-        o[j] = row[j] - top
-    return top
+cdef inline void shift_by_max(const floating* x, floating* o, floating* top, Py_ssize_t n,
+                              Py_ssize_t c) noexcept nogil:
+    """o = x - max(x) row by row (n rows of c); the maxima into top unless it is NULL."""
+    if floating is float:
+        cedf_shift_by_max_f32(x, o, top, n, c)
+    else:
+        cedf_shift_by_max_f64(x, o, top, n, c)
+
+
+cdef inline void normalize_rows(floating* o, floating* loss, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    """o = o / sum(o) row by row; with loss (z_y - max), loss = log(sum) - loss."""
+    if floating is float:
+        cedf_normalize_rows_f32(o, loss, n, c)
+    else:
+        cedf_normalize_rows_f64(o, loss, n, c)
 
 
 cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
     # Three passes: shift each row by its max, exponentiate the whole buffer in
-    # one vectorised call, normalise each row.
-    cdef Py_ssize_t i, j
-    cdef floating scale
-    cdef double total
-    cdef floating* o
-    for i in range(n):
-        _shift_by_max(x + i * c, out + i * c, c)
+    # one vectorised call, normalise each row (in C: csrc/pointwise.h).
+    shift_by_max(x, out, <floating*>NULL, n, c)
     if floating is float:
         cedf_softmax_exp_f32(out, n * c)
     else:
         cedf_softmax_exp_f64(out, n * c)
-    for i in range(n):
-        o = out + i * c
-        total = 0
-        for j in range(c):
-            total += o[j]
-        scale = <floating>(1 / total)
-        for j in range(c):
-            o[j] *= scale
+    normalize_rows(out, <floating*>NULL, n, c)
 
 
 cdef inline void softmax_backward(const floating* p, const floating* g, floating* gx, bint acc,
@@ -315,17 +323,10 @@ cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t
     # d(-log p_y)/dx_j = p_j - [j == y], one pass instead of two. The Softmax's
     # own gradient gp (the cross-entropy's -1/p_y at the label, zero elsewhere)
     # is written too, so that it is there to read, at the cost of a memset.
-    cdef Py_ssize_t i, j, k
-    cdef floating gi
-    fill(gp, <floating>0, n * c)
-    for i in range(n):
-        gi = g[i]
-        for j in range(c):
-            k = i * c + j
-            gx[k] = (gx[k] if acc else 0) + gi * p[k]
-        k = i * c + labels[i]
-        gx[k] -= gi
-        gp[k] = <floating>(-gi / <double>p[k])
+    if floating is float:
+        cedf_softmax_ce_backward_f32(p, labels, g, gx, acc, gp, n, c)
+    else:
+        cedf_softmax_ce_backward_f64(p, labels, g, gx, acc, gp, n, c)
 
 
 cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
@@ -445,43 +446,27 @@ cdef inline void cross_entropy_logits_forward(const floating* z, const int64_t* 
     # the whole batch in one vectorised call (csrc/pointwise.h: for any x <= 0, as
     # the shifted logits are unbounded below), then per row the sum (in double),
     # p = e / sum and logsumexp(z) - z_y = log(sum) - (z_y - max).
-    cdef Py_ssize_t i, j
-    cdef floating top
-    cdef double total, scale
-    cdef const floating* row
-    cdef floating* o
+    cdef Py_ssize_t i
     if c == 0:
         return
+    shift_by_max(z, p, out, n, c)   # the row maxima into out
     for i in range(n):
-        row = z + i * c
-        top = _shift_by_max(row, p + i * c, c)
         # z_y - max, kept in out: the loss, log(sum) - this, is at least as large, so rounding
         # it here costs the loss at most half an ulp.
-        out[i] = <floating>(<double>row[labels[i]] - top)
+        out[i] = <floating>(<double>z[i * c + labels[i]] - out[i])
     if floating is float:
         cedf_logits_exp_f32(p, n * c)
     else:
         cedf_logits_exp_f64(p, n * c)
-    for i in range(n):
-        o = p + i * c
-        total = 0
-        for j in range(c):
-            total += o[j]
-        scale = 1 / total
-        for j in range(c):
-            o[j] = <floating>(o[j] * scale)
-        out[i] = <floating>(log(total) - out[i])
+    normalize_rows(p, out, n, c)
 
 
 cdef inline void cross_entropy_logits_backward(const floating* p, const int64_t* labels, const floating* g,
                                                floating* gz, bint acc, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
-    cdef Py_ssize_t i, j, k
-    cdef double gi
-    for i in range(n):
-        gi = g[i]
-        for j in range(c):
-            k = i * c + j
-            gz[k] = <floating>((gz[k] if acc else 0) + gi * p[k] - (gi if j == labels[i] else 0))
+    if floating is float:
+        cedf_logits_ce_backward_f32(p, labels, g, gz, acc, n, c)
+    else:
+        cedf_logits_ce_backward_f64(p, labels, g, gz, acc, n, c)
 
 
 cdef inline void bce_logits_forward(const floating* z, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:

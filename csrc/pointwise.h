@@ -381,6 +381,96 @@ CEDF_LOOPS(float, f32, cedf_expf, cedf_expf_fraction, cedf_tanhf_rational, cedf_
 CEDF_LOOPS(double, f64, cedf_exp, cedf_exp_fraction, cedf_tanh_rational, cedf_exp_nonpositive)
 
 /*
+ * The row loops of the softmax, its losses and the Affine's bias, over rows of
+ * a few classes (ten for the digits) or a hidden layer's width. Inlined from
+ * Cython into the engine's baseline build they ran two doubles or four floats
+ * to a vector; here they are compiled per instruction set like the loops above.
+ * cedf_fill_rows_*: every row of out (rows x cols) = b, an Affine's bias, which
+ *   BLAS then adds its product to.
+ * cedf_shift_by_max_*: o = x - max(x) row by row; top, if not NULL, gets the
+ *   maxima. The max is a select in order, as before (a NaN after the first
+ *   element is passed over, and the row comes out NaN either way).
+ * cedf_normalize_rows_*: o = o / sum(o) row by row, the sum in double and in
+ *   order, o scaled by its reciprocal in double and rounded once; with loss
+ *   (z_y - max, from cedf_shift_by_max), loss = log(sum) - loss, the
+ *   cross-entropy of the logits.
+ * cedf_softmax_ce_backward_*: a Softmax followed by the cross-entropy,
+ *   differentiated together: gx (+)= g (p - onehot(y)), and the Softmax's own
+ *   gradient gp, -g / p at the label and zero elsewhere.
+ * cedf_logits_ce_backward_*: gz (+)= g (p - onehot(y)) in double, rounded once
+ *   (SoftmaxCrossEntropyLoss's backward).
+ * The labels are checked before any of these runs (the plan's label copy).
+ */
+#define CEDF_ROW_LOOPS(T, SFX)                                                                  \
+    CEDF_MULTIVERSION static void cedf_fill_rows_##SFX(const T *b, T *out, ptrdiff_t rows,      \
+                                                       ptrdiff_t cols)                          \
+    {                                                                                           \
+        for (ptrdiff_t r = 0; r < rows; r++)                                                    \
+            for (ptrdiff_t j = 0; j < cols; j++) out[r * cols + j] = b[j];                      \
+    }                                                                                           \
+                                                                                                \
+    CEDF_MULTIVERSION static void cedf_shift_by_max_##SFX(const T *x, T *o, T *top,             \
+                                                          ptrdiff_t rows, ptrdiff_t cols)       \
+    {                                                                                           \
+        if (cols < 1) return;   /* no max to shift by */                                        \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                  \
+            const T *row = x + r * cols;                                                        \
+            T m = row[0];                                                                       \
+            for (ptrdiff_t j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;                   \
+            for (ptrdiff_t j = 0; j < cols; j++) o[r * cols + j] = row[j] - m;                  \
+            if (top != NULL) top[r] = m;                                                        \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    CEDF_MULTIVERSION static void cedf_normalize_rows_##SFX(T *o, T *loss, ptrdiff_t rows,      \
+                                                            ptrdiff_t cols)                     \
+    {                                                                                           \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                  \
+            T *row = o + r * cols;                                                              \
+            double total = 0;                                                                   \
+            for (ptrdiff_t j = 0; j < cols; j++) total += row[j];                               \
+            double scale = 1 / total;                                                           \
+            for (ptrdiff_t j = 0; j < cols; j++) row[j] = (T)(row[j] * scale);                  \
+            if (loss != NULL) loss[r] = (T)(log(total) - loss[r]);                              \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    CEDF_MULTIVERSION static void cedf_softmax_ce_backward_##SFX(const T *p, const int64_t *labels, \
+                                                                 const T *g, T *gx, int acc,    \
+                                                                 T *gp, ptrdiff_t rows,         \
+                                                                 ptrdiff_t cols)                \
+    {                                                                                           \
+        memset(gp, 0, (size_t)(rows * cols) * sizeof(T));                                       \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                  \
+            T gr = g[r];                                                                        \
+            for (ptrdiff_t j = 0; j < cols; j++) {                                              \
+                ptrdiff_t k = r * cols + j;                                                     \
+                gx[k] = (acc ? gx[k] : (T)0) + gr * p[k];                                       \
+            }                                                                                   \
+            ptrdiff_t k = r * cols + labels[r];                                                 \
+            gx[k] -= gr;                                                                        \
+            gp[k] = (T)(-gr / (double)p[k]);                                                    \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    CEDF_MULTIVERSION static void cedf_logits_ce_backward_##SFX(const T *p, const int64_t *labels, \
+                                                                const T *g, T *gz, int acc,     \
+                                                                ptrdiff_t rows, ptrdiff_t cols) \
+    {                                                                                           \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                  \
+            double gr = g[r];                                                                   \
+            int64_t y = labels[r];                                                              \
+            for (ptrdiff_t j = 0; j < cols; j++) {                                              \
+                ptrdiff_t k = r * cols + j;                                                     \
+                gz[k] = (T)((acc ? (double)gz[k] : 0.0) + gr * p[k] - (j == y ? gr : 0.0));     \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
+CEDF_ROW_LOOPS(float, f32)
+CEDF_ROW_LOOPS(double, f64)
+
+/*
  * The (leaky) ReLU's loops: each element in double, rounded once, as before,
  * but compiled for x86-64-v3 too, where the conversions to and from double run
  * four to a vector. Compiled by Cython for the baseline alone the forward took
