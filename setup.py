@@ -91,7 +91,7 @@ build_dir = os.path.join("build", variant) if variant else None
 
 common = dict(
     include_dirs=["csrc", numpy.get_include()],
-    depends=["csrc/pointwise.h", "csrc/conv.h", "csrc/transpose.h", "csrc/restrict.h", "csrc/optim.h", "csrc/labels.h", "csrc/build_info.h", "csrc/numpy_blas.h", "csrc/shared_sum.h", "csrc/denormals.h", "cedf/_blas.pxd", "cedf/_loops.pxd", "cedf/_args.pxd", "cedf/_plan_op.pxd"],
+    depends=["csrc/pointwise.h", "csrc/conv.h", "csrc/transpose.h", "csrc/restrict.h", "csrc/optim.h", "csrc/labels.h", "csrc/build_info.h", "csrc/numpy_blas.h", "csrc/shared_sum.h", "csrc/denormals.h", "csrc/small_gemv.h", "cedf/_blas.pxd", "cedf/_loops.pxd", "cedf/_args.pxd", "cedf/_plan_op.pxd"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
     # The NumPy C API of 1.x and 2.x alike (the engine reads array fields directly).

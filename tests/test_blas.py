@@ -44,8 +44,12 @@ def test_numpy_blas_is_used_where_numpy_ships_it():
         assert edf.get_blas() == "numpy"
 
 
-# (batch, n_in, n_out): a general product, one output column (gemv), a batch of one (gemv).
-SHAPES = [(7, 5, 3), (64, 33, 1), (1, 9, 4), (1, 1, 1), (130, 2, 1)]
+# (batch, n_in, n_out): a general product, one output column (gemv), a batch of one (gemv);
+# a gemv of at most eight rows runs in cedf's own loops (csrc/small_gemv.h): logistic
+# regression's 1000 x 2, eight and nine features (the last of those loops, the first of
+# BLAS's), a batch of one with eight and nine outputs.
+SHAPES = [(7, 5, 3), (64, 33, 1), (1, 9, 4), (1, 1, 1), (130, 2, 1),
+          (1000, 2, 1), (37, 8, 1), (37, 9, 1), (1, 6, 8), (1, 6, 9), (1, 8, 1)]
 
 
 @pytest.mark.parametrize("library", BLAS_LIBRARIES)
@@ -90,6 +94,49 @@ def test_a_planned_training_run_is_the_same_on_both(dtype, blas_library):
         results.append([p.value.copy() for p in edf.Parameters])
     for got, want in zip(*results, strict=True):
         assert_close(got, want, 10 * rtol_for(dtype), "parameters after 5 steps")
+
+
+def _small_net(dtype, batch, seed):
+    """Two features -> 3 -> 1 with Sigmoids and BCELoss: gemv of two and three rows in each
+    direction (the Sigmoids add the bias, so the forward products write with beta = 0)."""
+    rng = np.random.default_rng(seed)
+    np.random.seed(seed)
+    with edf.Graph() as graph:
+        x, y = edf.Input(), edf.Input()
+        x.value = rng.standard_normal((batch, 2)).astype(dtype)
+        y.value = rng.integers(0, 2, batch).astype(dtype)
+        L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(3, 1),
+                                               edf.Sigmoid(edf.Affine(edf.AffineParams(2, 3), x)))), y)
+    return graph, x, L
+
+
+@compiled_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1000, 1])
+def test_a_nan_batch_leaves_nothing_behind_in_the_products(dtype, batch, blas_library):
+    # A product written with beta = 0 must not read what its output held (BLAS's rule): after a
+    # batch of NaNs, the plan's buffers hold NaN, and the next batch's loss and gradients must be
+    # those of a graph that never saw it.
+    graph, x, L = _small_net(dtype, batch, seed=3)
+    fresh, _, fresh_L = _small_net(dtype, batch, seed=3)
+    for g, loss in ((graph, L), (fresh, fresh_L)):
+        g.Forward()   # the first Forward runs node by node and builds the plan
+        g.Backward(loss)
+    good = x.value.copy()
+    x.value = np.full_like(good, np.nan)
+    graph.Forward()
+    graph.Backward(L)
+    assert graph._planned and np.isnan(L.value).all()
+    assert all(np.isnan(p.grad).all() for p in graph.Parameters)
+    x.value = good
+    for g, loss in ((graph, L), (fresh, fresh_L)):
+        g.Forward()
+        g.Backward(loss)
+        assert g._planned
+    assert_close(L.value, fresh_L.value, rtol_for(dtype), "loss")
+    for p, q in zip(graph.Parameters, fresh.Parameters, strict=True):
+        assert np.isfinite(p.grad).all()
+        assert_close(p.grad, q.grad, rtol_for(dtype), "gradient")
 
 
 def test_set_blas_refuses_what_it_cannot_do(blas_library):
