@@ -121,7 +121,7 @@ cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* 
     cdef char t = b'T' if trans else b'N'
     if 1 <= m <= CEDF_SMALL_GEMV_M and lda == m and incx == 1 and incy == 1:
         # A short side (logistic regression's few features): loops of our own, which took a
-        # fifth to a third of OpenBLAS's time for 1000 x 2 (csrc/small_gemv.h).
+        # fifth to two fifths of OpenBLAS's time for 1000 x 2 (csrc/small_gemv.h).
         if floating is float:
             cedf_small_gemv_f32(trans, m, n, alpha, a, x, beta, y)
         else:

@@ -5,10 +5,10 @@
  * features is the one the lecture starts with: its forward, (1000 x 2) @ (2 x 1),
  * is gemv 'T' with m = 2, and its weight gradient, x^T @ g, gemv 'N' with m = 2.
  * OpenBLAS's gemv kernels are made for long columns: over 1000 x 2 they took
- * 480-900 ns (dgemv_t 513-900, sgemv_t 477-483, dgemv_n 386-404, sgemv_n
- * 420-428), against 92-104 ns (the 'T' loop) and 145-148 ns (the 'N' loop, in
- * double) for loops of this form (C, gcc -O3 for x86-64-v4, 20,000 calls, three
- * runs, on a Zen 5 host).
+ * 386-900 ns (dgemv_t 513-900, sgemv_t 477-483, dgemv_n 386-404, sgemv_n
+ * 420-428), these loops 86-175 ns ('T' 86-89 in float, 172-175 in double; 'N'
+ * 139-143 and 155-157), in C, gcc -O3, the x86-64-v4 clone, 20,000 calls, three
+ * runs, on a Zen 5 host.
  *
  * m is made a constant for each case (1 to 8), so that the loops are unrolled
  * over it and vectorised over the n columns. The sums run in the buffer's

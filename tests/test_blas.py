@@ -16,7 +16,7 @@ import cedf as edf
 from cedf import _kernels, reference
 from conftest import compiled_only
 from helpers import BLAS_LIBRARIES
-from helpers import assert_close, rtol_for
+from helpers import assert_close, random_mlp, rtol_for
 
 
 def _numpy_ships_ilp64_openblas():
@@ -97,16 +97,11 @@ def test_a_planned_training_run_is_the_same_on_both(dtype, blas_library):
 
 
 def _small_net(dtype, batch, seed):
-    """Two features -> 3 -> 1 with Sigmoids and BCELoss: gemv of two and three rows in each
-    direction (the Sigmoids add the bias, so the forward products write with beta = 0)."""
-    rng = np.random.default_rng(seed)
-    np.random.seed(seed)
+    """Two features -> 3 -> 1 with Sigmoids and BCELoss (`random_mlp`), in a graph of its own:
+    gemv of two and three rows in each direction (the Sigmoids add the bias, so the forward
+    products write with beta = 0)."""
     with edf.Graph() as graph:
-        x, y = edf.Input(), edf.Input()
-        x.value = rng.standard_normal((batch, 2)).astype(dtype)
-        y.value = rng.integers(0, 2, batch).astype(dtype)
-        L = edf.BCELoss(edf.Sigmoid(edf.Affine(edf.AffineParams(3, 1),
-                                               edf.Sigmoid(edf.Affine(edf.AffineParams(2, 3), x)))), y)
+        L, x = random_mlp(seed, dtype, depth=2, widths=[2, 3], batch=batch, loss="bce")
     return graph, x, L
 
 
