@@ -82,12 +82,40 @@ CEDF_OPTIM_LOOPS(double, f64, sqrt)
  * without (1.45 and 0.88 ns per element; best of 7 x 200 calls on an Intel Xeon
  * with AVX-512); with mlp_mnist's 203,530, out of cache, 283 against 230 us. A divisor outside
  * [2^-1000, 2^1000] (eps = 0 with v = 0, an infinite or NaN v) is divided, so
- * that infinities and NaNs come out as the division's. The last n % 8
- * elements run masked through the same arithmetic.
+ * that infinities and NaNs come out as the division's.
+ *
+ * Whole vectors are loaded and stored plainly and only the last n % 8
+ * elements through masks: on a Zen 5 EPYC, masking every vector made the
+ * update of those 15,210 doubles 8.7-9.5 us against 5.5-6.6 us (C, 5 x 200
+ * calls).
  */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(_WIN32)
 #include <immintrin.h>
 #define CEDF_ADAM_F64_AVX512 1
+
+typedef struct {
+    __m512d b1, b2, a1, a2, step, scale, e, wd, two, low, high;
+} cedf_adam_f64x8_rule;
+
+/* One vector of eight: m and v updated in place, the new value returned. */
+__attribute__((target("avx512f"), unused, always_inline))
+static inline __m512d cedf_adam_f64x8(const cedf_adam_f64x8_rule *r, __m512d x, __m512d grad,
+                                      __m512d *m, __m512d *v)
+{
+    __m512d g = _mm512_fmadd_pd(r->wd, x, grad);
+    __m512d mi = *m = _mm512_fmadd_pd(r->b1, *m, _mm512_mul_pd(r->a1, g));
+    __m512d vi = *v = _mm512_fmadd_pd(r->b2, *v, _mm512_mul_pd(_mm512_mul_pd(r->a2, g), g));
+    __m512d num = _mm512_mul_pd(r->step, mi);
+    __m512d d = _mm512_fmadd_pd(_mm512_sqrt_pd(vi), r->scale, r->e);
+    __m512d inv = _mm512_rcp14_pd(d);
+    inv = _mm512_mul_pd(inv, _mm512_fnmadd_pd(d, inv, r->two));
+    __m512d q = _mm512_mul_pd(num, inv);
+    q = _mm512_fmadd_pd(inv, _mm512_fnmadd_pd(d, q, num), q);
+    __mmask8 ordinary = _mm512_cmp_pd_mask(d, r->low, _CMP_GE_OQ) & _mm512_cmp_pd_mask(d, r->high, _CMP_LE_OQ);
+    if (ordinary != 0xFF)   /* the zeros past a tail's end may be divided too: they are not stored */
+        q = _mm512_mask_div_pd(q, (__mmask8)~ordinary, num, d);
+    return _mm512_sub_pd(x, q);
+}
 
 __attribute__((target("avx512f"), unused))
 static void cedf_adam_f64_avx512(double *CEDF_RESTRICT value, const double *CEDF_RESTRICT grad,
@@ -95,29 +123,26 @@ static void cedf_adam_f64_avx512(double *CEDF_RESTRICT value, const double *CEDF
                                  double lr, double beta1, double beta2, double eps,
                                  double weight_decay, double correction1, double correction2)
 {
-    const __m512d b1 = _mm512_set1_pd(beta1), b2 = _mm512_set1_pd(beta2);
-    const __m512d a1 = _mm512_set1_pd(1 - beta1), a2 = _mm512_set1_pd(1 - beta2);
-    const __m512d step = _mm512_set1_pd(lr / correction1), scale = _mm512_set1_pd(1 / sqrt(correction2));
-    const __m512d e = _mm512_set1_pd(eps), wd = _mm512_set1_pd(weight_decay), two = _mm512_set1_pd(2);
-    const __m512d low = _mm512_set1_pd(0x1p-1000), high = _mm512_set1_pd(0x1p1000);
-    for (ptrdiff_t i = 0; i < n; i += 8) {
-        __mmask8 k = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
-        __m512d x = _mm512_maskz_loadu_pd(k, value + i);
-        __m512d g = _mm512_fmadd_pd(wd, x, _mm512_maskz_loadu_pd(k, grad + i));
-        __m512d mi = _mm512_fmadd_pd(b1, _mm512_maskz_loadu_pd(k, m + i), _mm512_mul_pd(a1, g));
-        __m512d vi = _mm512_fmadd_pd(b2, _mm512_maskz_loadu_pd(k, v + i), _mm512_mul_pd(_mm512_mul_pd(a2, g), g));
+    const cedf_adam_f64x8_rule r = {
+        _mm512_set1_pd(beta1), _mm512_set1_pd(beta2), _mm512_set1_pd(1 - beta1), _mm512_set1_pd(1 - beta2),
+        _mm512_set1_pd(lr / correction1), _mm512_set1_pd(1 / sqrt(correction2)), _mm512_set1_pd(eps),
+        _mm512_set1_pd(weight_decay), _mm512_set1_pd(2), _mm512_set1_pd(0x1p-1000), _mm512_set1_pd(0x1p1000)};
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d mi = _mm512_loadu_pd(m + i), vi = _mm512_loadu_pd(v + i);
+        __m512d x = cedf_adam_f64x8(&r, _mm512_loadu_pd(value + i), _mm512_loadu_pd(grad + i), &mi, &vi);
+        _mm512_storeu_pd(m + i, mi);
+        _mm512_storeu_pd(v + i, vi);
+        _mm512_storeu_pd(value + i, x);
+    }
+    if (i < n) {
+        const __mmask8 k = (__mmask8)((1u << (n - i)) - 1);
+        __m512d mi = _mm512_maskz_loadu_pd(k, m + i), vi = _mm512_maskz_loadu_pd(k, v + i);
+        __m512d x = cedf_adam_f64x8(&r, _mm512_maskz_loadu_pd(k, value + i), _mm512_maskz_loadu_pd(k, grad + i),
+                                    &mi, &vi);
         _mm512_mask_storeu_pd(m + i, k, mi);
         _mm512_mask_storeu_pd(v + i, k, vi);
-        __m512d num = _mm512_mul_pd(step, mi);
-        __m512d d = _mm512_fmadd_pd(_mm512_sqrt_pd(vi), scale, e);
-        __m512d r = _mm512_rcp14_pd(d);
-        r = _mm512_mul_pd(r, _mm512_fnmadd_pd(d, r, two));
-        __m512d q = _mm512_mul_pd(num, r);
-        q = _mm512_fmadd_pd(r, _mm512_fnmadd_pd(d, q, num), q);
-        __mmask8 ordinary = _mm512_cmp_pd_mask(d, low, _CMP_GE_OQ) & _mm512_cmp_pd_mask(d, high, _CMP_LE_OQ);
-        if ((ordinary & k) != k)
-            q = _mm512_mask_div_pd(q, (__mmask8)~ordinary, num, d);
-        _mm512_mask_storeu_pd(value + i, k, _mm512_sub_pd(x, q));
+        _mm512_mask_storeu_pd(value + i, k, x);
     }
 }
 #endif
