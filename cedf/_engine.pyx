@@ -89,6 +89,10 @@ cpdef enum:
     TANH_BWD            # a: t, g, gx; acc: gx
     LEAKY_FWD           # a: x, out; s: slope                  m = size
     LEAKY_BWD           # a: x, g, gx; acc: gx; s: slope
+    BIAS_LEAKY_FWD      # a: u, b, out, b_copy; s: slope       m, n = rows, columns
+                        # (out = leaky_relu(u + b), b copied as by BIAS_SIGMOID_FWD)
+    LEAKY_BIAS_BWD      # a: y, g, gx, gb; acc: gx, gb; s: slope   m, n = rows, columns
+                        # (from the output y, slope >= 0; gb: the bias gradient of the Affine before)
     CE_LOGITS_FWD       # a: z, labels, p, out                 m, n = batch, classes
     CE_LOGITS_BWD       # a: p, labels, g, gz; acc: gz
     ADD                 # a: x, y, out                         m = size (out = x + y)
@@ -526,6 +530,13 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
     elif op.code == LEAKY_BWD:
         loops.leaky_relu_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0],
                                   op.m, op.s[0])
+    elif op.code == BIAS_LEAKY_FWD:
+        memcpy(ptr[a[3]], ptr[a[1]], op.n * sizeof(floating))
+        loops.bias_leaky_relu_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.m, op.n,
+                                      op.s[0])
+    elif op.code == LEAKY_BIAS_BWD:
+        loops.leaky_relu_bias_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0],
+                                       <floating*>ptr[a[3]], op.acc[1], op.m, op.n, op.s[0])
     elif op.code == CE_LOGITS_FWD:
         loops.cross_entropy_logits_forward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
                                            <floating*>ptr[a[3]], op.m, op.n)

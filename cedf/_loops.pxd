@@ -67,6 +67,14 @@ cdef extern from "pointwise.h" nogil:
                                         double slope)
     void cedf_leaky_relu_grad_array_f64(const double* x, const double* g, double* gx, int acc, Py_ssize_t n,
                                         double slope)
+    void cedf_bias_leaky_relu_f32(const float* u, const float* b, float* out, Py_ssize_t rows, Py_ssize_t cols,
+                                  double slope)
+    void cedf_bias_leaky_relu_f64(const double* u, const double* b, double* out, Py_ssize_t rows, Py_ssize_t cols,
+                                  double slope)
+    void cedf_leaky_relu_grad_rows_f32(const float* x, const float* g, float* gx, int acc, float* gb, int acc_b,
+                                       Py_ssize_t rows, Py_ssize_t cols, double slope)
+    void cedf_leaky_relu_grad_rows_f64(const double* x, const double* g, double* gx, int acc, double* gb,
+                                       int acc_b, Py_ssize_t rows, Py_ssize_t cols, double slope)
     double cedf_bce_logits(double z, double y)
     double cedf_sigmoid_exact(double z)
 
@@ -438,6 +446,26 @@ cdef inline void leaky_relu_backward(const floating* x, const floating* g, float
         cedf_leaky_relu_grad_array_f32(x, g, gx, acc, n, slope)
     else:
         cedf_leaky_relu_grad_array_f64(x, g, gx, acc, n, slope)
+
+
+cdef inline void bias_leaky_relu_forward(const floating* u, const floating* b, floating* out, Py_ssize_t rows,
+                                         Py_ssize_t cols, double slope) noexcept nogil:
+    """out = leaky_relu(u + b), b added to every row: an Affine's bias, added by the ReLU that reads it."""
+    if floating is float:
+        cedf_bias_leaky_relu_f32(u, b, out, rows, cols, slope)
+    else:
+        cedf_bias_leaky_relu_f64(u, b, out, rows, cols, slope)
+
+
+cdef inline void leaky_relu_bias_backward(const floating* y, const floating* g, floating* gx, bint acc,
+                                          floating* gb, bint acc_b, Py_ssize_t rows, Py_ssize_t cols,
+                                          double slope) noexcept nogil:
+    # From the ReLU's output y (a slope >= 0: positive where the input is), with the bias
+    # gradient of the Affine before it summed in the same pass (see csrc/pointwise.h).
+    if floating is float:
+        cedf_leaky_relu_grad_rows_f32(y, g, gx, acc, gb, acc_b, rows, cols, slope)
+    else:
+        cedf_leaky_relu_grad_rows_f64(y, g, gx, acc, gb, acc_b, rows, cols, slope)
 
 
 cdef inline void cross_entropy_logits_forward(const floating* z, const int64_t* labels, floating* p,

@@ -10,9 +10,10 @@ plan is built anew.
 
 What compiling buys, besides the calls:
 - Elementwise work folded into passes that touch the data anyway: an Affine
-  read only by a Sigmoid gets its bias added by the Sigmoid's pass (its own
-  value, with the bias, is made when read), and its bias gradient summed by
-  the Sigmoid's backward pass.
+  read only by a Sigmoid or a (leaky) ReLU of slope >= 0 gets its bias added
+  by that activation's pass (its own value, with the bias, is made when read;
+  its product is written by BLAS alone, ``beta = 0``), and its bias gradient
+  summed by the activation's backward pass.
 - No work that nobody needs. An Input takes no gradient, so the first Affine
   skips its dX product. The per-example loss values, which only a person
   reads, are computed when read (see `nodes._Lazy`).
@@ -263,11 +264,13 @@ class GraphPlan:
             for source in inputs_of(c):
                 if id(source) in self.consumers:
                     self.consumers[id(source)].append(c)
-        # Affines read only by a Sigmoid: that Sigmoid adds their bias (forward)
-        # and, unless it is fused with a BCELoss, sums their bias gradient (backward).
-        self._bias_in_sigmoid = {id(c.x) for c in graph.CompNodes
-                                 if isinstance(c, Sigmoid) and isinstance(c.x, Affine)
-                                 and self.consumers[id(c.x)] == [c]}
+        # Affines read only by a Sigmoid or a (leaky) ReLU: that activation adds their bias
+        # (forward) and, unless a Sigmoid fused with a BCELoss, sums their bias gradient
+        # (backward). A ReLU's backward then reads its own output for the sign of its input,
+        # which only a slope >= 0 keeps (a slope set later drops the plan).
+        self._bias_in_activation = {id(c.x) for c in graph.CompNodes
+                                    if (isinstance(c, Sigmoid) or (isinstance(c, LeakyReLU) and c.slope >= 0))
+                                    and isinstance(c.x, Affine) and self.consumers[id(c.x)] == [c]}
         self._labels_of = {}   # id(loss) -> (staged, checked): its labels, copied by the forward
         self.bases = {}
         self._batch_last = self._choose_batch_last()
@@ -344,23 +347,24 @@ class GraphPlan:
             elif isinstance(node, Affine):
                 n, n_in = node._x.shape
                 n_out = node._value.shape[1]
-                bias = None if id(node) in self._bias_in_sigmoid else b.value(node.params.b, (n_out,), dtype)
+                bias = None if id(node) in self._bias_in_activation else b.value(node.params.b, (n_out,), dtype)
                 b.op(_engine.AFFINE_FWD, dtype, (n, n_in, n_out),
                      [b.value(node.x, (n, n_in), dtype, own_dtype=False), b.value(node.params.A, (n_in, n_out), dtype),
                       bias, b.fixed(node._value)])
+            elif isinstance(node, (Sigmoid, LeakyReLU)) and id(node.x) in self._bias_in_activation:
+                affine = node.x
+                # The Affine's own value, x @ A + b, is made only if someone reads it.
+                rows, cols = node._value.shape
+                bias = np.empty(cols, dtype)
+                code, slope = (_engine.BIAS_SIGMOID_FWD, 0.0) if isinstance(node, Sigmoid) else (
+                    _engine.BIAS_LEAKY_FWD, node.slope)
+                b.op(code, dtype, (rows, cols),
+                     [b.fixed(affine._value), b.value(affine.params.b, (cols,), dtype), b.fixed(node._value),
+                      b.fixed(bias)], scalars=(slope,))
+                lazy.append((affine, self._add_bias(affine._value, bias)))
             elif isinstance(node, Sigmoid):
-                if id(node.x) in self._bias_in_sigmoid:
-                    affine = node.x
-                    # The Affine's own value, x @ A + b, is made only if someone reads it.
-                    rows, cols = node._value.shape
-                    bias = np.empty(cols, dtype)
-                    b.op(_engine.BIAS_SIGMOID_FWD, dtype, (rows, cols),
-                         [b.fixed(affine._value), b.value(affine.params.b, (cols,), dtype),
-                          b.fixed(node._value), b.fixed(bias)])
-                    lazy.append((affine, self._add_bias(affine._value, bias)))
-                else:
-                    b.op(_engine.SIGMOID_FWD, dtype, (node._value.size,),
-                         [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
+                b.op(_engine.SIGMOID_FWD, dtype, (node._value.size,),
+                     [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
             elif isinstance(node, Softmax):
                 classes = node._value.shape[-1]
                 b.op(_engine.SOFTMAX_FWD, dtype, (node._value.size // classes, classes),
@@ -528,7 +532,7 @@ class GraphPlan:
         b.op(_engine.FILL, loss._value.dtype, (loss._value.size,), [seed], scalars=(1.0 / max(n_loss, 1),))
 
         fused = set()
-        bias_done = set()   # Affines whose bias gradient their Sigmoid's (unfused) backward summed
+        bias_done = set()   # Affines whose bias gradient their Sigmoid's (unfused) or ReLU's backward summed
         for node in reversed(self.nodes):
             if id(node) in fused:
                 continue
@@ -554,7 +558,7 @@ class GraphPlan:
             elif isinstance(node, Sigmoid):
                 gx, acc = target(node.x)
                 if gx is not None:
-                    if id(node.x) in self._bias_in_sigmoid:
+                    if id(node.x) in self._bias_in_activation:
                         # The Affine's bias gradient is the column sums of what this pass writes.
                         rows, cols = node._value.shape
                         gb, ab = target(node.x.params.b)
@@ -574,7 +578,15 @@ class GraphPlan:
                     b.op(_engine.TANH_BWD, dtype, (node._value.size,), [b.fixed(node._value), g, gx], (acc,))
             elif isinstance(node, LeakyReLU):
                 gx, acc = target(node.x)
-                if gx is not None:   # the slope applies where the input is negative: read the input
+                if gx is not None and id(node.x) in self._bias_in_activation:
+                    # The Affine's value (made only if read) is not there to read: the output's
+                    # sign is its sign. The Affine's bias gradient: the column sums written here.
+                    rows, cols = node._value.shape
+                    gb, ab = target(node.x.params.b)
+                    bias_done.add(id(node.x))
+                    b.op(_engine.LEAKY_BIAS_BWD, dtype, (rows, cols), [b.fixed(node._value), g, gx, gb], (acc, ab),
+                         scalars=(node.slope,))
+                elif gx is not None:   # the slope applies where the input is negative: read the input
                     b.op(_engine.LEAKY_BWD, dtype, (node._value.size,),
                          [b.value(node.x, node._value.shape, dtype), g, gx], (acc,), scalars=(node.slope,))
             elif isinstance(node, SoftmaxCrossEntropyLoss):

@@ -132,6 +132,20 @@ def relu():
     return ce_head(edf.ReLU(u), 5, y), [u]
 
 
+def leaky_relu_negative_slope():
+    # A slope < 0 makes the output positive where the input is negative: the backward reads the input.
+    x, y = data("classes")
+    u = layer(x, FEATURES, 5)
+    return ce_head(edf.LeakyReLU(u, slope=-0.3), 5, y), [u]
+
+
+def relu_of_an_affine_read_twice():
+    # The Affine's value is read by the Add too: it is made with its bias, and the ReLU reads it.
+    x, y = data("classes", seed=3)
+    u = layer(x, FEATURES, 5)
+    return ce_head(edf.Add(edf.ReLU(u), u), 5, y), [u]
+
+
 def softmax_cross_entropy_loss():
     x, y = data("classes")
     return edf.SoftmaxCrossEntropyLoss(layer(edf.Tanh(layer(x, FEATURES, 5)), 5, CLASSES), y), []
@@ -223,8 +237,10 @@ CASES = {
     "Sigmoid and BCELoss apart":
         (sigmoid_and_bce_apart, {"BIAS_SIGMOID_FWD", "SIGMOID_BWD", "BCE_BWD"}),
     "Tanh": (tanh, {"TANH_FWD", "TANH_BWD"}),
-    "LeakyReLU, slope 0.2": (leaky_relu, {"LEAKY_FWD", "LEAKY_BWD"}),
-    "ReLU": (relu, {"LEAKY_FWD", "LEAKY_BWD"}),
+    "LeakyReLU, slope 0.2, summing its Affine's bias gradient": (leaky_relu, {"BIAS_LEAKY_FWD", "LEAKY_BIAS_BWD"}),
+    "ReLU summing its Affine's bias gradient": (relu, {"BIAS_LEAKY_FWD", "LEAKY_BIAS_BWD"}),
+    "LeakyReLU, slope -0.3, apart from its Affine": (leaky_relu_negative_slope, {"LEAKY_FWD", "LEAKY_BWD"}),
+    "ReLU of an Affine read twice, apart from it": (relu_of_an_affine_read_twice, {"LEAKY_FWD", "LEAKY_BWD", "ADD"}),
     "SoftmaxCrossEntropyLoss": (softmax_cross_entropy_loss, {"CE_LOGITS_FWD", "CE_LOGITS_BWD"}),
     "residual Add (an input as both terms), Reshape, Flatten": (residual, {"ADD", "ACCUMULATE"}),
     "Conv 1-D and 2-D, reading an Input and reading nodes": (conv_1d_and_2d, {"CONV_FWD", "CONV_BWD"}),
