@@ -350,6 +350,9 @@ def _change_then_train(change):
 
 CHANGES = {
     "slope": lambda h, a, L, spare, ones: setattr(h, "slope", 0.5),
+    # Planned with the bias in the ReLU's pass, whose backward reads the output's sign: a slope
+    # below 0 must rebuild the plan with the pair apart.
+    "slope below 0": lambda h, a, L, spare, ones: setattr(h, "slope", -0.5),
     "params": lambda h, a, L, spare, ones: setattr(a, "params", spare),
     "params.A": lambda h, a, L, spare, ones: setattr(a.params, "A", ones),
     "x": lambda h, a, L, spare, ones: setattr(L.x, "x", edf.CompNodes[0]),   # Softmax of the first Affine
