@@ -66,11 +66,13 @@ cpdef enum:
                         # Affine's value u + b is made if someone reads it)
     SIGMOID_BWD         # a: s, g, gx, gb; acc: gx, gb         m, n = rows, columns (gb optional:
                         # the bias gradient of the Affine before, summed in the same pass)
-    SOFTMAX_FWD         # a: x, out                            m, n = rows, classes
+    SOFTMAX_FWD         # a: x, out, b, b_copy                 m, n = rows, classes
+                        # (b optional: the softmax of x + b, b copied as by BIAS_SIGMOID_FWD)
     SOFTMAX_BWD         # a: p, g, gx; acc: gx
     CE_FWD              # a: p, labels, out
     CE_BWD              # a: p, labels, g, gp; acc: gp
-    SOFTMAX_CE_BWD      # a: p, labels, g, gx, gp; acc: gx (gp, the Softmax's gradient, is written)
+    SOFTMAX_CE_BWD      # a: p, labels, g, gx, gp, gb; acc: gx, gb (gp, the Softmax's gradient, is written;
+                        # gb optional: the bias gradient of the Affine before, summed in the same pass)
     BCE_FWD             # a: p, y, out                         m = batch
     BCE_BWD             # a: p, y, g, gp; acc: gp
     SIGMOID_BCE_BWD     # a: p, y, g, gx, gp; acc: gx (gp, the Sigmoid's gradient, is written)
@@ -485,7 +487,9 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
         loops.sigmoid_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.acc[0],
                                <floating*>_p(ptr, a[3]), op.acc[1], op.m, op.n)
     elif op.code == SOFTMAX_FWD:
-        loops.softmax_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], op.m, op.n)
+        if a[2] >= 0:
+            memcpy(ptr[a[3]], ptr[a[2]], op.n * sizeof(floating))
+        loops.softmax_forward(<floating*>ptr[a[0]], <floating*>_p(ptr, a[2]), <floating*>ptr[a[1]], op.m, op.n)
     elif op.code == SOFTMAX_BWD:
         loops.softmax_backward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]],
                                op.acc[0], op.m, op.n)
@@ -496,7 +500,8 @@ cdef bint _execute(floating dtype, Op* op, void** ptr, int* typenum, double lr,
                                      <floating*>ptr[a[3]], op.acc[0], op.m, op.n)
     elif op.code == SOFTMAX_CE_BWD:
         loops.softmax_cross_entropy_backward(<floating*>ptr[a[0]], <int64_t*>ptr[a[1]], <floating*>ptr[a[2]],
-                                             <floating*>ptr[a[3]], op.acc[0], <floating*>ptr[a[4]], op.m, op.n)
+                                             <floating*>ptr[a[3]], op.acc[0], <floating*>ptr[a[4]],
+                                             <floating*>_p(ptr, a[5]), op.acc[1], op.m, op.n)
     elif op.code == BCE_FWD:
         loops.bce_forward(<floating*>ptr[a[0]], <floating*>ptr[a[1]], <floating*>ptr[a[2]], op.m)
     elif op.code == BCE_BWD:

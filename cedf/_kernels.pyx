@@ -108,7 +108,7 @@ def softmax_forward(const floating[:, ::1] x, floating[:, ::1] out):
     if x.shape[0] > 0 and x.shape[1] == 0:
         raise ValueError("softmax_forward: x has no columns")
     with nogil:
-        loops.softmax_forward(_in2(x), _out2(out), x.shape[0], x.shape[1])
+        loops.softmax_forward(_in2(x), <floating*>NULL, _out2(out), x.shape[0], x.shape[1])
 
 
 def softmax_backward(const floating[:, ::1] p, const floating[:, ::1] g, floating[:, ::1] gx):

@@ -47,14 +47,17 @@ cdef extern from "pointwise.h" nogil:
     void cedf_logits_exp_f64(double* x, Py_ssize_t n)
     void cedf_fill_rows_f32(const float* b, float* out, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_fill_rows_f64(const double* b, double* out, Py_ssize_t rows, Py_ssize_t cols)
-    void cedf_shift_by_max_f32(const float* x, float* o, float* top, Py_ssize_t rows, Py_ssize_t cols)
-    void cedf_shift_by_max_f64(const double* x, double* o, double* top, Py_ssize_t rows, Py_ssize_t cols)
+    void cedf_shift_by_max_f32(const float* x, const float* b, float* o, float* top, Py_ssize_t rows,
+                               Py_ssize_t cols)
+    void cedf_shift_by_max_f64(const double* x, const double* b, double* o, double* top, Py_ssize_t rows,
+                               Py_ssize_t cols)
     void cedf_normalize_rows_f32(float* o, float* loss, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_normalize_rows_f64(double* o, double* loss, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_softmax_ce_backward_f32(const float* p, const int64_t* labels, const float* g, float* gx,
-                                      int acc, float* gp, Py_ssize_t rows, Py_ssize_t cols)
+                                      int acc, float* gp, float* gb, int acc_b, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_softmax_ce_backward_f64(const double* p, const int64_t* labels, const double* g, double* gx,
-                                      int acc, double* gp, Py_ssize_t rows, Py_ssize_t cols)
+                                      int acc, double* gp, double* gb, int acc_b, Py_ssize_t rows,
+                                      Py_ssize_t cols)
     void cedf_logits_ce_backward_f32(const float* p, const int64_t* labels, const float* g, float* gz,
                                      int acc, Py_ssize_t rows, Py_ssize_t cols)
     void cedf_logits_ce_backward_f64(const double* p, const int64_t* labels, const double* g, double* gz,
@@ -266,13 +269,14 @@ cdef inline void sigmoid_backward(const floating* s, const floating* g, floating
         cedf_sigmoid_backward_f64(s, g, gx, acc, gb, acc_b, rows, cols)
 
 
-cdef inline void shift_by_max(const floating* x, floating* o, floating* top, Py_ssize_t n,
+cdef inline void shift_by_max(const floating* x, const floating* b, floating* o, floating* top, Py_ssize_t n,
                               Py_ssize_t c) noexcept nogil:
-    """o = x - max(x) row by row (n rows of c); the maxima into top unless it is NULL."""
+    """o = x - max(x) row by row (n rows of c), x + b for x unless b is NULL; the maxima into top
+    unless it is NULL."""
     if floating is float:
-        cedf_shift_by_max_f32(x, o, top, n, c)
+        cedf_shift_by_max_f32(x, b, o, top, n, c)
     else:
-        cedf_shift_by_max_f64(x, o, top, n, c)
+        cedf_shift_by_max_f64(x, b, o, top, n, c)
 
 
 cdef inline void normalize_rows(floating* o, floating* loss, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
@@ -283,10 +287,12 @@ cdef inline void normalize_rows(floating* o, floating* loss, Py_ssize_t n, Py_ss
         cedf_normalize_rows_f64(o, loss, n, c)
 
 
-cdef inline void softmax_forward(const floating* x, floating* out, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+cdef inline void softmax_forward(const floating* x, const floating* b, floating* out, Py_ssize_t n,
+                                 Py_ssize_t c) noexcept nogil:
     # Three passes: shift each row by its max, exponentiate the whole buffer in
-    # one vectorised call, normalise each row (in C: csrc/pointwise.h).
-    shift_by_max(x, out, <floating*>NULL, n, c)
+    # one vectorised call, normalise each row (in C: csrc/pointwise.h). With b,
+    # the softmax of x + b: the bias of the Affine x, added here.
+    shift_by_max(x, b, out, <floating*>NULL, n, c)
     if floating is float:
         cedf_softmax_exp_f32(out, n * c)
     else:
@@ -326,15 +332,17 @@ cdef inline void cross_entropy_backward(const floating* p, const int64_t* labels
 
 cdef inline void softmax_cross_entropy_backward(const floating* p, const int64_t* labels,
                                                 const floating* g, floating* gx, bint acc,
-                                                floating* gp, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+                                                floating* gp, floating* gb, bint acc_b,
+                                                Py_ssize_t n, Py_ssize_t c) noexcept nogil:
     # Softmax followed by cross-entropy, differentiated together:
     # d(-log p_y)/dx_j = p_j - [j == y], one pass instead of two. The Softmax's
     # own gradient gp (the cross-entropy's -1/p_y at the label, zero elsewhere)
-    # is written too, so that it is there to read, at the cost of a memset.
+    # is written too, so that it is there to read, at the cost of a memset. With
+    # gb, the bias gradient of the Affine before the Softmax, summed in the same pass.
     if floating is float:
-        cedf_softmax_ce_backward_f32(p, labels, g, gx, acc, gp, n, c)
+        cedf_softmax_ce_backward_f32(p, labels, g, gx, acc, gp, gb, acc_b, n, c)
     else:
-        cedf_softmax_ce_backward_f64(p, labels, g, gx, acc, gp, n, c)
+        cedf_softmax_ce_backward_f64(p, labels, g, gx, acc, gp, gb, acc_b, n, c)
 
 
 cdef inline void bce_forward(const floating* p, const floating* y, floating* out, Py_ssize_t n) noexcept nogil:
@@ -477,7 +485,7 @@ cdef inline void cross_entropy_logits_forward(const floating* z, const int64_t* 
     cdef Py_ssize_t i
     if c == 0:
         return
-    shift_by_max(z, p, out, n, c)   # the row maxima into out
+    shift_by_max(z, <floating*>NULL, p, out, n, c)   # the row maxima into out
     for i in range(n):
         # z_y - max, kept in out: the loss, log(sum) - this, is at least as large, so rounding
         # it here costs the loss at most half an ulp.

@@ -264,12 +264,14 @@ class GraphPlan:
             for source in inputs_of(c):
                 if id(source) in self.consumers:
                     self.consumers[id(source)].append(c)
-        # Affines read only by a Sigmoid or a (leaky) ReLU: that activation adds their bias
-        # (forward) and, unless a Sigmoid fused with a BCELoss, sums their bias gradient
-        # (backward). A ReLU's backward then reads its own output for the sign of its input,
-        # which only a slope >= 0 keeps (a slope set later drops the plan).
+        # Affines read only by a Sigmoid, a (leaky) ReLU or a Softmax: that node adds their
+        # bias (forward) and sums their bias gradient (backward), a Sigmoid unless fused with
+        # a BCELoss, a Softmax only when fused with its CrossEntropyLoss. A ReLU's backward
+        # then reads its own output for the sign of its input, which only a slope >= 0 keeps
+        # (a slope set later drops the plan).
         self._bias_in_activation = {id(c.x) for c in graph.CompNodes
-                                    if (isinstance(c, Sigmoid) or (isinstance(c, LeakyReLU) and c.slope >= 0))
+                                    if (isinstance(c, (Sigmoid, Softmax))
+                                        or (isinstance(c, LeakyReLU) and c.slope >= 0))
                                     and isinstance(c.x, Affine) and self.consumers[id(c.x)] == [c]}
         self._labels_of = {}   # id(loss) -> (staged, checked): its labels, copied by the forward
         self.bases = {}
@@ -367,8 +369,12 @@ class GraphPlan:
                      [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
             elif isinstance(node, Softmax):
                 classes = node._value.shape[-1]
-                b.op(_engine.SOFTMAX_FWD, dtype, (node._value.size // classes, classes),
-                     [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
+                args = [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)]
+                if id(node.x) in self._bias_in_activation:
+                    affine, bias = node.x, np.empty(classes, dtype)
+                    args += [b.value(affine.params.b, (classes,), dtype), b.fixed(bias)]
+                    lazy.append((affine, self._add_bias(affine._value, bias)))
+                b.op(_engine.SOFTMAX_FWD, dtype, (node._value.size // classes, classes), args)
             elif isinstance(node, (Tanh, LeakyReLU)):
                 code, slope = (_engine.TANH_FWD, 0.0) if isinstance(node, Tanh) else (_engine.LEAKY_FWD, node.slope)
                 b.op(code, dtype, (node._value.size,),
@@ -532,7 +538,7 @@ class GraphPlan:
         b.op(_engine.FILL, loss._value.dtype, (loss._value.size,), [seed], scalars=(1.0 / max(n_loss, 1),))
 
         fused = set()
-        bias_done = set()   # Affines whose bias gradient their Sigmoid's (unfused) or ReLU's backward summed
+        bias_done = set()   # Affines whose bias gradient the backward of the node reading them summed
         for node in reversed(self.nodes):
             if id(node) in fused:
                 continue
@@ -595,14 +601,14 @@ class GraphPlan:
                     b.op(_engine.CE_LOGITS_BWD, dtype, node._z.shape,
                          [b.fixed(node._p_buf), self._labels(b, node, backward=True), g, gz], (acc,))
             else:
-                self._loss_backward(b, node, g, target, fused)
+                self._loss_backward(b, node, g, target, fused, bias_done)
 
         for index, value in grads.values():
             if index not in written:
                 b.op(_engine.FILL, value.dtype, (value.size,), [index])
         return self._program(b)
 
-    def _loss_backward(self, b, node, g, target, fused):
+    def _loss_backward(self, b, node, g, target, fused, bias_done):
         dtype, n = node._value.dtype, node._p.shape[0]
         labels = self._labels(b, node, backward=True)
         source, ce = node.x, isinstance(node, CrossEntropyLoss)
@@ -615,6 +621,11 @@ class GraphPlan:
             if gx is None:   # the Softmax/Sigmoid reads an Input: only its own gradient is wanted
                 code = _engine.CE_BWD if ce else _engine.BCE_BWD
                 b.op(code, dtype, dims, [b.fixed(source._value), labels, g, gp], (False,))
+            elif ce and id(source.x) in self._bias_in_activation:
+                # The Affine's bias gradient: the column sums of what this pass writes.
+                gb, ab = target(source.x.params.b)
+                bias_done.add(id(source.x))
+                b.op(code, dtype, dims, [b.fixed(source._value), labels, g, gx, gp, gb], (acc, ab))
             else:
                 b.op(code, dtype, dims, [b.fixed(source._value), labels, g, gx, gp], (acc,))
             return

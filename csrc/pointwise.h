@@ -389,14 +389,18 @@ CEDF_LOOPS(double, f64, cedf_exp, cedf_exp_fraction, cedf_tanh_rational, cedf_ex
  *   BLAS then adds its product to.
  * cedf_shift_by_max_*: o = x - max(x) row by row; top, if not NULL, gets the
  *   maxima. The max is a select in order, as before (a NaN after the first
- *   element is passed over, and the row comes out NaN either way).
+ *   element is passed over, and the row comes out NaN either way). With b not
+ *   NULL, x + b (b added to every row: the bias of the Affine a Softmax reads,
+ *   whose product BLAS then writes alone) in place of x.
  * cedf_normalize_rows_*: o = o / sum(o) row by row, the sum in double and in
  *   order, o scaled by its reciprocal in double and rounded once; with loss
  *   (z_y - max, from cedf_shift_by_max), loss = log(sum) - loss, the
  *   cross-entropy of the logits.
  * cedf_softmax_ce_backward_*: a Softmax followed by the cross-entropy,
  *   differentiated together: gx (+)= g (p - onehot(y)), and the Softmax's own
- *   gradient gp, -g / p at the label and zero elsewhere.
+ *   gradient gp, -g / p at the label and zero elsewhere; with gb not NULL,
+ *   the bias gradient of the Affine before (the column sums of what is added
+ *   to gx) summed in the same pass.
  * cedf_logits_ce_backward_*: gz (+)= g (p - onehot(y)) in double, rounded once
  *   (SoftmaxCrossEntropyLoss's backward).
  * The labels are checked before any of these runs (the plan's label copy).
@@ -409,15 +413,20 @@ CEDF_LOOPS(double, f64, cedf_exp, cedf_exp_fraction, cedf_tanh_rational, cedf_ex
             for (ptrdiff_t j = 0; j < cols; j++) out[r * cols + j] = b[j];                      \
     }                                                                                           \
                                                                                                 \
-    CEDF_MULTIVERSION static void cedf_shift_by_max_##SFX(const T *x, T *o, T *top,             \
+    CEDF_MULTIVERSION static void cedf_shift_by_max_##SFX(const T *x, const T *b, T *o, T *top, \
                                                           ptrdiff_t rows, ptrdiff_t cols)       \
     {                                                                                           \
         if (cols < 1) return;   /* no max to shift by */                                        \
         for (ptrdiff_t r = 0; r < rows; r++) {                                                  \
             const T *row = x + r * cols;                                                        \
+            T *out = o + r * cols;                                                              \
+            if (b != NULL) {    /* the biased row into o, then shifted there */                 \
+                for (ptrdiff_t j = 0; j < cols; j++) out[j] = row[j] + b[j];                    \
+                row = out;                                                                      \
+            }                                                                                   \
             T m = row[0];                                                                       \
             for (ptrdiff_t j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;                   \
-            for (ptrdiff_t j = 0; j < cols; j++) o[r * cols + j] = row[j] - m;                  \
+            for (ptrdiff_t j = 0; j < cols; j++) out[j] = row[j] - m;                           \
             if (top != NULL) top[r] = m;                                                        \
         }                                                                                       \
     }                                                                                           \
@@ -437,18 +446,26 @@ CEDF_LOOPS(double, f64, cedf_exp, cedf_exp_fraction, cedf_tanh_rational, cedf_ex
                                                                                                 \
     CEDF_MULTIVERSION static void cedf_softmax_ce_backward_##SFX(const T *p, const int64_t *labels, \
                                                                  const T *g, T *gx, int acc,    \
-                                                                 T *gp, ptrdiff_t rows,         \
-                                                                 ptrdiff_t cols)                \
+                                                                 T *gp, T *gb, int acc_b,       \
+                                                                 ptrdiff_t rows, ptrdiff_t cols) \
     {                                                                                           \
         memset(gp, 0, (size_t)(rows * cols) * sizeof(T));                                       \
+        if (gb != NULL && !acc_b)                                                               \
+            for (ptrdiff_t j = 0; j < cols; j++) gb[j] = 0;                                     \
         for (ptrdiff_t r = 0; r < rows; r++) {                                                  \
             T gr = g[r];                                                                        \
-            for (ptrdiff_t j = 0; j < cols; j++) {                                              \
-                ptrdiff_t k = r * cols + j;                                                     \
-                gx[k] = (acc ? gx[k] : (T)0) + gr * p[k];                                       \
+            ptrdiff_t y = labels[r], k = r * cols + y;                                          \
+            if (gb == NULL) {                                                                   \
+                for (ptrdiff_t j = 0; j < cols; j++)                                            \
+                    gx[r * cols + j] = (acc ? gx[r * cols + j] : (T)0) + gr * p[r * cols + j];  \
+                gx[k] -= gr;                                                                    \
+            } else {                                                                            \
+                for (ptrdiff_t j = 0; j < cols; j++) {                                          \
+                    T v = gr * p[r * cols + j] - (j == y ? gr : (T)0);                          \
+                    gx[r * cols + j] = (acc ? gx[r * cols + j] : (T)0) + v;                     \
+                    gb[j] += v;                                                                 \
+                }                                                                               \
             }                                                                                   \
-            ptrdiff_t k = r * cols + labels[r];                                                 \
-            gx[k] -= gr;                                                                        \
             gp[k] = (T)(-gr / (double)p[k]);                                                    \
         }                                                                                       \
     }                                                                                           \

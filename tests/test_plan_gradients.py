@@ -43,7 +43,8 @@ for _module in pkgutil.iter_modules(cedf.__path__):
 @pytest.fixture
 def programs(monkeypatch):
     """The operations of every program the plan builds, as names; a backward one that adds into a
-    gradient buffer another operation wrote also appears with " +=", an AFFINE_BWD without dX as such."""
+    gradient buffer another operation wrote also appears with " +=", an AFFINE_BWD without dX as such,
+    a SOFTMAX_FWD adding its Affine's bias and a SOFTMAX_CE_BWD summing its bias gradient with " + bias"."""
     made = set()
     build = plan.Program
 
@@ -57,6 +58,9 @@ def programs(monkeypatch):
                 made.add(name + " +=")
             if code == _engine.AFFINE_BWD and args[3] is None:
                 made.add("AFFINE_BWD without dX")
+            bias_at = {_engine.SOFTMAX_FWD: 2, _engine.SOFTMAX_CE_BWD: 5}.get(code)
+            if bias_at is not None and len(args) > bias_at and args[bias_at] is not None:
+                made.add(name + " + bias")
         return build(buffers, ops, messages)
 
     monkeypatch.setattr(plan, "Program", recording)
@@ -227,13 +231,14 @@ def layer_norm():
 #: case -> (graph, the plan's operations it must run).
 CASES = {
     "Affine of an Input -> Softmax -> CrossEntropyLoss, fused":
-        (fused_softmax_ce, {"AFFINE_BWD without dX", "SOFTMAX_CE_BWD"}),
+        (fused_softmax_ce, {"AFFINE_BWD without dX", "SOFTMAX_FWD + bias", "SOFTMAX_CE_BWD + bias"}),
     "Affine -> Sigmoid -> BCELoss, fused, the bias added by the Sigmoid":
         (fused_sigmoid_bce, {"BIAS_SIGMOID_FWD", "SIGMOID_BCE_BWD", "AFFINE_BWD without dX"}),
     "hidden Sigmoid summing its Affine's bias gradient":
-        (hidden_sigmoid, {"BIAS_SIGMOID_FWD", "SIGMOID_BWD", "AFFINE_BWD", "SOFTMAX_CE_BWD"}),
+        (hidden_sigmoid, {"BIAS_SIGMOID_FWD", "SIGMOID_BWD", "AFFINE_BWD", "SOFTMAX_FWD + bias",
+                          "SOFTMAX_CE_BWD + bias"}),
     "Softmax and CrossEntropyLoss apart":
-        (softmax_and_ce_apart, {"SOFTMAX_FWD", "SOFTMAX_BWD", "CE_BWD", "TANH_BWD"}),
+        (softmax_and_ce_apart, {"SOFTMAX_FWD + bias", "SOFTMAX_BWD", "CE_BWD", "TANH_BWD"}),
     "Sigmoid and BCELoss apart":
         (sigmoid_and_bce_apart, {"BIAS_SIGMOID_FWD", "SIGMOID_BWD", "BCE_BWD"}),
     "Tanh": (tanh, {"TANH_FWD", "TANH_BWD"}),
