@@ -211,8 +211,8 @@ class _Lazy:
 
     The plan (`cedf.plan`) skips work whose result no other node needs: the
     per-example loss values, during training, cost a logarithm each and only a
-    person reads them; an Affine read only by a Sigmoid or a ReLU need not add
-    its bias into its own value. It leaves a function in ``_pending_<name>`` instead, and
+    person reads them; an Affine read only by a Sigmoid, a ReLU or a Softmax
+    need not add its bias into its own value. It leaves a function in ``_pending_<name>`` instead, and
     reading the attribute runs it, so ``.value`` is always there for a user who
     asks. The function reads buffers that only the next Forward overwrites,
     and that Forward leaves a new one.

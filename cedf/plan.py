@@ -10,10 +10,11 @@ plan is built anew.
 
 What compiling buys, besides the calls:
 - Elementwise work folded into passes that touch the data anyway: an Affine
-  read only by a Sigmoid or a (leaky) ReLU of slope >= 0 gets its bias added
-  by that activation's pass (its own value, with the bias, is made when read;
-  its product is written by BLAS alone, ``beta = 0``), and its bias gradient
-  summed by the activation's backward pass.
+  read only by a Sigmoid, a (leaky) ReLU of slope >= 0 or a Softmax gets its
+  bias added by that node's pass (its own value, with the bias, is made when
+  read; its product is written by BLAS alone, ``beta = 0``), and its bias
+  gradient summed by that node's backward pass (a Softmax's when fused with
+  its CrossEntropyLoss).
 - No work that nobody needs. An Input takes no gradient, so the first Affine
   skips its dX product. The per-example loss values, which only a person
   reads, are computed when read (see `nodes._Lazy`).
@@ -354,16 +355,12 @@ class GraphPlan:
                      [b.value(node.x, (n, n_in), dtype, own_dtype=False), b.value(node.params.A, (n_in, n_out), dtype),
                       bias, b.fixed(node._value)])
             elif isinstance(node, (Sigmoid, LeakyReLU)) and id(node.x) in self._bias_in_activation:
-                affine = node.x
-                # The Affine's own value, x @ A + b, is made only if someone reads it.
                 rows, cols = node._value.shape
-                bias = np.empty(cols, dtype)
                 code, slope = (_engine.BIAS_SIGMOID_FWD, 0.0) if isinstance(node, Sigmoid) else (
                     _engine.BIAS_LEAKY_FWD, node.slope)
-                b.op(code, dtype, (rows, cols),
-                     [b.fixed(affine._value), b.value(affine.params.b, (cols,), dtype), b.fixed(node._value),
-                      b.fixed(bias)], scalars=(slope,))
-                lazy.append((affine, self._add_bias(affine._value, bias)))
+                bias, copy = self._fused_bias(b, node.x, lazy)
+                b.op(code, dtype, (rows, cols), [b.fixed(node.x._value), bias, b.fixed(node._value), copy],
+                     scalars=(slope,))
             elif isinstance(node, Sigmoid):
                 b.op(_engine.SIGMOID_FWD, dtype, (node._value.size,),
                      [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)])
@@ -371,9 +368,7 @@ class GraphPlan:
                 classes = node._value.shape[-1]
                 args = [b.value(node.x, node._value.shape, dtype), b.fixed(node._value)]
                 if id(node.x) in self._bias_in_activation:
-                    affine, bias = node.x, np.empty(classes, dtype)
-                    args += [b.value(affine.params.b, (classes,), dtype), b.fixed(bias)]
-                    lazy.append((affine, self._add_bias(affine._value, bias)))
+                    args += self._fused_bias(b, node.x, lazy)
                 b.op(_engine.SOFTMAX_FWD, dtype, (node._value.size // classes, classes), args)
             elif isinstance(node, (Tanh, LeakyReLU)):
                 code, slope = (_engine.TANH_FWD, 0.0) if isinstance(node, Tanh) else (_engine.LEAKY_FWD, node.slope)
@@ -473,6 +468,15 @@ class GraphPlan:
             b.op(_engine.BCE_FWD, dtype, (n,), [p, labels, b.fixed(node._value)])
         return []
 
+    def _fused_bias(self, b, affine, lazy):
+        """The buffers of an Affine's bias added by the node reading it: the bias, and a copy
+        that the forward makes of it, from which the Affine's own value, x @ A + b, is made
+        only if someone reads it (`lazy`)."""
+        value = affine._value
+        copy = np.empty(value.shape[1], value.dtype)
+        lazy.append((affine, self._add_bias(value, copy)))
+        return [b.value(affine.params.b, copy.shape, value.dtype), b.fixed(copy)]
+
     @staticmethod
     def _add_bias(u, bias):
         """What makes an Affine's value from the product the forward left and the bias it used."""
@@ -567,8 +571,7 @@ class GraphPlan:
                     if id(node.x) in self._bias_in_activation:
                         # The Affine's bias gradient is the column sums of what this pass writes.
                         rows, cols = node._value.shape
-                        gb, ab = target(node.x.params.b)
-                        bias_done.add(id(node.x))
+                        gb, ab = self._fused_bias_gradient(node.x, target, bias_done)
                     else:
                         rows, cols, gb, ab = 1, node._value.size, None, False
                     b.op(_engine.SIGMOID_BWD, dtype, (rows, cols), [b.fixed(node._value), g, gx, gb], (acc, ab))
@@ -588,8 +591,7 @@ class GraphPlan:
                     # The Affine's value (made only if read) is not there to read: the output's
                     # sign is its sign. The Affine's bias gradient: the column sums written here.
                     rows, cols = node._value.shape
-                    gb, ab = target(node.x.params.b)
-                    bias_done.add(id(node.x))
+                    gb, ab = self._fused_bias_gradient(node.x, target, bias_done)
                     b.op(_engine.LEAKY_BIAS_BWD, dtype, (rows, cols), [b.fixed(node._value), g, gx, gb], (acc, ab),
                          scalars=(node.slope,))
                 elif gx is not None:   # the slope applies where the input is negative: read the input
@@ -608,6 +610,13 @@ class GraphPlan:
                 b.op(_engine.FILL, value.dtype, (value.size,), [index])
         return self._program(b)
 
+    @staticmethod
+    def _fused_bias_gradient(affine, target, bias_done):
+        """The (buffer, accumulate) of an Affine's bias gradient, which the backward of the node
+        reading it sums: that Affine's own backward then leaves it alone."""
+        bias_done.add(id(affine))
+        return target(affine.params.b)
+
     def _loss_backward(self, b, node, g, target, fused, bias_done):
         dtype, n = node._value.dtype, node._p.shape[0]
         labels = self._labels(b, node, backward=True)
@@ -623,8 +632,7 @@ class GraphPlan:
                 b.op(code, dtype, dims, [b.fixed(source._value), labels, g, gp], (False,))
             elif ce and id(source.x) in self._bias_in_activation:
                 # The Affine's bias gradient: the column sums of what this pass writes.
-                gb, ab = target(source.x.params.b)
-                bias_done.add(id(source.x))
+                gb, ab = self._fused_bias_gradient(source.x, target, bias_done)
                 b.op(code, dtype, dims, [b.fixed(source._value), labels, g, gx, gp, gb], (acc, ab))
             else:
                 b.op(code, dtype, dims, [b.fixed(source._value), labels, g, gx, gp], (acc,))
